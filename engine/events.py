@@ -1,0 +1,83 @@
+"""Plain progress events: what the engine tells its one subscriber.
+
+A front end passes `on_event(event)` to `train()`; it is called on the training thread,
+so it must be quick and thread-safe (post a message, put on a queue, print).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    corpus_name: str
+    corpus_chars: int
+    vocab_size: int
+    windows_total: int        # windows over the whole text, as the book counts them
+    windows_train: int        # windows in the training split
+    parameters: int
+    model_summary: str
+    device: str               # "CPU" or the GPU's name
+    run_dir: str
+    resumed_from_step: int    # 0 for a fresh run
+    epoch: int                # the epoch training starts in (1-based)
+    steps_per_epoch: int
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    epoch: int                # 1-based
+    batch: int                # batches done in this epoch
+    batches_per_epoch: int
+    step: int                 # optimizer steps done in total
+    loss: float               # running mean train loss (nats/char) since the epoch began
+    chars_per_sec: float      # target characters per second, recent
+    chars_seen: int           # target characters seen in total
+    elapsed: float            # seconds of training in this run directory, in total
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int
+    step: int
+    train_loss: float
+    val_loss: float | None
+    elapsed: float
+    complete: bool = True     # False when the epoch was cut short (stop, budget)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    path: str
+    step: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SamplesGenerated:
+    epoch: int
+    seed_text: str
+    samples: dict[float, str] = field(default_factory=dict)  # temperature -> generated text
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that is not an error (fallback corpus, rollback)."""
+    message: str
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    reason: str               # "epochs", "time_budget", "steps", "stopped"
+    epoch: int
+    step: int
+    train_loss: float | None
+    val_loss: float | None
+    elapsed: float
+    chars_per_sec: float
+    run_dir: str
+
+
+Event = (TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved | SamplesGenerated
+         | Notice | TrainingFinished)

@@ -1,0 +1,281 @@
+"""A run directory: the checkpoint and everything needed to resume or sample from it.
+
+    model.keras       weights + optimizer state (the step count lives in the optimizer)
+    model.prev.keras  the checkpoint before it, kept in case the newest is damaged
+    config.json       the full TrainConfig and what corpus it was trained on
+    vocab.json        the characters, in id order
+    state.json        wall-clock seconds and counters (informational)
+    metrics.jsonl     one JSON object per logging interval and per epoch
+    samples/          the text generated after each epoch
+    .lock             held by the process that trains here
+
+Every file is written to a temporary name, flushed to disk and renamed over the old
+one, so a kill at any moment leaves the previous complete version in place.
+metrics.jsonl is append-only, one whole line per write; a torn last line (kill -9
+mid-write on a full disk) is ignored by readers and cut off on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from engine.config import TrainConfig
+from engine.errors import RunDirError
+
+FORMAT_VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _explain(error: OSError, action: str, path: Path) -> RunDirError:
+    reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+              errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+    return RunDirError(f"could not {action} {path}: {reason.get(error.errno, error.strerror or str(error))}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise _explain(error, "write", path) from None
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing: is {path.parent} a charlm-tui run directory?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunDirError(f"{path} is damaged or not JSON ({error})") from None
+
+
+class RunDir:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.model_path = self.path / "model.keras"
+        self.previous_model_path = self.path / "model.prev.keras"
+        self.config_path = self.path / "config.json"
+        self.vocab_path = self.path / "vocab.json"
+        self.state_path = self.path / "state.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.samples_dir = self.path / "samples"
+        self.lock_path = self.path / ".lock"
+        self._lock_fd: int | None = None
+
+    # -- creation and locking ---------------------------------------------------------
+    def create(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _explain(error, "create the run directory", self.path) from None
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a directory")
+
+    def acquire(self) -> None:
+        """Take the run directory for this process, or say which process has it."""
+        self.create()
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise _explain(error, "lock", self.path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(f"{self.path} is in use by another charlm-tui process (pid {owner}); "
+                              "stop it or choose another --run") from None
+        with contextlib.suppress(OSError):  # the pid is informational; a full disk must not stop us
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    # -- config and vocabulary -----------------------------------------------------------
+    def has_checkpoint(self) -> bool:
+        return self.model_path.exists() or self.previous_model_path.exists()
+
+    def write_config(self, config: TrainConfig, corpus_meta: dict) -> None:
+        atomic_write_json(self.config_path, {"format": FORMAT_VERSION, "config": config.to_json(),
+                                             "corpus": corpus_meta})
+
+    def load_config(self) -> TrainConfig:
+        data = _read_json(self.config_path)
+        try:
+            return TrainConfig.from_json(data["config"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise RunDirError(f"{self.config_path} is not a valid charlm-tui config ({error})") from None
+
+    def corpus_meta(self) -> dict:
+        data = _read_json(self.config_path)
+        meta = data.get("corpus") if isinstance(data, dict) else None
+        return meta if isinstance(meta, dict) else {}
+
+    def write_vocab(self, vocab) -> None:
+        atomic_write_json(self.vocab_path, {"format": FORMAT_VERSION, "vocab": list(vocab)})
+
+    def load_vocab(self) -> tuple[str, ...]:
+        data = _read_json(self.vocab_path)
+        vocab = data.get("vocab") if isinstance(data, dict) else None
+        valid = (isinstance(vocab, list) and len(vocab) >= 2 and len(set(vocab)) == len(vocab)
+                 and all(isinstance(ch, str) and len(ch) == 1 for ch in vocab))
+        if not valid:
+            raise RunDirError(f"{self.vocab_path} does not hold a list of distinct single characters")
+        return tuple(vocab)
+
+    # -- state, metrics, samples ------------------------------------------------------------
+    def write_state(self, state: dict) -> None:
+        atomic_write_json(self.state_path, state)
+
+    def load_state(self) -> dict:
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def append_metrics(self, row: dict) -> None:
+        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        try:
+            fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)  # one write: a reader never sees half a line from us
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise _explain(error, "append to", self.metrics_path) from None
+
+    def read_metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+    def keep_metrics_up_to(self, step: int) -> None:
+        """On resume: drop rows logged after the checkpoint (they will be redone)."""
+        rows = [row for row in self.read_metrics() if row.get("step", 0) <= step]
+        if self.metrics_path.exists():
+            atomic_write_bytes(self.metrics_path,
+                               "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+    def clear_history(self) -> None:
+        """Start over: forget metrics and samples (the old model is replaced at the first checkpoint)."""
+        for path in (self.metrics_path, self.state_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self.samples_dir.is_dir():
+            for sample in self.samples_dir.glob("*.txt"):
+                sample.unlink()
+
+    def write_samples(self, name: str, text: str) -> Path:
+        try:
+            self.samples_dir.mkdir(exist_ok=True)
+        except OSError as error:
+            raise _explain(error, "create", self.samples_dir) from None
+        path = self.samples_dir / f"{name}.txt"
+        atomic_write_bytes(path, text.encode("utf-8"))
+        return path
+
+    # -- the model ---------------------------------------------------------------------------
+    def save_model(self, model) -> None:
+        """Write model.keras atomically, keeping the previous checkpoint as model.prev.keras."""
+        temporary = self.path / f".model-{os.getpid()}.tmp.keras"  # Keras wants the suffix
+        try:
+            model.save(temporary)
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            if self.model_path.exists():  # link, not move: model.keras never goes missing
+                previous_temporary = self.path / f".model-prev-{os.getpid()}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    previous_temporary.unlink()
+                os.link(self.model_path, previous_temporary)
+                os.replace(previous_temporary, self.previous_model_path)
+            os.replace(temporary, self.model_path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise _explain(error, "save the checkpoint", self.model_path) from None
+        _fsync_dir(self.path)
+
+    def load_model(self, compile: bool = True):
+        """The newest loadable checkpoint (safe_mode: nothing in it is executed)."""
+        from engine.tfsetup import keras
+
+        errors = []
+        for path in (self.model_path, self.previous_model_path):
+            if not path.exists():
+                continue
+            try:
+                if not zipfile.is_zipfile(path):
+                    raise ValueError("not a .keras archive (truncated or damaged)")
+                return keras().saving.load_model(path, safe_mode=True, compile=compile)
+            except Exception as error:  # any failure to load is reported, never executed around
+                errors.append(f"{path.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        if not errors:
+            raise RunDirError(f"{self.path} has no checkpoint (model.keras) yet")
+        raise RunDirError(f"no loadable checkpoint in {self.path} ({'; '.join(errors)})")
+
+    def cleanup_temporaries(self) -> None:
+        """Remove temp files a killed process left behind (never the real ones)."""
+        for leftover in self.path.glob(".*.tmp*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """Every complete row of metrics.jsonl (a torn or foreign line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise _explain(error, "read", path) from None
+    rows = []
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def load_config(run_dir) -> TrainConfig:
+    return RunDir(run_dir).load_config()
+
+
+def load_vocab(run_dir) -> tuple[str, ...]:
+    return RunDir(run_dir).load_vocab()

@@ -1,0 +1,204 @@
+"""Sampling: the book's temperature reweighting, and a fast stateful sampler.
+
+The book generates each character by running `model.predict` over the whole 60-char
+window again. An LSTM does not need that: its state (h, c) after a prefix summarises
+the prefix, so `Sampler` primes the state with the seed text once and then advances
+one character per step, in numpy, for all temperatures at once as one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _probabilities_to_logits(probabilities) -> np.ndarray:
+    # log(0) is -inf: a char the model rules out stays ruled out at any temperature,
+    # without the book's divide-by-zero warning and NaNs.
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(probabilities, dtype=np.float64))
+
+
+def reweight_logits(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities of softmax(logits / temperature), computed safely; T=0 is argmax."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature <= 0:
+        greedy = np.zeros_like(logits)
+        np.put_along_axis(greedy, logits.argmax(axis=-1)[..., None], 1.0, axis=-1)
+        return greedy
+    return np.exp(_log_softmax(logits / temperature))
+
+
+def reweight_distribution(original_distribution, temperature: float = 0.5) -> np.ndarray:
+    """The book's function: the distribution reweighted to `temperature` (sums to 1)."""
+    return reweight_logits(_probabilities_to_logits(original_distribution), temperature)
+
+
+def sample(preds, temperature: float = 1.0, rng: np.random.Generator | None = None) -> int:
+    """The book's function: draw one index from `preds` reweighted to `temperature`."""
+    rng = rng or np.random.default_rng()
+    probabilities = reweight_distribution(preds, temperature)
+    return int(rng.choice(len(probabilities), p=probabilities))
+
+
+def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """Set to -inf every logit outside the top k, and outside the smallest set whose
+    probability reaches top_p (nucleus). Rows are independent; the best char always stays."""
+    logits = np.array(logits, dtype=np.float64)
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = np.partition(logits, -top_k, axis=-1)[..., -top_k, None]
+        logits[logits < kth] = -np.inf
+    if top_p is not None and 0 < top_p < 1:
+        order = np.argsort(-logits, axis=-1)
+        sorted_probs = np.take_along_axis(np.exp(_log_softmax(logits)), order, axis=-1)
+        before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of better chars
+        drop_sorted = before >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits[drop] = -np.inf
+    return logits
+
+
+@dataclass(frozen=True)
+class _Lstm:
+    kernel: np.ndarray            # (inputs, 4 * units), gates in Keras order i, f, c, o
+    recurrent_kernel: np.ndarray  # (units, 4 * units)
+    bias: np.ndarray              # (4 * units,)
+
+    @property
+    def units(self) -> int:
+        return self.recurrent_kernel.shape[0]
+
+    def step(self, x_projected: np.ndarray, h: np.ndarray, c: np.ndarray):
+        z = x_projected + h @ self.recurrent_kernel + self.bias
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        return h, c
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow
+
+
+class Sampler:
+    """Next-character distributions and text from a trained model's weights, in numpy."""
+
+    def __init__(self, vocab: Sequence[str], lstms: list[_Lstm], dense_kernel: np.ndarray,
+                 dense_bias: np.ndarray, lowercase: bool = True):
+        self.vocab = tuple(vocab)
+        self.lowercase = lowercase
+        self._index = {ch: i for i, ch in enumerate(self.vocab)}
+        self._lstms = lstms
+        self._dense_kernel = dense_kernel
+        self._dense_bias = dense_bias
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_keras_model(cls, model, vocab: Sequence[str], lowercase: bool = True) -> "Sampler":
+        """Copy the weights out of a model built by `engine.model.build_model`."""
+        lstms, dense = [], None
+        for layer in model.layers:
+            kind = type(layer).__name__
+            if kind == "LSTM":
+                kernel, recurrent, bias = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+                lstms.append(_Lstm(kernel, recurrent, bias))
+            elif kind == "Dense":
+                dense = [np.asarray(w, dtype=np.float64) for w in layer.get_weights()]
+        if not lstms or dense is None:
+            raise ValueError("the model has no LSTM or no Dense layer: not a charlm-tui model")
+        if lstms[0].kernel.shape[0] != len(vocab) or dense[0].shape[1] != len(vocab):
+            raise ValueError(f"the model's vocabulary size does not match the {len(vocab)} saved characters")
+        return cls(vocab, lstms, dense[0], dense[1], lowercase=lowercase)
+
+    @classmethod
+    def load(cls, run_dir) -> "Sampler":
+        """A sampler for the newest complete checkpoint of a run directory."""
+        from engine.rundir import RunDir
+
+        run = RunDir(run_dir)
+        model = run.load_model(compile=False)
+        return cls.from_keras_model(model, run.load_vocab(), lowercase=run.load_config().lowercase)
+
+    # -- the recurrent core ----------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        if self.lowercase:
+            text = text.lower()
+        unknown = sorted({ch for ch in text if ch not in self._index})
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown[:8])
+            raise ValueError(f"seed text has characters the model does not know: {shown}")
+        return [self._index[ch] for ch in text]
+
+    def _zero_state(self, rows: int):
+        return [(np.zeros((rows, l.units)), np.zeros((rows, l.units))) for l in self._lstms]
+
+    def _advance(self, ids: np.ndarray, state):
+        """Feed one char id per row; return the next-char logits and the new state."""
+        x = self._lstms[0].kernel[ids]  # one-hot @ kernel is a row lookup
+        new_state = []
+        for layer_index, (lstm, (h, c)) in enumerate(zip(self._lstms, state)):
+            if layer_index:
+                x = x @ lstm.kernel
+            h, c = lstm.step(x, h, c)
+            new_state.append((h, c))
+            x = h
+        logits = x @ self._dense_kernel + self._dense_bias
+        return logits, new_state
+
+    def prime(self, seed_text: str):
+        """Run the seed text through the LSTM once: (logits after it, state)."""
+        ids = self.encode(seed_text)
+        if not ids:
+            raise ValueError("the seed text is empty")
+        state = self._zero_state(1)
+        for char_id in ids:
+            logits, state = self._advance(np.array([char_id]), state)
+        return logits[0], state
+
+    def next_distribution(self, prefix: str) -> np.ndarray:
+        """P(next char | prefix) at temperature 1, as the Keras model computes it."""
+        logits, _ = self.prime(prefix)
+        return np.exp(_log_softmax(logits))
+
+    # -- generation ------------------------------------------------------------------
+    def stream(self, seed_text: str, temperatures: Sequence[float], length: int, *,
+               seed: int | None = None, top_k: int | None = None,
+               top_p: float | None = None) -> Iterator[tuple[tuple[str, ...], tuple[float, ...]]]:
+        """Yield `length` steps; each step is one char per temperature and the
+        probability the model (at temperature 1) gave each chosen char."""
+        rng = np.random.default_rng(seed)
+        temperatures = [float(t) for t in temperatures]
+        logits, state = self.prime(seed_text)
+        rows = len(temperatures)
+        logits = np.repeat(logits[None, :], rows, axis=0)
+        state = [(np.repeat(h, rows, axis=0), np.repeat(c, rows, axis=0)) for h, c in state]
+        row_index = np.arange(rows)
+        inverse_t = np.array([1.0 / t if t > 0 else 0.0 for t in temperatures])[:, None]
+        greedy = np.array([t <= 0 for t in temperatures])
+        for _ in range(length):
+            model_probs = np.exp(_log_softmax(logits))
+            scaled = filter_logits(logits * np.where(greedy[:, None], 1.0, inverse_t), top_k, top_p)
+            probs = np.exp(_log_softmax(scaled))
+            cumulative = np.cumsum(probs, axis=-1)
+            draws = rng.random(rows)[:, None] * cumulative[:, -1:]
+            chosen = np.minimum((cumulative <= draws).sum(axis=-1), len(self.vocab) - 1)
+            chosen = np.where(greedy, scaled.argmax(axis=-1), chosen)
+            yield (tuple(self.vocab[i] for i in chosen),
+                   tuple(float(p) for p in model_probs[row_index, chosen]))
+            logits, state = self._advance(chosen, state)
+
+    def generate(self, seed_text: str, temperatures: Sequence[float], length: int, **options) -> dict[float, str]:
+        """The generated text (without the seed) for each temperature."""
+        columns: list[list[str]] = [[] for _ in temperatures]
+        for chars, _ in self.stream(seed_text, temperatures, length, **options):
+            for column, ch in zip(columns, chars):
+                column.append(ch)
+        return {float(t): "".join(column) for t, column in zip(temperatures, columns)}

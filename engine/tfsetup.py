@@ -1,0 +1,65 @@
+"""Import TensorFlow/Keras on demand, quietly.
+
+TensorFlow takes seconds to import and prints C++ log lines straight to file
+descriptor 2, so front ends call `keras()` only when they need it (never at start-up),
+and the import runs with fd 2 pointed at a scratch file that is replayed only if the
+import fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import warnings
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")       # C++ INFO/WARNING/ERROR lines
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    warnings.filterwarnings("ignore", module=r"(tensorflow|keras|absl|h5py)(\.|$)")
+
+
+@functools.cache
+def keras():
+    """The `keras` module, with TensorFlow imported behind it and its logging silenced."""
+    _quiet_environment()
+    with tempfile.TemporaryFile() as scratch:
+        saved_fd = os.dup(2)
+        os.dup2(scratch.fileno(), 2)
+        try:
+            import absl.logging
+            absl.logging.set_verbosity(absl.logging.ERROR)
+            import tensorflow as tf
+            import keras as keras_module
+        except BaseException:
+            os.dup2(saved_fd, 2)
+            scratch.seek(0)
+            os.write(2, scratch.read())
+            raise
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+    tf.get_logger().setLevel("ERROR")
+    return keras_module
+
+
+def tensorflow():
+    keras()
+    import tensorflow as tf
+    return tf
+
+
+@functools.cache
+def device_name() -> str:
+    """"CPU", or the name of the first GPU TensorFlow sees (with the count if several)."""
+    tf = tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    try:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    except Exception:  # details are best-effort and vary by platform
+        name = "GPU"
+    return f"{len(gpus)}x {name}" if len(gpus) > 1 else name

@@ -1,0 +1,395 @@
+"""The training loop: Keras `fit`, one epoch at a time, reporting plain events.
+
+`Trainer.run()` blocks (call it on a worker thread from a UI). `stop()`, `pause()` and
+`resume()` may be called from any thread; a stop is honoured after the current batch,
+with a checkpoint saved first. The optimizer's step counter, saved in model.keras, is
+the single source of truth for where a resumed run continues: epoch and batch follow
+from it, because an epoch's shuffle is a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine import events
+from engine.config import TrainConfig
+from engine.errors import CorpusError, RunDirError, TrainingError
+from engine.rundir import RunDir
+from engine.windows import Windows, count_windows, split_point
+
+if TYPE_CHECKING:  # engine.corpus is imported by whoever builds the Corpus
+    from engine.corpus import Corpus
+
+# Settings a checkpoint cannot change: resuming with different ones would be a new model.
+ARCHITECTURE_FIELDS = ("objective", "units", "layers", "maxlen", "step", "batch_size",
+                       "val_fraction", "lowercase")
+PROGRESS_INTERVAL = 0.1  # seconds between BatchProgress events (UIs coalesce anyway)
+
+
+class Trainer:
+    def __init__(self, corpus: "Corpus", config: TrainConfig, run_dir,
+                 on_event: Callable[[events.Event], None] | None = None, *,
+                 fresh: bool = False, sample_each_epoch: bool = True):
+        config.validate()
+        self.corpus = corpus
+        self.config = config
+        self.rundir = RunDir(run_dir)
+        self.on_event = on_event or (lambda event: None)
+        self.fresh = fresh
+        self.sample_each_epoch = sample_each_epoch
+        self.model = None
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()  # set = not paused
+        self._model_lock = threading.Lock()
+
+        split = split_point(len(corpus), config.val_fraction)
+        self.train_ids, self.val_ids = corpus.ids[:split], corpus.ids[split:]
+        needed = config.maxlen + 1
+        if len(self.train_ids) < needed or len(self.val_ids) < needed:
+            raise CorpusError(
+                f"{corpus.name} has {len(corpus):,} characters: too short for {config.maxlen}-char "
+                f"windows with {config.val_fraction:.0%} held out (needs at least "
+                f"{math.ceil(needed / config.val_fraction):,}); use a longer text or a smaller --maxlen")
+        self.train_windows = Windows(self.train_ids, config.maxlen, config.step, config.objective,
+                                     config.batch_size, seed=config.seed)
+        # Held-out windows: unshuffled, spaced so at most val_max_windows are scored, and
+        # for the "all" objective only the positions with at least maxlen - step of context.
+        val_step = max(config.step, math.ceil(len(self.val_ids) / config.val_max_windows))
+        score_from = max(0, config.maxlen - val_step) if config.objective == "all" else 0
+        self.val_windows = Windows(self.val_ids, config.maxlen, val_step, config.objective,
+                                   config.batch_size, shuffle=False, score_from=score_from)
+
+        self.rundir.acquire()
+        try:
+            self._check_compatible()
+        except BaseException:
+            self.rundir.release()
+            raise
+
+    # -- control from other threads ----------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # a paused trainer must wake up to stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def sampler(self):
+        """A sampler holding a copy of the current weights (safe while training runs)."""
+        from engine.sampler import Sampler
+
+        with self._model_lock:
+            if self.model is None:
+                raise TrainingError("the model is not built yet")
+            return Sampler.from_keras_model(self.model, self.corpus.vocab, lowercase=self.corpus.lowercase)
+
+    # -- the run --------------------------------------------------------------------------
+    def _check_compatible(self) -> None:
+        """Refuse, before touching anything, to resume a checkpoint of another model."""
+        if self.fresh or not self.rundir.has_checkpoint():
+            return
+        saved = self.rundir.load_config()
+        vocab = self.rundir.load_vocab()
+        if vocab != self.corpus.vocab:
+            raise RunDirError(
+                f"{self.rundir.path} was trained on a different vocabulary ({len(vocab)} characters; "
+                f"{self.corpus.name} has {len(self.corpus.vocab)}); pass --fresh to start over there "
+                "or choose another --run")
+        for name in ARCHITECTURE_FIELDS:
+            if getattr(saved, name) != getattr(self.config, name):
+                raise RunDirError(
+                    f"{self.rundir.path} was trained with {name}={getattr(saved, name)!r}, not "
+                    f"{getattr(self.config, name)!r}; pass --fresh to start over or choose another --run")
+
+    def _corpus_meta(self) -> dict:
+        return {"name": self.corpus.name, "source": self.corpus.source, "chars": len(self.corpus),
+                "vocab_size": len(self.corpus.vocab)}
+
+    def _prepare_model(self):
+        from engine.model import build_model
+        from engine.tfsetup import keras
+
+        keras().utils.set_random_seed(self.config.seed)
+        self.rundir.cleanup_temporaries()
+        if self.rundir.has_checkpoint() and not self.fresh:
+            model = self.rundir.load_model(compile=True)
+            if model.optimizer is None or not model.optimizer.built:
+                raise RunDirError(f"{self.rundir.model_path} has no optimizer state to resume from; "
+                                  "pass --fresh to start over")
+            step = int(model.optimizer.iterations.numpy())
+            self.rundir.keep_metrics_up_to(step)
+            return model, step
+        self.rundir.clear_history()
+        self.rundir.write_vocab(self.corpus.vocab)
+        self.rundir.write_config(self.config, self._corpus_meta())
+        return build_model(len(self.corpus.vocab), self.config), 0
+
+    def run(self) -> events.TrainingFinished:
+        try:
+            return self._run()
+        finally:
+            self.rundir.release()
+
+    def close(self) -> None:
+        self.rundir.release()
+
+    def _run(self) -> events.TrainingFinished:
+        from engine.model import summary_text
+        from engine.tfsetup import device_name
+
+        config = self.config
+        model, step = self._prepare_model()
+        with self._model_lock:
+            self.model = model
+        if step:  # the resumed run may carry new run-length settings
+            self.rundir.write_config(config, self._corpus_meta())
+        per_epoch = self.train_windows.batches_per_epoch
+        clock = _Clock(self.rundir.load_state().get("elapsed", 0.0) if step else 0.0)
+        self._emit(events.TrainingStarted(
+            corpus_name=self.corpus.name, corpus_chars=len(self.corpus), vocab_size=len(self.corpus.vocab),
+            windows_total=count_windows(len(self.corpus), config.maxlen, config.step),
+            windows_train=self.train_windows.count, parameters=model.count_params(),
+            model_summary=summary_text(model), device=device_name(), run_dir=str(self.rundir.path),
+            resumed_from_step=step, epoch=step // per_epoch + 1, steps_per_epoch=per_epoch))
+
+        progress = _progress(self, clock, step)
+        reason, train_loss, val_loss = "epochs", None, None
+        while step // per_epoch < config.epochs:
+            epoch, first_batch = divmod(step, per_epoch)
+            progress.start_epoch(epoch + 1, first_batch)
+            model.fit(self.train_windows.dataset(epoch, first_batch), epochs=1, verbose=0,
+                      steps_per_epoch=per_epoch - first_batch, callbacks=[progress])
+            step = progress.step
+            if progress.failure:
+                self._roll_back(progress.failure)
+            train_loss = progress.epoch_loss()
+            reason = progress.stop_reason
+            complete = step % per_epoch == 0
+            if reason == "stopped":  # the user is waiting: checkpoint, no evaluation
+                self._checkpoint(model, step, clock, epoch + 1)
+                break
+            val_loss = self.heldout_loss()
+            self._emit(events.EpochEnd(epoch + 1, step, train_loss, val_loss, clock.elapsed, complete))
+            self._log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
+                              train_loss=train_loss, val_loss=val_loss)
+            self._checkpoint(model, step, clock, epoch + 1)
+            if self.sample_each_epoch and config.sample_length:
+                self._sample_round(epoch + 1)
+            if reason:
+                break
+        else:
+            reason = "epochs"
+        clock.pause()
+        return self._finish(reason or "epochs", step, train_loss, val_loss, clock, progress)
+
+    # -- pieces of the run ------------------------------------------------------------------
+    def heldout_loss(self) -> float:
+        from engine.model import heldout_loss
+
+        return heldout_loss(self.model, self.val_windows)
+
+    def _emit(self, event) -> None:
+        self.on_event(event)
+
+    def _log_metrics(self, *, kind: str, epoch: int, step: int, clock: "_Clock",
+                     train_loss: float | None, val_loss: float | None = None) -> None:
+        row = {"kind": kind, "epoch": epoch, "step": step, "wall": round(clock.elapsed, 3),
+               "chars": step * self.config.batch_size * self.config.targets_per_window,
+               "train_loss": train_loss, "val_loss": val_loss}
+        try:
+            self.rundir.append_metrics(row)
+        except RunDirError as error:  # metrics are a log: losing a line must not stop training
+            self._emit(events.Notice(str(error)))
+
+    def save_checkpoint(self) -> None:
+        """Save the current weights now (a retry after a failed checkpoint, for example)."""
+        step = int(self.model.optimizer.iterations.numpy())
+        self.rundir.save_model(self.model)
+        self._emit(events.CheckpointSaved(str(self.rundir.model_path), step,
+                                          step // self.train_windows.batches_per_epoch + 1))
+
+    def _checkpoint(self, model, step: int, clock: "_Clock", epoch: int) -> bool:
+        try:
+            self.rundir.save_model(model)
+            self.rundir.write_state({"step": step, "epoch": epoch, "elapsed": clock.elapsed,
+                                  "chars": step * self.config.batch_size * self.config.targets_per_window})
+        except RunDirError as error:
+            # The weights are still in memory: say so and carry on; the next checkpoint retries.
+            self._emit(events.Notice(f"{error}; training goes on and the next checkpoint will retry"))
+            self.checkpoint_error = error
+            return False
+        self.checkpoint_error = None
+        self._emit(events.CheckpointSaved(str(self.rundir.model_path), step, epoch))
+        return True
+
+    checkpoint_error: RunDirError | None = None
+
+    def _roll_back(self, failure: str) -> None:
+        if self.rundir.has_checkpoint():
+            with self._model_lock:
+                self.model = self.rundir.load_model(compile=True)
+            step = int(self.model.optimizer.iterations.numpy())
+            where = f"rolled back to the last checkpoint (step {step:,})"
+        else:
+            where = "no checkpoint was saved yet"
+        raise TrainingError(f"{failure}; {where}; try a lower learning rate "
+                            f"(--lr {self.config.lr / 4:g}) or gradient clipping")
+
+    def _sample_round(self, epoch: int) -> None:
+        sampler = self.sampler()
+        rng = np.random.default_rng([self.config.seed, epoch])
+        seed_text = self.corpus.random_text(self.config.maxlen, rng)
+        samples = sampler.generate(seed_text, self.config.temperatures, self.config.sample_length,
+                                   seed=int(rng.integers(2**31)))
+        self._emit(events.SamplesGenerated(epoch, seed_text, samples))
+        text = f"--- seed: {seed_text}\n" + "".join(
+            f"\n--- temperature {t}\n{seed_text}{sample}\n" for t, sample in samples.items())
+        try:
+            self.rundir.write_samples(f"epoch-{epoch:04d}", text)
+        except RunDirError as error:
+            self._emit(events.Notice(str(error)))
+
+    def _finish(self, reason, step, train_loss, val_loss, clock, progress) -> events.TrainingFinished:
+        finished = events.TrainingFinished(
+            reason=reason, epoch=step // self.train_windows.batches_per_epoch, step=step,
+            train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
+            chars_per_sec=progress.mean_rate(), run_dir=str(self.rundir.path))
+        self._emit(finished)
+        return finished
+
+
+class _Clock:
+    """Seconds of training, accumulated across resumes, not counting pauses."""
+
+    def __init__(self, already: float = 0.0):
+        self._already = float(already)
+        self._since: float | None = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        running = time.monotonic() - self._since if self._since is not None else 0.0
+        return self._already + running
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self._already, self._since = self.elapsed, None
+
+    def resume(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+
+def _progress(trainer: Trainer, clock: _Clock, step: int):
+    """A `_ProgressMixin` that is also a keras Callback (Keras is imported late, so the
+    concrete class is made on first use)."""
+    return _progress_class()(trainer, clock, step)
+
+
+@functools.cache
+def _progress_class():
+    from engine.tfsetup import keras
+
+    return type("ProgressCallback", (_ProgressMixin, keras().callbacks.Callback), {})
+
+
+class _ProgressMixin:
+    """Per batch: events, metrics rows, stop/pause/budget checks, mid-epoch checkpoints."""
+
+    def __init__(self, trainer: Trainer, clock: _Clock, step: int):
+        super().__init__()
+        self.trainer = trainer
+        self.clock = clock
+        self.step = step
+        self.run_start_step = step
+        self.run_start_time = clock.elapsed
+        self.stop_reason: str | None = None
+        self.failure: str | None = None
+        self.targets_per_batch = trainer.config.batch_size * trainer.config.targets_per_window
+        self.last_checkpoint = time.monotonic()
+
+    def start_epoch(self, epoch: int, first_batch: int) -> None:
+        self.epoch = epoch
+        self.first_batch = first_batch
+        self.batches = 0
+        self.loss_sum = 0.0                 # running mean * batches, as Keras reports it
+        self.interval_sum = 0.0
+        self.interval_batches = 0
+        self.last_event = 0.0
+        self.rate_mark = (time.monotonic(), self.step)
+        self.rate = 0.0
+
+    def epoch_loss(self) -> float | None:
+        return self.loss_sum / self.batches if self.batches else None
+
+    def mean_rate(self) -> float:
+        seconds = self.clock.elapsed - self.run_start_time
+        return (self.step - self.run_start_step) * self.targets_per_batch / seconds if seconds > 0 else 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        trainer, config = self.trainer, self.trainer.config
+        self.step += 1
+        self.batches += 1
+        running_mean = float((logs or {}).get("loss", float("nan")))
+        batch_loss = running_mean * self.batches - self.loss_sum
+        self.loss_sum = running_mean * self.batches
+        if not math.isfinite(running_mean):
+            self.failure = f"the loss became {running_mean} at step {self.step:,}"
+            self.model.stop_training = True
+            return
+        self.interval_sum += batch_loss
+        self.interval_batches += 1
+        now = time.monotonic()
+        if now - self.rate_mark[0] >= 1.0:
+            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / (now - self.rate_mark[0])
+            self.rate_mark = (now, self.step)
+        elif not self.rate:
+            seconds = now - self.rate_mark[0]
+            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / seconds if seconds else 0.0
+
+        if self.step % config.log_every == 0:
+            trainer._log_metrics(kind="interval", epoch=self.epoch, step=self.step, clock=self.clock,
+                                 train_loss=self.interval_sum / self.interval_batches)
+            self.interval_sum, self.interval_batches = 0.0, 0
+        per_epoch = trainer.train_windows.batches_per_epoch
+        if now - self.last_event >= PROGRESS_INTERVAL or self.step % per_epoch == 0:
+            self.last_event = now
+            trainer._emit(events.BatchProgress(
+                epoch=self.epoch, batch=self.first_batch + self.batches, batches_per_epoch=per_epoch,
+                step=self.step, loss=running_mean, chars_per_sec=self.rate,
+                chars_seen=self.step * self.targets_per_batch, elapsed=self.clock.elapsed))
+
+        if not trainer._running.is_set():   # paused: hold here, between batches
+            self.clock.pause()
+            trainer._running.wait()
+            self.clock.resume()
+            self.rate_mark = (time.monotonic(), self.step)
+        if trainer._stop.is_set():
+            self.stop_reason = "stopped"
+        elif config.steps is not None and self.step - self.run_start_step >= config.steps:
+            self.stop_reason = "steps"
+        elif config.time_budget is not None and self.clock.elapsed - self.run_start_time >= config.time_budget:
+            self.stop_reason = "time_budget"
+        if self.stop_reason:
+            self.model.stop_training = True
+        elif time.monotonic() - self.last_checkpoint >= config.checkpoint_every and self.step % per_epoch:
+            self.last_checkpoint = time.monotonic()
+            trainer._checkpoint(self.model, self.step, self.clock, self.epoch)

@@ -1,0 +1,113 @@
+"""Training windows cut lazily from the encoded corpus.
+
+The book materialises every window as one-hot arrays (685 MB for Nietzsche). Here a
+window is just a start offset: batch `b` of epoch `e` is gathered from the integer
+array on demand, so memory is O(corpus length) whatever the number of windows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Above this many windows an exact shuffle would cost too much memory (4 bytes per
+# window); an affine permutation i -> (a*i + c) mod n costs none and still spreads
+# every batch over the whole corpus.
+EXACT_SHUFFLE_LIMIT = 1 << 24
+
+
+def count_windows(length: int, maxlen: int, step: int) -> int:
+    """Windows the book cuts from `length` chars: range(0, length - maxlen, step)."""
+    return len(range(0, length - maxlen, step))
+
+
+class Windows:
+    """Windows of `maxlen` ids every `step` chars, with their targets.
+
+    objective "last": the target is the char after the window (the book).
+    objective "all": the target of position t is the char at t+1 (every position).
+    `score_from`: for held-out data, positions before it get target -1, so each
+    held-out char is scored once and with enough context (see `engine.evaluate`).
+    """
+
+    def __init__(self, ids: np.ndarray, maxlen: int, step: int, objective: str,
+                 batch_size: int, seed: int = 0, shuffle: bool = True, score_from: int = 0):
+        self.ids = ids
+        self.maxlen = maxlen
+        self.step = step
+        self.objective = objective
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.score_from = score_from
+        self.count = count_windows(len(ids), maxlen, step)
+        self._offsets = np.arange(maxlen, dtype=np.int64)
+        self._order_cache: tuple[int, np.ndarray | None, tuple[int, int]] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full batches only (a ragged last batch is dropped), but at least one."""
+        return max(1, self.count // self.batch_size) if self.count else 0
+
+    def _order(self, epoch: int) -> tuple[np.ndarray | None, tuple[int, int]]:
+        """The epoch's shuffle: an explicit permutation, or affine (a, c) parameters."""
+        if self._order_cache and self._order_cache[0] == epoch:
+            return self._order_cache[1], self._order_cache[2]
+        rng = np.random.default_rng([self.seed, epoch])
+        if not self.shuffle:
+            result = (None, (1, 0))
+        elif self.count <= EXACT_SHUFFLE_LIMIT:
+            result = (rng.permutation(self.count).astype(np.int64), (1, 0))
+        else:
+            a = int(rng.integers(1, self.count))
+            while math.gcd(a, self.count) != 1:
+                a += 1
+            result = (None, (a, int(rng.integers(0, self.count))))
+        self._order_cache = (epoch, *result)
+        return result
+
+    def window_indices(self, epoch: int, batch: int) -> np.ndarray:
+        start = batch * self.batch_size
+        stop = min(start + self.batch_size, self.count)
+        positions = np.arange(start, stop, dtype=np.int64)
+        permutation, (a, c) = self._order(epoch)
+        if permutation is not None:
+            return permutation[positions]
+        return (a * positions + c) % self.count
+
+    def batch(self, epoch: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) int32 arrays: x (B, maxlen); y (B,) for "last", (B, maxlen) for "all"."""
+        starts = self.window_indices(epoch, batch) * self.step
+        x = self.ids[starts[:, None] + self._offsets].astype(np.int32)
+        if self.objective == "last":
+            y = self.ids[starts + self.maxlen].astype(np.int32)
+        else:
+            y = self.ids[starts[:, None] + self._offsets + 1].astype(np.int32)
+            if self.score_from:
+                y[:, : self.score_from] = -1
+        return x, y
+
+    def dataset(self, epoch: int, first_batch: int = 0, last_batch: int | None = None):
+        """A prefetching tf.data pipeline over batches [first_batch, last_batch) of `epoch`."""
+        from engine.tfsetup import tensorflow
+
+        tf = tensorflow()
+        last_batch = self.batches_per_epoch if last_batch is None else last_batch
+        y_shape = (None,) if self.objective == "last" else (None, self.maxlen)
+
+        def gather(b):
+            x, y = tf.numpy_function(lambda i: self.batch(epoch, int(i)), [b],
+                                     (tf.int32, tf.int32), stateful=False)
+            x.set_shape((None, self.maxlen))
+            y.set_shape(y_shape)
+            return x, y
+
+        return (tf.data.Dataset.range(first_batch, last_batch)
+                .map(gather, num_parallel_calls=1, deterministic=True)
+                .prefetch(4))
+
+
+def split_point(length: int, val_fraction: float) -> int:
+    """Index where the held-out tail begins (the last `val_fraction` of the corpus)."""
+    return int(round(length * (1.0 - val_fraction)))
