@@ -24,7 +24,10 @@ def build_model(vocab_size: int, config: TrainConfig):
     # Any length in: the book's objective reads the state after the last char; the
     # "all" objective predicts after every char; samplers may feed any prefix.
     inputs = keras.Input(shape=(None,), dtype="int32", name="char_ids")
-    x = layers.CategoryEncoding(num_tokens=vocab_size, output_mode="one_hot", name="one_hot")(inputs)
+    # (batch, time, 1): CategoryEncoding squeezes a trailing axis of 1, so without it a
+    # one-char input would lose its time axis.
+    x = layers.Reshape((-1, 1), name="ids_column")(inputs)
+    x = layers.CategoryEncoding(num_tokens=vocab_size, output_mode="one_hot", name="one_hot")(x)
     for i in range(config.layers):
         last = i == config.layers - 1
         x = layers.LSTM(config.units, return_sequences=(not last) or config.objective == "all",

@@ -1,0 +1,586 @@
+"""Load a text corpus and encode it as one integer id per character.
+
+The book reads the whole file, lower-cases it and takes `sorted(set(text))` as the
+vocabulary. This module gives the same vocabulary and the same characters, but reads in
+chunks so a 1 GB file costs about the size of its ids array (one byte per character for
+up to 256 distinct characters), never several copies of the text as Python strings:
+
+    pass 1: decode each chunk, lower-case it, mark which code points occur;
+    pass 2: decode again and write each chunk's ids into one preallocated array.
+
+Anything that cannot be used (missing, empty, binary, badly encoded...) raises a
+CorpusError with one sentence that says what to do. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import functools
+import io
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from engine import pydocs
+from engine.errors import CorpusError
+
+DEFAULT_CORPUS = "nietzsche"
+MAX_VOCAB = 10_000          # more distinct characters than this is not a text to learn from
+CHUNK_BYTES = 8 * 1024 * 1024   # bytes decoded at a time (tests make it tiny)
+SNIFF_BYTES = 64 * 1024     # bytes looked at to recognise binary files and UTF-16/32
+
+NIETZSCHE_FILE = "nietzsche.txt"
+NIETZSCHE_URL = "https://s3.amazonaws.com/text-datasets/nietzsche.txt"
+DOWNLOAD_TIMEOUT = 10.0     # seconds; a stalled connection must not hang the app
+
+_UNICODE_SIZE = 0x110000    # code points run from 0 to 0x10FFFF
+_LONGEST_WORD = 1000        # characters carried from one chunk to the next (see _lowercased)
+
+# The first bytes of common binary formats, so the refusal can name the format.
+_MAGIC_NUMBERS = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"PK\x05\x06", "a ZIP archive"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+)
+# UTF-32 first: its little-endian BOM starts with the UTF-16 one.
+_UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """A text as ids into its vocabulary; slices are decoded back to text on demand."""
+
+    name: str               # "nietzsche", "pydocs", a corpora/ stem, a file stem or folder name
+    source: str             # the path read, or a description ("Python 3.11 stdlib docstrings")
+    vocab: tuple[str, ...]  # sorted(set(text)), as the book builds it
+    ids: np.ndarray         # one id per character: uint8 for up to 256 characters, else uint16
+    lowercase: bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return (f"Corpus(name={self.name!r}, chars={len(self):,}, vocab={len(self.vocab)}, "
+                f"lowercase={self.lowercase})")
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes
+
+    @functools.cached_property
+    def _vocab_codes(self) -> np.ndarray:
+        return np.array([ord(char) for char in self.vocab], dtype=np.uint32)
+
+    def text(self, start: int = 0, stop: int | None = None) -> str:
+        return self.decode(self.ids[start:stop])
+
+    def decode(self, ids) -> str:
+        ids = np.atleast_1d(np.asarray(ids))
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocab)):
+            raise ValueError(f"ids must be between 0 and {len(self.vocab) - 1}")
+        return _text_of(self._vocab_codes[ids.astype(np.intp)])
+
+    def encode(self, text: str) -> np.ndarray:
+        """The ids of `text` (lower-cased first if the corpus is)."""
+        if self.lowercase:
+            text = text.lower()
+        codes = _code_points(text)
+        positions = np.searchsorted(self._vocab_codes, codes)
+        positions = np.minimum(positions, len(self.vocab) - 1)
+        known = self._vocab_codes[positions] == codes
+        if not known.all():
+            unknown = list(dict.fromkeys(chr(code) for code in codes[~known]))
+            shown = ", ".join(repr(char) for char in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise CorpusError(f"not in the vocabulary of the {self.name} corpus: {shown}{more}")
+        return positions.astype(self.ids.dtype)
+
+    def random_text(self, length: int, rng: np.random.Generator) -> str:
+        """A slice of `length` characters from a random place (the whole text if shorter)."""
+        length = max(0, min(length, len(self)))
+        start = int(rng.integers(0, len(self) - length + 1))
+        return self.text(start, start + length)
+
+
+# ---------------------------------------------------------------------------------------
+# Finding a corpus
+
+
+def default_corpora_dir() -> Path:
+    """$CHARLM_CORPORA, else ./corpora if there is one, else the project's corpora/."""
+    if os.environ.get("CHARLM_CORPORA"):
+        return Path(os.environ["CHARLM_CORPORA"]).expanduser()
+    local = Path.cwd() / "corpora"
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parent.parent / "corpora"
+
+
+def named_corpora(corpora_dir: Path | None = None) -> dict[str, str]:
+    """Every name `load_corpus` accepts, with a short description (or the file's path).
+
+    A corpora/ file named like a built-in replaces it (corpora/nietzsche.txt makes the
+    book's corpus available offline).
+    """
+    names = {
+        "nietzsche": "Nietzsche's Beyond Good and Evil, the book's corpus (downloaded by Keras)",
+        "pydocs": f"the docstrings of Python's standard library ({pydocs.DESCRIPTION})",
+    }
+    for stem, path in _corpora_files(corpora_dir).items():
+        names[stem] = str(path)
+    return names
+
+
+def _corpora_files(corpora_dir: Path | None) -> dict[str, Path]:
+    folder = Path(corpora_dir) if corpora_dir is not None else default_corpora_dir()
+    try:
+        files = sorted(path for path in folder.glob("*.txt") if path.is_file())
+    except OSError:
+        return {}  # an unreadable corpora folder offers no names; the built-ins remain
+    return {path.stem: path for path in files}
+
+
+def load_corpus(
+    spec: str | os.PathLike,
+    *,
+    lowercase: bool = True,
+    encoding: str | None = None,
+    corpora_dir: Path | None = None,
+    on_notice: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Corpus:
+    """Load a file, every *.txt in a folder, or a named corpus (see `named_corpora`).
+
+    `encoding` decodes user files (default UTF-8, BOM allowed). `on_notice(message)`
+    hears about fallbacks; `on_progress(done, total)` counts bytes over both passes.
+    """
+    spec_text = os.fspath(spec)
+    try:
+        path = Path(spec_text).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist
+        path = Path(spec_text)
+    kind = _path_kind(path) if spec_text.strip() else None
+    if kind == "file":
+        return _load_files(path.stem, str(path), [path], lowercase, encoding, on_progress)
+    if kind == "folder":
+        return _load_files(path.resolve().name, str(path), _folder_files(path),
+                           lowercase, encoding, on_progress)
+    if kind == "other":
+        raise CorpusError(f"{spec_text} is not a regular file or folder")
+
+    named_files = _corpora_files(corpora_dir)
+    if spec_text in named_files:
+        named = named_files[spec_text]
+        return _load_files(spec_text, str(named), [named], lowercase, encoding, on_progress)
+    if spec_text == "nietzsche":
+        return _load_nietzsche(lowercase, on_notice, on_progress)
+    if spec_text == "pydocs":
+        return _load_files("pydocs", pydocs.DESCRIPTION, [_pydocs_file()], lowercase, None,
+                           on_progress)
+    names = ", ".join(named_corpora(corpora_dir))
+    raise CorpusError(f"no such file, folder or named corpus: {spec_text} (named corpora: {names})")
+
+
+def _path_kind(path: Path) -> str | None:
+    """"file", "folder", "other" (a device, a pipe...) or None when there is nothing there."""
+    try:
+        mode = path.stat().st_mode
+    except ValueError:  # a NUL in the name: no such path
+        return None
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP):
+            return None
+        raise CorpusError(f"cannot read {path}: {_strerror(error)}") from None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def _strerror(error: OSError) -> str:
+    return (error.strerror or str(error)).lower()
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    try:
+        files = sorted(path for path in folder.glob("*.txt") if path.is_file())
+    except OSError as error:
+        raise CorpusError(f"cannot read the folder {folder}: {_strerror(error)}") from None
+    if not files:
+        raise CorpusError(f"the folder {folder} has no .txt files")
+    return files
+
+
+def _pydocs_file() -> Path:
+    try:
+        return pydocs.pydocs_path()
+    except OSError as error:
+        raise CorpusError(f"cannot build the pydocs corpus: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# The Nietzsche corpus, through the Keras download cache
+
+
+def _load_nietzsche(lowercase, on_notice, on_progress) -> Corpus:
+    path = _cached_nietzsche()
+    reason = ""
+    if path is None:
+        path, reason = _download_nietzsche()
+    if path is None:
+        if on_notice is not None:
+            on_notice(f"could not download the Nietzsche corpus ({reason}); using pydocs, "
+                      "the docstrings of Python's standard library, instead (put "
+                      f"{NIETZSCHE_FILE} in the corpora folder to use it offline)")
+        return _load_files("pydocs", pydocs.DESCRIPTION, [_pydocs_file()], lowercase, None,
+                           on_progress)
+    return _load_files("nietzsche", str(path), [path], lowercase, None, on_progress)
+
+
+def _keras_datasets_dirs() -> list[Path]:
+    """Where keras.utils.get_file keeps downloads: $KERAS_HOME/datasets (~/.keras by
+    default), or /tmp/.keras/datasets when that home is not writable, as Keras does."""
+    if os.environ.get("KERAS_HOME"):
+        home = Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        home = Path.home() / ".keras"
+    folders = [home / "datasets"]
+    if home.exists() and not os.access(home, os.W_OK):
+        folders.append(Path(tempfile.gettempdir()) / ".keras" / "datasets")
+    return folders
+
+
+def _cached_nietzsche() -> Path | None:
+    for folder in _keras_datasets_dirs():
+        path = folder / NIETZSCHE_FILE
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+    return None
+
+
+def _download_nietzsche(timeout: float = DOWNLOAD_TIMEOUT) -> tuple[Path | None, str]:
+    """Download with Keras, as the book does, in a thread we can stop waiting for.
+
+    Returns (path, "") or (None, the reason). The file is fetched into a scratch folder
+    and renamed into the cache when complete, so an abandoned or failed download never
+    leaves half a file where the next run would take it for the corpus.
+    """
+    try:
+        import keras  # here, not at the top: TensorFlow takes seconds to import
+    except Exception as error:  # a broken TensorFlow install must not stop the fallback
+        return None, f"keras is not importable: {error}"
+
+    target_dir = _keras_datasets_dirs()[-1]
+    outcome: dict[str, object] = {}
+
+    def fetch() -> None:
+        try:
+            # Thread-local in Keras: keeps get_file's progress bar off this terminal.
+            keras.config.disable_interactive_logging()
+            target_dir.mkdir(parents=True, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=".nietzsche-download-", dir=target_dir)
+            try:
+                fetched = keras.utils.get_file(NIETZSCHE_FILE, origin=NIETZSCHE_URL,
+                                               cache_dir=scratch, cache_subdir="")
+                os.replace(fetched, target_dir / NIETZSCHE_FILE)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            outcome["path"] = target_dir / NIETZSCHE_FILE
+        except BaseException as error:  # reported to the caller, who falls back
+            outcome["error"] = error
+
+    # A daemon thread: if the connection stalls, we stop waiting and the process can
+    # still exit; should the download finish later, the next run finds it in the cache.
+    thread = threading.Thread(target=fetch, name="charlm-nietzsche-download", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "path" in outcome:
+        return outcome["path"], ""  # type: ignore[return-value]
+    if "error" in outcome:
+        return None, _short_reason(outcome["error"])
+    return None, f"no answer from {NIETZSCHE_URL} in {timeout:.0f} s"
+
+
+def _short_reason(error: object) -> str:
+    """The useful end of an error: Keras says "URL fetch failure on URL: None -- [Errno -2]
+    Name or service not known"; the part after "--" is what the user needs."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].rsplit(" -- ", 1)[-1].strip() if lines else ""
+    return text[:200] or type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# Reading and encoding
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    codec: codecs.CodecInfo
+    start: int      # the first byte to decode (after a UTF-8 byte-order mark)
+    size: int
+
+
+def _load_files(name: str, source: str, paths: list[Path], lowercase: bool,
+                encoding: str | None, on_progress) -> Corpus:
+    codec = _codec(encoding)
+    inputs = [_inspect(path, codec, explicit=encoding is not None) for path in paths]
+    inputs = [item for item in inputs if item.size > item.start]
+    if not inputs:
+        what = f"every .txt file in {source}" if Path(source).is_dir() else source
+        raise CorpusError(f"{what} is empty")
+
+    progress = _Progress(2 * sum(item.size for item in inputs), on_progress)
+
+    # Pass 1: the vocabulary and the length. A text that arrives as one chunk is encoded
+    # from this pass; larger ones are decoded again in pass 2 instead of being kept.
+    seen = np.zeros(_UNICODE_SIZE, dtype=bool)
+    length = chunks = 0
+    first_codes = None
+    for text in _text_chunks(inputs, lowercase, progress):
+        codes = _code_points(text)
+        seen[codes] = True
+        length += len(codes)
+        chunks += 1
+        first_codes = codes if chunks == 1 else None
+    vocab_codes = np.flatnonzero(seen).astype(np.uint32)
+    _check_text(source, length, vocab_codes)
+
+    dtype = np.uint8 if len(vocab_codes) <= 256 else np.uint16
+    id_of_code = np.zeros(_UNICODE_SIZE, dtype=dtype)
+    id_of_code[vocab_codes] = np.arange(len(vocab_codes), dtype=dtype)
+
+    if first_codes is not None:
+        ids = id_of_code[first_codes]
+    else:
+        ids = _encode_again(inputs, lowercase, progress, seen, id_of_code, length, source)
+    progress.finish()
+    vocab = tuple(chr(code) for code in vocab_codes)
+    return Corpus(name=name, source=source, vocab=vocab, ids=ids, lowercase=lowercase)
+
+
+def _encode_again(inputs: list[_Source], lowercase: bool, progress: _Progress,
+                  seen: np.ndarray, id_of_code: np.ndarray, length: int,
+                  source: str) -> np.ndarray:
+    """Pass 2: decode the files again, writing each chunk's ids into one array. A file
+    that changed since pass 1 (other length, new characters) is refused."""
+    ids = np.empty(length, dtype=id_of_code.dtype)
+    position = 0
+    for text in _text_chunks(inputs, lowercase, progress):
+        codes = _code_points(text)
+        end = position + len(codes)
+        if end > length or not seen[codes].all():
+            raise CorpusError(f"{source} changed while it was being read; try again")
+        ids[position:end] = id_of_code[codes]
+        position = end
+    if position != length:
+        raise CorpusError(f"{source} changed while it was being read; try again")
+    return ids
+
+
+def _check_text(source: str, length: int, vocab_codes: np.ndarray) -> None:
+    if length == 0:
+        raise CorpusError(f"{source} has no text (it is empty)")
+    if 0 in vocab_codes:
+        raise CorpusError(f"{source} looks like binary data (it contains NUL bytes), not text")
+    if len(vocab_codes) < 2:
+        raise CorpusError(f"{source} has only one distinct character ({chr(vocab_codes[0])!r}); "
+                          "a corpus needs at least 2 distinct characters")
+    if len(vocab_codes) > MAX_VOCAB:
+        raise CorpusError(f"{source} has {len(vocab_codes):,} distinct characters; "
+                          f"the limit is {MAX_VOCAB:,}")
+
+
+def _codec(encoding: str | None) -> codecs.CodecInfo:
+    try:
+        codec = codecs.lookup(encoding or "utf-8")
+    except LookupError:
+        raise CorpusError(f"unknown encoding: {encoding}") from None
+    # Codecs such as base64 or zlib turn bytes into bytes: they do not decode text.
+    if not getattr(codec, "_is_text_encoding", True):
+        raise CorpusError(f"{encoding} is not a text encoding")
+    return codec
+
+
+def _inspect(path: Path, codec: codecs.CodecInfo, explicit: bool) -> _Source:
+    """Check the start of a file, before any decoding, for what is plainly not UTF-8 text."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(SNIFF_BYTES)
+            size = os.fstat(file.fileno()).st_size
+    except OSError as error:
+        raise CorpusError(f"cannot read {path}: {_strerror(error)}") from None
+    for magic, format_name in _MAGIC_NUMBERS:
+        if head.startswith(magic):
+            raise CorpusError(f"{path} looks like binary data ({format_name}), not text")
+    start = 0
+    if codec.name == "utf-8" and head.startswith(codecs.BOM_UTF8):
+        start = len(codecs.BOM_UTF8)  # the BOM says "UTF-8"; it is not part of the text
+    elif not explicit:
+        wide = _wide_unicode(head)
+        if wide:
+            raise CorpusError(
+                f"{path} appears to be {wide} text; convert it with "
+                f"`iconv -f {wide} -t UTF-8 {path} > out.txt` or pass --encoding {wide.lower()}")
+        if b"\0" in head:
+            raise CorpusError(f"{path} looks like binary data (it contains NUL bytes), not text")
+    return _Source(path=path, codec=codec, start=start, size=size)
+
+
+def _wide_unicode(head: bytes) -> str | None:
+    """'UTF-16' or 'UTF-32' if the bytes look like it (a BOM, or NULs in a regular pattern
+    as mostly-ASCII text gives), else None."""
+    for bom, name in _UNICODE_BOMS:
+        if head.startswith(bom):
+            return name
+    sample = np.frombuffer(head[: len(head) // 4 * 4], dtype=np.uint8)
+    if len(sample) < 8:
+        return None
+    # The fraction of NUL bytes at each position modulo 4.
+    zero = [float((sample[position::4] == 0).mean()) for position in range(4)]
+    # Western text in UTF-32 has NUL high bytes always, and a non-NUL low byte.
+    if (zero[2] == zero[3] == 1 and zero[0] == 0) or (zero[0] == zero[1] == 1 and zero[3] == 0):
+        return "UTF-32"
+    # In UTF-16 a NUL in every other byte (many of them), and none in the bytes between.
+    even, odd = (zero[0] + zero[2]) / 2, (zero[1] + zero[3]) / 2
+    if (odd > 0.5 and even == 0) or (even > 0.5 and odd == 0):
+        return "UTF-16"
+    return None
+
+
+def _text_chunks(inputs: list[_Source], lowercase: bool, progress: _Progress) -> Iterator[str]:
+    """The corpus text, a chunk at a time: files joined with "\\n", newlines made "\\n"."""
+    chunks = _joined(_decoded_chunks(item, progress) for item in inputs)
+    return _lowercased(chunks) if lowercase else chunks
+
+
+def _joined(files: Iterable[Iterator[str]]) -> Iterator[str]:
+    """Chain the files' chunks with one "\\n" between files that have text."""
+    any_text = False
+    for chunks in files:
+        separated = not any_text
+        for text in chunks:
+            if not separated:
+                yield "\n"
+                separated = True
+            any_text = True
+            yield text
+
+
+def _decoded_chunks(source: _Source, progress: _Progress) -> Iterator[str]:
+    """Decode a file CHUNK_BYTES at a time, as Python's text mode would: the incremental
+    decoders keep a multibyte character or a \\r\\n pair split across chunks whole."""
+    decoder = source.codec.incrementaldecoder("strict")
+    newlines = io.IncrementalNewlineDecoder(decoder, translate=True)
+    try:
+        with open(source.path, "rb") as file:
+            file.seek(source.start)
+            offset = source.start
+            while True:
+                chunk = file.read(CHUNK_BYTES)
+                # Bytes the decoder holds from the last chunk (the start of a character)
+                # come before this chunk in what it reports errors against.
+                held = decoder.getstate()[0]
+                held_count = len(held) if isinstance(held, bytes) else 0
+                try:
+                    text = newlines.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as error:
+                    raise _decode_error(source, error, offset - held_count) from None
+                offset += len(chunk)
+                progress.advance(len(chunk))
+                if text:
+                    yield text
+                if not chunk:
+                    return
+    except OSError as error:
+        raise CorpusError(f"cannot read {source.path}: {_strerror(error)}") from None
+
+
+def _decode_error(source: _Source, error: UnicodeDecodeError, input_offset: int) -> CorpusError:
+    bad_byte = error.object[error.start]
+    offset = input_offset + error.start
+    encoding = "UTF-8" if source.codec.name == "utf-8" else source.codec.name
+    message = f"{source.path} is not valid {encoding}: byte 0x{bad_byte:02X} at offset {offset}"
+    if source.codec.name == "utf-8":
+        if _looks_like_latin1(source.path):
+            message += ("; it looks like Latin-1 (ISO-8859-1/cp1252) text: pass --encoding "
+                        "latin-1 or convert with iconv")
+        else:
+            message += "; pass --encoding NAME if you know its encoding, or convert it with iconv"
+    return CorpusError(message)
+
+
+def _looks_like_latin1(path: Path) -> bool:
+    """Mostly printable ASCII with some high bytes, as Western European text in Latin-1
+    or cp1252 is (a legacy CJK encoding or random bytes has far more high bytes)."""
+    try:
+        with open(path, "rb") as file:
+            sample = np.frombuffer(file.read(SNIFF_BYTES), dtype=np.uint8)
+    except OSError:
+        return False
+    if len(sample) == 0 or (sample == 0).any():
+        return False
+    printable_ascii = ((sample >= 0x20) & (sample < 0x7F)) | np.isin(sample, (9, 10, 13))
+    return printable_ascii.mean() >= 0.7
+
+
+def _lowercased(chunks: Iterable[str]) -> Iterator[str]:
+    """str.lower() of each chunk, cut at whitespace so it sees whole words: the lower case
+    of a Greek capital sigma depends on the letter after it."""
+    carry = ""
+    for text in chunks:
+        text = carry + text
+        cut = max(text.rfind(" "), text.rfind("\n")) + 1
+        if cut == 0 and len(text) > _LONGEST_WORD:
+            cut = len(text)  # no whitespace for a long stretch: not words, cut anywhere
+        carry = text[cut:]
+        if cut:
+            yield text[:cut].lower()
+    if carry:
+        yield carry.lower()
+
+
+def _code_points(text: str) -> np.ndarray:
+    # surrogatepass: a lone surrogate becomes a code point the vocabulary will not know,
+    # instead of an encoding error.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _text_of(code_points: np.ndarray) -> str:
+    return code_points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+class _Progress:
+    """Calls on_progress(done, total) at most once per chunk, and once at the end."""
+
+    def __init__(self, total: int, on_progress: Callable[[int, int], None] | None):
+        self.total = total
+        self.done = 0
+        self.on_progress = on_progress
+
+    def advance(self, count: int) -> None:
+        if count and self.on_progress is not None:
+            self.done = min(self.done + count, self.total)
+            self.on_progress(self.done, self.total)
+
+    def finish(self) -> None:
+        if self.on_progress is not None and self.done < self.total:
+            self.on_progress(self.total, self.total)

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny corpus and a tiny model config, so the real engine runs fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+NIETZSCHE = SHARED / "corpora" / "nietzsche.txt"
+
+WORDS = ("the will to power is the will of life itself and every philosopher knows "
+         "that truth is a woman who does not wish to be won by clumsy men").split()
+
+
+def tiny_text(chars: int = 6000, seed: int = 0) -> str:
+    """Pseudo-English with real structure (words, spaces, sentences) to learn from."""
+    rng = np.random.default_rng(seed)
+    out, length = [], 0
+    while length < chars:
+        sentence = " ".join(rng.choice(WORDS, size=rng.integers(4, 10))).capitalize() + ".\n"
+        out.append(sentence)
+        length += len(sentence)
+    return "".join(out)[:chars]
+
+
+@pytest.fixture
+def tiny_corpus_path(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(tiny_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_corpus(tiny_corpus_path):
+    from engine.corpus import load_corpus
+
+    return load_corpus(tiny_corpus_path)
+
+
+def tiny_config(**overrides):
+    from engine.config import preset
+
+    settings = dict(units=8, maxlen=16, step=8, batch_size=16, epochs=1, log_every=2,
+                    sample_length=20, checkpoint_every=3600.0)
+    settings.update(overrides)
+    return preset(settings.pop("preset", "fast"), **settings)
