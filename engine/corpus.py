@@ -284,7 +284,9 @@ def _download_nietzsche(timeout: float = DOWNLOAD_TIMEOUT) -> tuple[Path | None,
     leaves half a file where the next run would take it for the corpus.
     """
     try:
-        import keras  # here, not at the top: TensorFlow takes seconds to import
+        from engine.tfsetup import keras as quiet_keras  # here: TensorFlow takes seconds to import
+
+        keras = quiet_keras()
     except Exception as error:  # a broken TensorFlow install must not stop the fallback
         return None, f"keras is not importable: {error}"
 

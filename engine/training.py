@@ -121,8 +121,11 @@ class Trainer:
                     f"{getattr(self.config, name)!r}; pass --fresh to start over or choose another --run")
 
     def _corpus_meta(self) -> dict:
+        # A few excerpts travel with the run, so sampling from it needs no corpus.
+        rng = np.random.default_rng(self.config.seed)
+        excerpts = [self.corpus.random_text(self.config.maxlen, rng) for _ in range(16)]
         return {"name": self.corpus.name, "source": self.corpus.source, "chars": len(self.corpus),
-                "vocab_size": len(self.corpus.vocab)}
+                "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
 
     def _prepare_model(self):
         from engine.model import build_model
@@ -176,7 +179,7 @@ class Trainer:
         while step // per_epoch < config.epochs:
             epoch, first_batch = divmod(step, per_epoch)
             progress.start_epoch(epoch + 1, first_batch)
-            model.fit(self.train_windows.dataset(epoch, first_batch), epochs=1, verbose=0,
+            model.fit(self.train_windows.dataset(epoch, first_batch), epochs=1, verbose=0, shuffle=False,
                       steps_per_epoch=per_epoch - first_batch, callbacks=[progress])
             step = progress.step
             if progress.failure:

@@ -1,0 +1,100 @@
+"""The headless command line, run as a user runs it: a real process, real exit codes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NIETZSCHE
+
+TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
+
+
+def charlm(*args, timeout=300, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kwargs)
+
+
+def test_help_answers_without_importing_tensorflow():
+    code = ("import sys; from tui.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "try: main(['train', '--help'])\nexcept SystemExit: pass\n"
+            "print('TF' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'no TF')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "charlm-tui train" in out.stdout and "--time-budget" in out.stdout
+    assert out.stdout.strip().endswith("no TF")
+
+
+@pytest.mark.skipif(not NIETZSCHE.exists(), reason="needs ../shared/corpora/nietzsche.txt")
+def test_dry_run_prints_the_books_numbers_for_the_book_preset(tmp_path):
+    out = charlm("train", "--corpus", NIETZSCHE, "--preset", "book", "--run", tmp_path / "r", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    for expected in ("Corpus length: 600894", "Unique characters: 57", "200278 over the whole text",
+                     "102,585 parameters"):
+        assert expected in out.stdout
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (summary["windows_total"], summary["parameters"]) == (200_278, 102_585)
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+
+
+def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
+    run = tmp_path / "run"
+    out = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--epochs", "1", "--length", "30",
+                 "--json")
+    assert out.returncode == 0, out.stderr
+    for expected in ("Corpus length: 6000", "Total params", "----- temperature: 1.2"):
+        assert expected in out.stdout
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["reason"] == "epochs" and summary["val_loss"] > 0
+    assert "cudart" not in out.stderr and "absl" not in out.stderr
+
+    sampled = charlm("sample", "--run", run, "--length", "50", "--seed", "3", "--json", "--temperatures", "0,1")
+    assert sampled.returncode == 0, sampled.stderr
+    result = json.loads(sampled.stdout)
+    assert [len(t) for t in result["samples"].values()] == [50, 50]
+    again = charlm("sample", "--run", run, "--length", "50", "--seed", "3", "--json", "--temperatures", "0,1")
+    assert json.loads(again.stdout) == result  # --seed makes it reproducible
+    plain = charlm("sample", "--run", run, "--seed-text", "the will", "--length", "20", "--top-k", "3")
+    assert plain.returncode == 0 and "the will" in plain.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--corpus", "/nonexistent/file.txt"], "no such file"),
+    (["train", "--units", "0"], "--units"),
+    (["sample", "--run", "/nonexistent/run"], "no such run directory"),
+])
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path):
+    out = charlm(*args, cwd=tmp_path)
+    assert out.returncode != 0
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_sample_refuses_unknown_seed_characters(tiny_corpus_path, tmp_path):
+    run = tmp_path / "run"
+    assert charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "1",
+                  "--length", "0").returncode == 0
+    out = charlm("sample", "--run", run, "--seed-text", "\u2603 snowman")
+    assert out.returncode == 2 and "'\u2603'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signals_stop_with_a_checkpoint_and_a_clean_exit(signum, code, tiny_corpus_path, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--corpus", str(tiny_corpus_path),
+                                "--run", str(run), *TINY, "--epochs", "100000", "--length", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert (run / "model.keras").exists() and "checkpoint saved" in stdout

@@ -1,0 +1,199 @@
+"""The training loop with a real (tiny) Keras model: events, checkpoints, resume, stop."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine import events
+from engine.errors import CorpusError, RunDirError, TrainingError
+from engine.rundir import RunDir
+from engine.training import Trainer
+from tests.conftest import tiny_config
+
+
+def train(corpus, run_dir, fresh=False, **overrides):
+    received = []
+    finished = Trainer(corpus, tiny_config(**overrides), run_dir, on_event=received.append, fresh=fresh).run()
+    return finished, received
+
+
+def of(kind, received):
+    return [e for e in received if isinstance(e, kind)]
+
+
+def test_a_run_reports_events_and_writes_a_complete_run_directory(tiny_corpus, tmp_path):
+    finished, received = train(tiny_corpus, tmp_path / "run", epochs=2)
+    started = of(events.TrainingStarted, received)[0]
+    assert started.vocab_size == len(tiny_corpus.vocab) and started.resumed_from_step == 0
+    assert started.parameters == 4 * (8 * (started.vocab_size + 8) + 8) + 8 * started.vocab_size + started.vocab_size
+    assert [e.epoch for e in of(events.EpochEnd, received)] == [1, 2]
+    assert all(e.val_loss > 0 for e in of(events.EpochEnd, received))
+    assert of(events.BatchProgress, received)[-1].step == finished.step == 2 * started.steps_per_epoch
+    assert [len(s.samples) for s in of(events.SamplesGenerated, received)] == [4, 4]
+    assert finished.reason == "epochs" and type(received[-1]) is events.TrainingFinished
+
+    run = RunDir(tmp_path / "run")
+    assert run.load_vocab() == tiny_corpus.vocab
+    assert run.load_config().units == 8
+    rows = run.read_metrics()
+    assert {"epoch", "step", "wall", "chars", "train_loss", "val_loss"} <= set(rows[0])
+    assert [r["step"] for r in rows if r["kind"] == "epoch"] == [started.steps_per_epoch, finished.step]
+    assert (tmp_path / "run" / "samples" / "epoch-0002.txt").read_text().count("temperature") == 4
+
+
+def test_the_model_file_loads_with_plain_keras_in_safe_mode(tiny_corpus, tmp_path):
+    train(tiny_corpus, tmp_path / "run", steps=2)
+    code = ("import sys, keras; m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
+            "assert not any(n.split('.')[0] in ('engine', 'tui') for n in sys.modules); print(m.count_params())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run" / "model.keras")],
+                         capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) > 0
+
+
+def test_the_book_preset_has_the_books_parameter_count(tmp_path):
+    from engine.config import preset
+    from engine.model import build_model
+
+    assert build_model(57, preset("book")).count_params() == 102_585
+
+
+def test_resume_continues_from_the_saved_step_with_the_optimizer_state(tiny_corpus, tmp_path):
+    first, _ = train(tiny_corpus, tmp_path / "run", steps=3, epochs=5)
+    saved = RunDir(tmp_path / "run").load_model()
+    moments = [v.numpy().copy() for v in saved.optimizer.variables if v.shape.rank]  # Adam's m and v
+    assert first.step == 3 and any(np.abs(m).sum() > 0 for m in moments)
+
+    second, received = train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
+    assert of(events.TrainingStarted, received)[0].resumed_from_step == 3
+    assert second.step == 5
+    resumed = RunDir(tmp_path / "run").load_model()
+    assert int(resumed.optimizer.iterations.numpy()) == 5
+    steps = [r["step"] for r in RunDir(tmp_path / "run").read_metrics()]
+    assert steps == sorted(steps)  # nothing logged twice
+
+
+def test_fresh_starts_over(tiny_corpus, tmp_path):
+    train(tiny_corpus, tmp_path / "run", steps=3)
+    _, received = train(tiny_corpus, tmp_path / "run", fresh=True, steps=1)
+    assert of(events.TrainingStarted, received)[0].resumed_from_step == 0
+    assert max(r["step"] for r in RunDir(tmp_path / "run").read_metrics()) <= 1
+
+
+def test_stop_from_another_thread_ends_within_one_batch_with_a_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.training.PROGRESS_INTERVAL", 0.0)  # an event per batch
+    progress = []
+    trainer = Trainer(tiny_corpus, tiny_config(epochs=1000, log_every=1), tmp_path / "run",
+                      on_event=lambda e: progress.append(e))
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    while not of(events.BatchProgress, progress):
+        time.sleep(0.05)
+    trainer.stop()
+    stopped_at = of(events.BatchProgress, progress)[-1].step
+    worker.join(60)
+    finished = of(events.TrainingFinished, progress)[0]
+    assert not worker.is_alive() and finished.reason == "stopped"
+    assert finished.step <= stopped_at + 1
+    assert int(RunDir(tmp_path / "run").load_model().optimizer.iterations.numpy()) == finished.step
+
+
+def test_pause_holds_training_between_batches(tiny_corpus, tmp_path):
+    progress = []
+    trainer = Trainer(tiny_corpus, tiny_config(epochs=1000), tmp_path / "run", on_event=progress.append)
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    while not of(events.BatchProgress, progress):
+        time.sleep(0.05)
+    trainer.pause()
+    time.sleep(0.5)
+    held = len(progress)
+    time.sleep(1.0)
+    assert trainer.paused and len(progress) == held
+    trainer.resume()
+    time.sleep(0.5)
+    trainer.stop()
+    worker.join(60)
+    assert len(progress) > held
+
+
+def test_time_budget_and_step_limits(tiny_corpus, tmp_path):
+    finished, _ = train(tiny_corpus, tmp_path / "a", steps=4, epochs=1000)
+    assert (finished.reason, finished.step) == ("steps", 4)
+    started = time.monotonic()
+    finished, _ = train(tiny_corpus, tmp_path / "b", time_budget=2.0, epochs=100_000)
+    assert finished.reason == "time_budget" and time.monotonic() - started < 30
+
+
+def test_book_objective_trains_and_learns(tiny_corpus, tmp_path):
+    finished, received = train(tiny_corpus, tmp_path / "run", preset="book", maxlen=16, step=3,
+                               units=16, epochs=2)
+    losses = [e.val_loss for e in of(events.EpochEnd, received)]
+    assert losses[1] < losses[0] < np.log(len(tiny_corpus.vocab)) + 0.1
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused_with_its_pid(tiny_corpus, tmp_path):
+    holder = Trainer(tiny_corpus, tiny_config(), tmp_path / "run")
+    try:
+        code = ("import sys; from engine.rundir import RunDir\n"
+                "try: RunDir(sys.argv[1]).acquire()\nexcept Exception as e: print(e)")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True,
+                             text=True, timeout=60)
+        assert "in use" in out.stdout and str(__import__("os").getpid()) in out.stdout
+    finally:
+        holder.close()
+    RunDir(tmp_path / "run").acquire()  # released: free again
+
+
+def test_a_checkpoint_of_another_vocabulary_is_refused_and_left_alone(tiny_corpus, tmp_path):
+    from engine.corpus import load_corpus
+
+    train(tiny_corpus, tmp_path / "run", steps=1)
+    model_bytes = (tmp_path / "run" / "model.keras").read_bytes()
+    other_path = tmp_path / "other.txt"
+    other_path.write_text("completely different: 0123456789 xyz!? " * 200)
+    with pytest.raises(RunDirError, match="different vocabulary"):
+        Trainer(load_corpus(other_path), tiny_config(), tmp_path / "run")
+    with pytest.raises(RunDirError, match="units"):
+        Trainer(tiny_corpus, tiny_config(units=9), tmp_path / "run")
+    assert (tmp_path / "run" / "model.keras").read_bytes() == model_bytes
+
+
+def test_too_short_a_corpus_is_refused_clearly(tmp_path):
+    from engine.corpus import load_corpus
+
+    path = tmp_path / "short.txt"
+    path.write_text("just a few words here\n")
+    with pytest.raises(CorpusError, match="too short"):
+        Trainer(load_corpus(path), tiny_config(), tmp_path / "run")
+
+
+def test_nan_loss_stops_rolls_back_and_suggests_a_lower_learning_rate(tiny_corpus, tmp_path):
+    train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
+    run = RunDir(tmp_path / "run")
+    # poison the weights so the next batch's loss is NaN
+    model = run.load_model()
+    weights = model.get_weights()
+    weights[-1][:] = np.nan
+    model.set_weights(weights)
+    model.save(run.model_path)
+    poisoned = run.model_path.read_bytes()
+    with pytest.raises(TrainingError, match=r"loss became nan at step 3.*rolled back.*step 2.*--lr"):
+        train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
+    assert run.model_path.read_bytes() == poisoned  # nothing from the failed steps was saved
+
+
+def test_sampler_snapshot_during_training_matches_the_model(tiny_corpus, tmp_path):
+    trainer = Trainer(tiny_corpus, tiny_config(steps=2), tmp_path / "run", sample_each_epoch=False)
+    trainer.run()
+    sampler = trainer.sampler()
+    prefix = tiny_corpus.text(0, 20)
+    ids = np.array([tiny_corpus.encode(prefix)], dtype="int32")
+    expected = trainer.model.predict(ids, verbose=0)[0][-1]
+    np.testing.assert_allclose(sampler.next_distribution(prefix), expected, atol=2e-6)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["corpus"]["excerpts"]

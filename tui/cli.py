@@ -1,0 +1,233 @@
+"""The `charlm-tui` command: the app by default, or headless `train` and `sample`.
+
+Nothing here imports TensorFlow at module level: `charlm-tui --help` answers at once,
+and the app paints before TensorFlow has finished importing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from engine.config import PRESETS, TrainConfig, preset
+from engine.errors import CharlmError
+
+COMMANDS = ("train", "sample")
+EXAMPLES = """\
+commands:
+  charlm-tui                       open the app on the default corpus and train
+  charlm-tui train [options]       train headless (nohup/tmux friendly), progress on stdout
+  charlm-tui sample --run DIR      generate text from a saved run, no training
+
+examples:
+  charlm-tui --corpus corpora/mybook.txt
+  charlm-tui train --corpus nietzsche --preset book --run runs/book --epochs 20
+  charlm-tui train --corpus ../shared/corpora/nietzsche.txt --run /tmp/r --time-budget 60
+  charlm-tui sample --run /tmp/r --temperatures 0.2,0.5,1.0,1.2 --length 400
+  charlm-tui --run /tmp/r --no-train
+
+Run `charlm-tui train --help` or `charlm-tui sample --help` for their options."""
+
+
+# -- argument parsing ----------------------------------------------------------------------
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not 1 <= len(values) <= 6 or any(not 0 <= t <= 10 for t in values):
+        raise argparse.ArgumentTypeError("give 1 to 6 temperatures between 0 and 10, e.g. 0.2,0.5,1.0,1.2")
+    return values
+
+
+def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", default=None, metavar="X",
+                        help="a UTF-8 text file, a folder of .txt files, or a named corpus: nietzsche "
+                             "(default), pydocs, or any corpora/NAME.txt")
+    parser.add_argument("--run", default=None, metavar="DIR",
+                        help="run directory (default: runs/<corpus name>); an existing run is resumed")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run")
+    parser.add_argument("--keep-case", action="store_true", help="do not lower-case the corpus")
+    parser.add_argument("--encoding", default=None, help="text encoding of the corpus (default: UTF-8)")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (an option left out keeps the preset's or the run's value)")
+    group.add_argument("--preset", choices=PRESETS, default=None,
+                       help="book: the book's recipe exactly; fast (default): every position is a target")
+    group.add_argument("--units", type=int, help="LSTM units per layer (128)")
+    group.add_argument("--layers", type=int, help="stacked LSTM layers (1)")
+    group.add_argument("--dropout", type=float, help="dropout after each LSTM layer (0)")
+    group.add_argument("--maxlen", type=int, help="characters per window (book 60, fast 100)")
+    group.add_argument("--step", type=int, help="a new window every STEP chars (book 3, fast 50)")
+    group.add_argument("--batch-size", type=int, help="windows per batch (128)")
+    group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.004 Adam)")
+    group.add_argument("--epochs", type=int, help="epochs in total (60)")
+    group.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
+    group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps")
+    group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
+    group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
+    group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
+             "time_budget", "steps", "val_fraction", "seed", "temperatures")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if args.keep_case:
+        overrides["lowercase"] = False
+    return overrides
+
+
+def app_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charlm-tui", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a character-level LSTM language model and watch it learn, live: "
+                    "progress, loss plot, and text sampled at four temperatures.",
+        epilog=EXAMPLES)
+    _add_corpus_options(parser)
+    parser.add_argument("--no-train", action="store_true", help="open a saved --run and only generate")
+    _add_training_options(parser)
+    return parser
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charlm-tui train",
+                                     description="Train headless, printing what the book prints.")
+    _add_corpus_options(parser)
+    _add_training_options(parser)
+    parser.add_argument("--length", type=int, default=None, help="characters sampled per temperature "
+                        "after each epoch (400; 0 for none)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be trained and exit")
+    parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    return parser
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charlm-tui sample", description="Generate text from a saved run.")
+    parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
+    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
+    parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
+    parser.add_argument("--seed-text", default=None, metavar="T",
+                        help="text to start from (default: an excerpt of the training corpus)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest")
+    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible output)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
+    """The config to train with: a resumed run keeps its saved settings unless told otherwise."""
+    from engine.rundir import RunDir
+
+    overrides = _overrides(args)
+    run = RunDir(run_dir)
+    if run.config_path.exists() and not args.fresh:
+        saved = run.load_config()
+        if args.preset is None or args.preset == saved.preset:
+            config = dataclasses.replace(saved, **overrides)
+            config.validate()
+            return config
+    return preset(args.preset or "fast", **overrides)
+
+
+def default_run_dir(corpus_name: str) -> Path:
+    return Path("runs") / corpus_name
+
+
+def _error(message: str, code: int = 1) -> int:
+    print(f"charlm-tui: error: {message}", file=sys.stderr)
+    return code
+
+
+def _book_parameter_count(vocab_size: int, config: TrainConfig) -> int:
+    """What Keras will report, without importing it: LSTM 4(u(i+u)+u), Dense uV+V."""
+    total, inputs = 0, vocab_size
+    for _ in range(config.layers):
+        total += 4 * (config.units * (inputs + config.units) + config.units)
+        inputs = config.units
+    return total + inputs * vocab_size + vocab_size
+
+
+# -- commands --------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from tui.headless import HeadlessTrainer
+
+    return HeadlessTrainer(args).run()
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from engine.rundir import RunDir
+    from engine.sampler import Sampler
+
+    if args.length < 0 or args.length > 1_000_000:
+        return _error("--length must be between 0 and 1000000", 2)
+    run = RunDir(args.run)
+    if not run.path.is_dir():
+        return _error(f"no such run directory: {run.path}")
+    sampler = Sampler.load(run.path)
+    config = run.load_config()
+    seed_text = args.seed_text
+    if seed_text is None:
+        excerpts = [e for e in run.corpus_meta().get("excerpts", []) if isinstance(e, str) and e]
+        rng = np.random.default_rng(args.seed)
+        seed_text = excerpts[int(rng.integers(len(excerpts)))] if excerpts else sampler.vocab[-1]
+    try:
+        samples = sampler.generate(seed_text, args.temperatures, args.length, seed=args.seed,
+                                   top_k=args.top_k, top_p=args.top_p)
+    except ValueError as error:
+        return _error(str(error), 2)
+    if args.json:
+        print(json.dumps({"run": str(run.path), "seed_text": seed_text, "preset": config.preset,
+                          "samples": {str(t): text for t, text in samples.items()}}))
+        return 0
+    print(f"--- Generating with seed: {seed_text!r}")
+    for temperature, text in samples.items():
+        print(f"\n----- temperature: {temperature}")
+        print(seed_text + text)
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from tui.app import AppOptions, run_app
+
+    if args.no_train and not args.run:
+        return _error("--no-train needs --run DIR (a saved run to sample from)", 2)
+    overrides = _overrides(args)
+    options = AppOptions(corpus=args.corpus or "nietzsche", run_dir=args.run, no_train=args.no_train,
+                         fresh=args.fresh, encoding=args.encoding)
+    if args.run and not args.no_train:
+        options.config = resolve_config(args, Path(args.run))
+    else:
+        options.config = preset(args.preset or "fast", **overrides)
+    return run_app(options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        command, parser = argv[0], {"train": train_parser, "sample": sample_parser}[argv[0]]()
+        args = parser.parse_args(argv[1:])
+        handler = {"train": cmd_train, "sample": cmd_sample}[command]
+    else:
+        args = app_parser().parse_args(argv)
+        handler = cmd_app
+    try:
+        return handler(args)
+    except CharlmError as error:
+        return _error(str(error))
+    except ValueError as error:  # a setting that cannot work (config.validate)
+        return _error(str(error), 2)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
