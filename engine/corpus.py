@@ -34,7 +34,7 @@ from engine.errors import CorpusError
 
 DEFAULT_CORPUS = "nietzsche"
 MAX_VOCAB = 10_000          # more distinct characters than this is not a text to learn from
-CHUNK_BYTES = 8 * 1024 * 1024   # bytes decoded at a time (tests make it tiny)
+CHUNK_BYTES = 2 * 1024 * 1024   # bytes decoded at a time: ~25x that in temporaries (tests make it tiny)
 SNIFF_BYTES = 64 * 1024     # bytes looked at to recognise binary files and UTF-16/32
 
 NIETZSCHE_FILE = "nietzsche.txt"

@@ -20,9 +20,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
+import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 from engine.config import TrainConfig
@@ -42,7 +45,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _explain(error: OSError, action: str, path: Path) -> RunDirError:
     reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-              errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+              errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EFBIG: "the file size limit is reached (ulimit -f)"}
     return RunDirError(f"could not {action} {path}: {reason.get(error.errno, error.strerror or str(error))}")
 
 
@@ -71,8 +75,69 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing: is {path.parent} a charlm-tui run directory?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise RunDirError(f"{path} is damaged or not JSON ({error})") from None
+
+
+# What a checkpoint written by engine.model.build_model may contain. Anything else in
+# model.keras (a Lambda layer holding bytecode, a custom class, a function from another
+# module) is refused before Keras sees it: nothing from a run directory is ever executed,
+# whatever the Keras version's own safe_mode covers.
+ARCHIVE_MEMBERS = {"metadata.json", "config.json", "model.weights.h5"}
+KERAS_CLASSES = {
+    "Functional", "InputLayer", "Reshape", "CategoryEncoding", "LSTM",
+    "LSTMCell", "Dropout", "Dense", "Adam", "RMSprop", "DTypePolicy", "FloatDTypePolicy", "Policy",
+    "GlorotUniform", "Orthogonal", "Zeros", "Ones", "__keras_tensor__",
+}
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why `path` is not a loadable charlm-tui checkpoint, or None if it looks whole and
+    holds only our layers (checked without Keras: zip CRCs and config.json)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if not {"config.json", "model.weights.h5"} <= names:
+                return "not a complete .keras archive"
+            if names - ARCHIVE_MEMBERS:
+                return f"unexpected files in the archive ({', '.join(sorted(names - ARCHIVE_MEMBERS))})"
+            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                return "its config.json is implausibly large"
+            damaged = archive.testzip()
+            if damaged is not None:
+                return f"{damaged} in the archive is damaged (CRC mismatch)"
+            config = json.loads(archive.read("config.json"))
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error):
+        return "not a .keras archive (truncated or damaged)"
+    except (ValueError, RecursionError):
+        return "its config.json is damaged"
+    return _foreign_object(config)
+
+
+def _foreign_object(node) -> str | None:
+    """The first serialized object in a Keras config that build_model could not have made."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if "class_name" in node:
+                name, module = node.get("class_name"), node.get("module")
+                if name in ("Lambda", "__lambda__"):
+                    return ("it contains a Lambda layer, i.e. Python code; charlm-tui never runs code "
+                            "from a run directory (models load in Keras safe mode)")
+                if name not in KERAS_CLASSES or not (module is None or (isinstance(module, str)
+                                                                         and module.split(".")[0] == "keras")):
+                    return (f"it contains {name!r} from {module!r}, which a charlm-tui model never holds; "
+                            "refused (nothing from a run directory is executed)")
+                if node.get("registered_name") not in (None, name):
+                    return f"it contains a custom object {node.get('registered_name')!r}; refused"
+            stack.extend(node.values())
+    return None
 
 
 class RunDir:
@@ -134,6 +199,9 @@ class RunDir:
     def load_config(self) -> TrainConfig:
         data = _read_json(self.config_path)
         try:
+            if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+                raise ValueError("no config object in it")
+            _check_config_types(data["config"])
             return TrainConfig.from_json(data["config"])
         except (KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{self.config_path} is not a valid charlm-tui config ({error})") from None
@@ -160,11 +228,14 @@ class RunDir:
         atomic_write_json(self.state_path, state)
 
     def load_state(self) -> dict:
+        """state.json is informational: anything missing or malformed in it reads as absent."""
         try:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {key: value for key, value in data.items() if _is_number(value)}
 
     def append_metrics(self, row: dict) -> None:
         line = (json.dumps(row, sort_keys=True) + "\n").encode()
@@ -182,7 +253,7 @@ class RunDir:
 
     def keep_metrics_up_to(self, step: int) -> None:
         """On resume: drop rows logged after the checkpoint (they will be redone)."""
-        rows = [row for row in self.read_metrics() if row.get("step", 0) <= step]
+        rows = [row for row in self.read_metrics() if _is_number(row.get("step")) and row["step"] <= step]
         if self.metrics_path.exists():
             atomic_write_bytes(self.metrics_path,
                                "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
@@ -207,39 +278,70 @@ class RunDir:
 
     # -- the model ---------------------------------------------------------------------------
     def save_model(self, model) -> None:
-        """Write model.keras atomically, keeping the previous checkpoint as model.prev.keras."""
+        """Write model.keras atomically, keeping the previous checkpoint as model.prev.keras.
+
+        A damaged model.keras is never rotated into model.prev.keras: the previous good
+        checkpoint stays there."""
         temporary = self.path / f".model-{os.getpid()}.tmp.keras"  # Keras wants the suffix
+        _memoize_keras_skipsets()
         try:
-            model.save(temporary)
+            try:
+                model.save(temporary)
+            except Exception as error:  # Keras may wrap the OSError of a full disk
+                raise _os_error_in(error) or RunDirError(
+                    f"could not save the checkpoint {self.model_path}: {error}") from None
             with open(temporary, "rb") as handle:
                 os.fsync(handle.fileno())
-            if self.model_path.exists():  # link, not move: model.keras never goes missing
+            # Link, not move: model.keras never goes missing. A damaged one is not kept.
+            if self.model_path.exists() and self._model_intact():
                 previous_temporary = self.path / f".model-prev-{os.getpid()}.tmp"
                 with contextlib.suppress(FileNotFoundError):
                     previous_temporary.unlink()
                 os.link(self.model_path, previous_temporary)
                 os.replace(previous_temporary, self.previous_model_path)
             os.replace(temporary, self.model_path)
-        except OSError as error:
+        except (OSError, RunDirError) as error:
             with contextlib.suppress(OSError):
                 temporary.unlink()
+            if isinstance(error, RunDirError):
+                raise
             raise _explain(error, "save the checkpoint", self.model_path) from None
+        self._damaged_model = False
         _fsync_dir(self.path)
 
-    def load_model(self, compile: bool = True):
-        """The newest loadable checkpoint (safe_mode: nothing in it is executed)."""
+    _damaged_model = False  # set when load_model found model.keras unloadable
+
+    def _model_intact(self) -> bool:
+        return not self._damaged_model and archive_problem(self.model_path) is None
+
+    def load_model(self, compile: bool = True, on_notice=None):
+        """The newest loadable checkpoint (safe_mode: nothing in it is executed).
+
+        If model.keras is damaged and model.prev.keras loads, `on_notice(message)` is told
+        so; neither file is changed or deleted."""
         from engine.tfsetup import keras
 
+        keras()
+        _memoize_keras_skipsets()
         errors = []
         for path in (self.model_path, self.previous_model_path):
             if not path.exists():
                 continue
             try:
-                if not zipfile.is_zipfile(path):
-                    raise ValueError("not a .keras archive (truncated or damaged)")
-                return keras().saving.load_model(path, safe_mode=True, compile=compile)
+                problem = archive_problem(path)
+                if problem:
+                    raise ValueError(problem)
+                model = keras().saving.load_model(path, safe_mode=True, compile=compile)
             except Exception as error:  # any failure to load is reported, never executed around
                 errors.append(f"{path.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+                if path == self.model_path:
+                    self._damaged_model = True
+                continue
+            if path != self.model_path and on_notice is not None:
+                why = errors[0] if errors else "model.keras: missing"
+                on_notice(f"could not load the latest checkpoint ({why}); using the previous one, "
+                          f"model.prev.keras, instead (both files are kept)")
+            return model
         if not errors:
             raise RunDirError(f"{self.path} has no checkpoint (model.keras) yet")
         raise RunDirError(f"no loadable checkpoint in {self.path} ({'; '.join(errors)})")
@@ -249,6 +351,65 @@ class RunDir:
         for leftover in self.path.glob(".*.tmp*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+
+@functools.cache
+def _memoize_keras_skipsets() -> None:
+    """Work around a leak in Keras's saving (3.x, 3.15 included): every save and load
+    builds a throwaway `Optimizer(1.0)` to learn which attributes to skip, and each one
+    leaves ~70 KB of TensorFlow memory behind, i.e. a leak per checkpoint (measured by
+    bench/soak_memory.py). The answer depends only on the type's name: compute it once."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:  # another Keras layout: nothing to patch
+        return
+    skipset = getattr(saving_lib, "get_attr_skipset", None)
+    if callable(skipset) and not hasattr(skipset, "cache_info"):
+        saving_lib.get_attr_skipset = functools.lru_cache(maxsize=None)(
+            lambda obj_type: frozenset(skipset(obj_type)))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind a wrapped exception, if any (a full disk inside Keras's saving)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _check_config_types(data: dict) -> None:
+    """Raise ValueError unless every known field of config.json has its field's JSON type
+    (TrainConfig.from_json converts and range-checks; this stops "8" or true first)."""
+    import dataclasses
+
+    kinds = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": _is_number,
+        "bool": lambda v: isinstance(v, bool),
+        "dict": lambda v: isinstance(v, dict),
+        "tuple[float, ...]": lambda v: isinstance(v, list) and all(_is_number(t) for t in v),
+    }
+    for field in dataclasses.fields(TrainConfig):
+        if field.name not in data:
+            continue
+        annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+        optional = annotation.endswith(" | None")
+        check = kinds.get(annotation.removesuffix(" | None"))
+        value = data[field.name]
+        if check is None or (optional and value is None):
+            continue  # a field this check does not know about is left to from_json
+        if not check(value):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            expected = "list of numbers" if annotation.startswith("tuple") else annotation
+            raise ValueError(f"{field.name} is {shown}, not {expected}")
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -33,6 +33,17 @@ ARCHITECTURE_FIELDS = ("objective", "units", "layers", "maxlen", "step", "batch_
 PROGRESS_INTERVAL = 0.1  # seconds between BatchProgress events (UIs coalesce anyway)
 
 
+def check_length(corpus: "Corpus", config: TrainConfig) -> None:
+    """Refuse a corpus too short for one training and one held-out window."""
+    split = split_point(len(corpus), config.val_fraction)
+    needed = config.maxlen + 1
+    if split < needed or len(corpus) - split < needed:
+        raise CorpusError(
+            f"{corpus.name} has {len(corpus):,} characters: too short for {config.maxlen}-char "
+            f"windows with {config.val_fraction:.0%} held out (needs at least "
+            f"{math.ceil(needed / config.val_fraction):,}); use a longer text or a smaller --maxlen")
+
+
 class Trainer:
     def __init__(self, corpus: "Corpus", config: TrainConfig, run_dir,
                  on_event: Callable[[events.Event], None] | None = None, *,
@@ -50,14 +61,9 @@ class Trainer:
         self._running.set()  # set = not paused
         self._model_lock = threading.Lock()
 
+        check_length(corpus, config)
         split = split_point(len(corpus), config.val_fraction)
         self.train_ids, self.val_ids = corpus.ids[:split], corpus.ids[split:]
-        needed = config.maxlen + 1
-        if len(self.train_ids) < needed or len(self.val_ids) < needed:
-            raise CorpusError(
-                f"{corpus.name} has {len(corpus):,} characters: too short for {config.maxlen}-char "
-                f"windows with {config.val_fraction:.0%} held out (needs at least "
-                f"{math.ceil(needed / config.val_fraction):,}); use a longer text or a smaller --maxlen")
         self.train_windows = Windows(self.train_ids, config.maxlen, config.step, config.objective,
                                      config.batch_size, seed=config.seed)
         # Held-out windows: unshuffled, spaced so at most val_max_windows are scored, and
@@ -134,17 +140,25 @@ class Trainer:
         keras().utils.set_random_seed(self.config.seed)
         self.rundir.cleanup_temporaries()
         if self.rundir.has_checkpoint() and not self.fresh:
-            model = self.rundir.load_model(compile=True)
+            model = self.rundir.load_model(compile=True, on_notice=self._notice)
             if model.optimizer is None or not model.optimizer.built:
                 raise RunDirError(f"{self.rundir.model_path} has no optimizer state to resume from; "
                                   "pass --fresh to start over")
+            if model.output_shape[-1] != len(self.corpus.vocab):
+                raise RunDirError(f"the checkpoint in {self.rundir.path} predicts {model.output_shape[-1]} "
+                                  f"characters but vocab.json lists {len(self.corpus.vocab)}; pass --fresh "
+                                  "to start over or choose another --run")
             step = int(model.optimizer.iterations.numpy())
             self.rundir.keep_metrics_up_to(step)
             return model, step
         self.rundir.clear_history()
         self.rundir.write_vocab(self.corpus.vocab)
         self.rundir.write_config(self.config, self._corpus_meta())
-        return build_model(len(self.corpus.vocab), self.config), 0
+        model = build_model(len(self.corpus.vocab), self.config)
+        # Create the optimizer's slots now, not inside the first traced step: variables made
+        # there leave initialisation functions in TensorFlow's context for good (~5 MB a model).
+        model.optimizer.build(model.trainable_variables)
+        return model, 0
 
     def run(self) -> events.TrainingFinished:
         try:
@@ -195,6 +209,9 @@ class Trainer:
             self._log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
                               train_loss=train_loss, val_loss=val_loss)
             self._checkpoint(model, step, clock, epoch + 1)
+            if self._stop.is_set():  # stopped during the evaluation: saved, so stop now
+                reason = "stopped"
+                break
             if self.sample_each_epoch and config.sample_length:
                 self._sample_round(epoch + 1)
             if reason:
@@ -213,6 +230,9 @@ class Trainer:
     def _emit(self, event) -> None:
         self.on_event(event)
 
+    def _notice(self, message: str) -> None:
+        self._emit(events.Notice(message))
+
     def _log_metrics(self, *, kind: str, epoch: int, step: int, clock: "_Clock",
                      train_loss: float | None, val_loss: float | None = None) -> None:
         row = {"kind": kind, "epoch": epoch, "step": step, "wall": round(clock.elapsed, 3),
@@ -224,9 +244,15 @@ class Trainer:
             self._emit(events.Notice(str(error)))
 
     def save_checkpoint(self) -> None:
-        """Save the current weights now (a retry after a failed checkpoint, for example)."""
-        step = int(self.model.optimizer.iterations.numpy())
-        self.rundir.save_model(self.model)
+        """Save the current weights now (a retry after a failed checkpoint, for example);
+        raises RunDirError if it fails again, with the weights still in memory."""
+        with self._model_lock:
+            model = self.model
+        if model is None:
+            raise TrainingError("the model is not built yet")
+        step = int(model.optimizer.iterations.numpy())
+        self.rundir.save_model(model)
+        self.checkpoint_error = None
         self._emit(events.CheckpointSaved(str(self.rundir.model_path), step,
                                           step // self.train_windows.batches_per_epoch + 1))
 
@@ -249,7 +275,7 @@ class Trainer:
     def _roll_back(self, failure: str) -> None:
         if self.rundir.has_checkpoint():
             with self._model_lock:
-                self.model = self.rundir.load_model(compile=True)
+                self.model = self.rundir.load_model(compile=True, on_notice=self._notice)
             step = int(self.model.optimizer.iterations.numpy())
             where = f"rolled back to the last checkpoint (step {step:,})"
         else:

@@ -43,6 +43,16 @@ def _temperatures(text: str) -> tuple[float, ...]:
     return values
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
+    return value
+
+
 def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default=None, metavar="X",
                         help="a UTF-8 text file, a folder of .txt files, or a named corpus: nietzsche "
@@ -71,11 +81,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
     group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
     group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
+    group.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS",
+                       help="seconds between checkpoints within an epoch (300; 0: after every batch)")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
-             "time_budget", "steps", "val_fraction", "seed", "temperatures")
+             "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.keep_case:
         overrides["lowercase"] = False
@@ -164,6 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from engine.errors import RunDirError
     from engine.rundir import RunDir
     from engine.sampler import Sampler
 
@@ -172,8 +185,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = RunDir(args.run)
     if not run.path.is_dir():
         return _error(f"no such run directory: {run.path}")
-    sampler = Sampler.load(run.path)
-    config = run.load_config()
+    config, vocab = run.load_config(), run.load_vocab()  # validated before any model is opened
+    model = run.load_model(compile=False, on_notice=lambda message: print(f"charlm-tui: note: {message}",
+                                                                           file=sys.stderr))
+    try:
+        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
+    except ValueError as error:
+        raise RunDirError(f"{run.path} cannot be sampled: {error}") from None
     seed_text = args.seed_text
     if seed_text is None:
         excerpts = [e for e in run.corpus_meta().get("excerpts", []) if isinstance(e, str) and e]

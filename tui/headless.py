@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engine import events
 from engine.config import TrainConfig
 from engine.corpus import load_corpus
+from engine.training import Trainer, check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
 from tui import cli
 
@@ -31,7 +33,7 @@ class HeadlessTrainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.console = Console(highlight=False, soft_wrap=True)
-        self.errors = Console(stderr=True, highlight=False)
+        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
         self.progress: Progress | None = None
         self.task = None
         self.trainer = None
@@ -52,17 +54,17 @@ class HeadlessTrainer:
         args = self.args
         cli.preset(args.preset or "fast", **cli._overrides(args))  # bad settings fail before any work
         corpus = load_corpus(args.corpus or "nietzsche", lowercase=not args.keep_case,
-                             encoding=args.encoding, on_notice=lambda m: self.errors.print(f"note: {m}"),
+                             encoding=args.encoding,
+                             on_notice=lambda message: self.errors.print(f"note: {message}", markup=False),
                              on_progress=self._reading_progress())
         run_dir = Path(args.run) if args.run else cli.default_run_dir(corpus.name)
         config = cli.resolve_config(args, run_dir)
         if args.length is not None:
             config = TrainConfig.from_json({**config.to_json(), "sample_length": args.length})
         self._print_book_header(corpus, config)
+        check_length(corpus, config)
         if args.dry_run:
             return self._dry_run(corpus, config, run_dir)
-
-        from engine.training import Trainer
 
         self.trainer = Trainer(corpus, config, run_dir, on_event=self.on_event, fresh=args.fresh)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in EXIT_CODES}
@@ -86,7 +88,9 @@ class HeadlessTrainer:
             now = time.monotonic()
             if total > 64 << 20 and now - state["last"] > 1.0 and now - started > 1.0:
                 state["last"] = now
-                self.errors.print(f"reading corpus: {done / total:.0%} of {total / 2**20:,.0f} MiB")
+                # `total` counts both passes over the file (vocabulary, then ids)
+                self.errors.print(f"reading corpus: {done / total:.0%} of two passes over "
+                                  f"{total / 2 / 2**20:,.0f} MiB")
         return report
 
     def _on_signal(self, signum, frame) -> None:
@@ -107,7 +111,7 @@ class HeadlessTrainer:
     def _print_book_header(self, corpus, config: TrainConfig) -> None:
         total = count_windows(len(corpus), config.maxlen, config.step)
         train = count_windows(split_point(len(corpus), config.val_fraction), config.maxlen, config.step)
-        self.say(f"Corpus: {corpus.name} ({corpus.source})")
+        self.say(f"Corpus: {corpus.name} ({corpus.source})", markup=False)
         self.say(f"Corpus length: {len(corpus)}")
         self.say(f"Unique characters: {len(corpus.vocab)}")
         self.say(f"Number of sequences: {total} over the whole text (the book's count); "
@@ -117,7 +121,7 @@ class HeadlessTrainer:
         parameters = cli._book_parameter_count(len(corpus.vocab), config)
         self.say(f"Model: {config.layers} x LSTM({config.units}) + Dense({len(corpus.vocab)}, softmax): "
                  f"{parameters:,} parameters")
-        self.say(f"Run directory: {run_dir}")
+        self.say(f"Run directory: {run_dir}", markup=False)
         self.say("Config: " + json.dumps(config.to_json(), sort_keys=True))
         if self.args.json:
             print(json.dumps({"dry_run": True, "corpus": corpus.name, "chars": len(corpus),
@@ -130,7 +134,7 @@ class HeadlessTrainer:
         if isinstance(event, events.TrainingStarted):
             self.say(event.model_summary, markup=False)
             where = f"resuming at step {event.resumed_from_step:,}" if event.resumed_from_step else "new run"
-            self.say(f"Training on {event.device} in {event.run_dir} ({where})")
+            self.say(f"Training on {event.device} in {event.run_dir} ({where})", markup=False)
             if self.progress:
                 self.task = self.progress.add_task("train", total=event.steps_per_epoch, epoch=event.epoch,
                                                    loss=float("nan"), rate=0.0)
@@ -148,16 +152,16 @@ class HeadlessTrainer:
                 self.say(event.seed_text + text, markup=False)
             self.say("")
         elif isinstance(event, events.CheckpointSaved):
-            self.say(f"[dim]checkpoint saved: {event.path} (step {event.step:,})[/]")
+            self.say(f"[dim]checkpoint saved: {escape(event.path)} (step {event.step:,})[/]")
         elif isinstance(event, events.Notice):
-            self.say(f"[yellow]note: {event.message}[/]")
+            self.say(f"[yellow]note: {escape(event.message)}[/]")
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
         self.say(f"Stopped ({finished.reason}) at epoch {finished.epoch}, step {finished.step:,}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
         if self.trainer.checkpoint_error:
             self.errors.print(f"charlm-tui: error: the last checkpoint was not saved: "
-                              f"{self.trainer.checkpoint_error}")
+                              f"{self.trainer.checkpoint_error}", markup=False)
         if self.args.json and not self.output_lost:
             try:
                 print(json.dumps({"reason": finished.reason, "epoch": finished.epoch, "step": finished.step,
