@@ -47,7 +47,7 @@ def check_length(corpus: "Corpus", config: TrainConfig) -> None:
 class Trainer:
     def __init__(self, corpus: "Corpus", config: TrainConfig, run_dir,
                  on_event: Callable[[events.Event], None] | None = None, *,
-                 fresh: bool = False, sample_each_epoch: bool = True):
+                 fresh: bool = False, sample_each_epoch: bool = True, tensorboard_dir=None):
         config.validate()
         self.corpus = corpus
         self.config = config
@@ -55,6 +55,7 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self.fresh = fresh
         self.sample_each_epoch = sample_each_epoch
+        self.tensorboard_dir = tensorboard_dir
         self.model = None
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -164,6 +165,8 @@ class Trainer:
         try:
             return self._run()
         finally:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
             self.rundir.release()
 
     def close(self) -> None:
@@ -189,12 +192,15 @@ class Trainer:
             resumed_from_step=step, epoch=step // per_epoch + 1, steps_per_epoch=per_epoch))
 
         progress = _progress(self, clock, step)
+        extra_callbacks = self._start_tensorboard()
         reason, train_loss, val_loss = "epochs", None, None
         while step // per_epoch < config.epochs:
             epoch, first_batch = divmod(step, per_epoch)
             progress.start_epoch(epoch + 1, first_batch)
-            model.fit(self.train_windows.dataset(epoch, first_batch), epochs=1, verbose=0, shuffle=False,
-                      steps_per_epoch=per_epoch - first_batch, callbacks=[progress])
+            # initial_epoch/epochs: one epoch per call, numbered as callbacks (TensorBoard) expect
+            model.fit(self.train_windows.dataset(epoch, first_batch), initial_epoch=epoch, epochs=epoch + 1,
+                      verbose=0, shuffle=False, steps_per_epoch=per_epoch - first_batch,
+                      callbacks=[progress, *extra_callbacks])
             step = progress.step
             if progress.failure:
                 self._roll_back(progress.failure)
@@ -228,7 +234,20 @@ class Trainer:
         return heldout_loss(self.model, self.val_windows)
 
     def _emit(self, event) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard(event)
         self.on_event(event)
+
+    _tensorboard = None
+
+    def _start_tensorboard(self) -> list:
+        """Keras's TensorBoard callback, plus our events (held-out loss, chars/s, samples)."""
+        if not self.tensorboard_dir:
+            return []
+        from engine.tensorboard import TensorBoardLogger
+
+        self._tensorboard = TensorBoardLogger(self.tensorboard_dir, self.config.log_every)
+        return [self._tensorboard.keras_callback()]
 
     def _notice(self, message: str) -> None:
         self._emit(events.Notice(message))

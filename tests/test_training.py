@@ -197,3 +197,24 @@ def test_sampler_snapshot_during_training_matches_the_model(tiny_corpus, tmp_pat
     expected = trainer.model.predict(ids, verbose=0)[0][-1]
     np.testing.assert_allclose(sampler.next_distribution(prefix), expected, atol=2e-6)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["corpus"]["excerpts"]
+
+
+def _summaries(folder):
+    """{tag: [steps]} from the TensorBoard event files in `folder`, read with TensorFlow."""
+    from engine.tfsetup import tensorflow
+
+    tf, found = tensorflow(), {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append(event.step)
+    return found
+
+
+def test_tensorboard_logs_hold_train_and_heldout_loss_throughput_and_samples(tiny_corpus, tmp_path):
+    logs = tmp_path / "tb"
+    Trainer(tiny_corpus, tiny_config(epochs=2, log_every=1), tmp_path / "run", tensorboard_dir=logs).run()
+    train, validation = _summaries(logs / "train"), _summaries(logs / "validation")
+    assert {"epoch_loss", "chars_per_sec", "train_loss", "samples/temperature_0.2"} <= set(train)
+    assert train["epoch_loss"] == [0, 1]  # Keras's own callback, once per epoch
+    assert len(validation["heldout_loss"]) == 2

@@ -113,6 +113,8 @@ def train_parser() -> argparse.ArgumentParser:
     _add_training_options(parser)
     parser.add_argument("--length", type=int, default=None, help="characters sampled per temperature "
                         "after each epoch (400; 0 for none)")
+    parser.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                        help="write TensorBoard logs (default DIR: RUN/tensorboard)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be trained and exit")
     parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     return parser

@@ -66,7 +66,9 @@ class HeadlessTrainer:
         if args.dry_run:
             return self._dry_run(corpus, config, run_dir)
 
-        self.trainer = Trainer(corpus, config, run_dir, on_event=self.on_event, fresh=args.fresh)
+        tensorboard = None if args.tensorboard is None else Path(args.tensorboard or run_dir / "tensorboard")
+        self.trainer = Trainer(corpus, config, run_dir, on_event=self.on_event, fresh=args.fresh,
+                               tensorboard_dir=tensorboard)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in EXIT_CODES}
         try:
             with self._progress_bar() as self.progress:

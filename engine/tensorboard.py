@@ -1,0 +1,63 @@
+"""TensorBoard logs for a run: Keras's own callback plus what it cannot see.
+
+Keras's `TensorBoard` callback writes the train loss (per epoch and every `log_every`
+batches). Held-out loss, throughput and the generated samples come from our events,
+written with `tf.summary` into the same train/validation folders, so TensorBoard shows
+them side by side: `tensorboard --logdir DIR`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import events
+
+
+class TensorBoardLogger:
+    """An event subscriber that also supplies the Keras callback for `fit`."""
+
+    def __init__(self, log_dir, update_freq: int):
+        import importlib.util
+
+        from engine.errors import TrainingError
+        from engine.tfsetup import tensorflow
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise TrainingError("--tensorboard needs the tensorboard package: "
+                                "pip install 'charlm-tui[tensorboard]'")
+
+        self.tf = tensorflow()
+        self.log_dir = Path(log_dir)
+        self.update_freq = update_freq
+        self._train = self.tf.summary.create_file_writer(str(self.log_dir / "train"))
+        self._validation = self.tf.summary.create_file_writer(str(self.log_dir / "validation"))
+        self._last_rate_step = -1
+
+    def keras_callback(self):
+        from engine.tfsetup import keras
+
+        return keras().callbacks.TensorBoard(log_dir=str(self.log_dir), update_freq=self.update_freq,
+                                             write_graph=False, profile_batch=0)
+
+    def __call__(self, event) -> None:
+        if isinstance(event, events.BatchProgress) and event.step - self._last_rate_step >= self.update_freq:
+            self._last_rate_step = event.step
+            with self._train.as_default(step=event.step):
+                self.tf.summary.scalar("chars_per_sec", event.chars_per_sec)
+        elif isinstance(event, events.EpochEnd) and event.val_loss is not None:
+            with self._validation.as_default(step=event.step):
+                self.tf.summary.scalar("heldout_loss", event.val_loss)
+            with self._train.as_default(step=event.step):
+                self.tf.summary.scalar("train_loss", event.train_loss)
+            self._validation.flush()
+        elif isinstance(event, events.SamplesGenerated):
+            with self._train.as_default(step=event.epoch):
+                for temperature, text in event.samples.items():
+                    # Markdown: indent as code so newlines and spacing survive
+                    body = "    " + (event.seed_text + text).replace("\n", "\n    ")
+                    self.tf.summary.text(f"samples/temperature_{temperature}", body)
+            self._train.flush()
+
+    def close(self) -> None:
+        self._train.close()
+        self._validation.close()
