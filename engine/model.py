@@ -64,12 +64,19 @@ def heldout_loss(model, windows, max_batches: int | None = None) -> float:
     scored char is predicted from at least `maxlen - step` chars of context.
     """
     total, count = 0.0, 0
+    # predict_on_batch would run the whole batch on every replica of a distribution
+    # strategy and concatenate the copies; predict() splits it between them.
+    if getattr(model, "_distribute_strategy", None) is None:
+        predict = model.predict_on_batch
+    else:
+        def predict(x):
+            return model.predict(x, batch_size=len(x), verbose=0)
     batches = -(-windows.count // windows.batch_size)  # every window, ragged last batch too
     if max_batches is not None:
         batches = min(batches, max_batches)
     for b in range(batches):
         x, y = windows.batch(0, b)
-        probs = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+        probs = np.asarray(predict(x), dtype=np.float64)
         if y.ndim == 1:
             picked = probs[np.arange(len(y)), y]
         else:

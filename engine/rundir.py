@@ -86,7 +86,7 @@ def _read_json(path: Path):
 ARCHIVE_MEMBERS = {"metadata.json", "config.json", "model.weights.h5"}
 KERAS_CLASSES = {
     "Functional", "InputLayer", "Reshape", "CategoryEncoding", "LSTM",
-    "LSTMCell", "Dropout", "Dense", "Adam", "RMSprop", "DTypePolicy", "FloatDTypePolicy", "Policy",
+    "LSTMCell", "Dropout", "Dense", "Adam", "RMSprop", "LossScaleOptimizer", "DTypePolicy", "FloatDTypePolicy", "Policy",
     "GlorotUniform", "Orthogonal", "Zeros", "Ones", "__keras_tensor__",
 }
 MAX_CONFIG_BYTES = 4 << 20

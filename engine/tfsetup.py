@@ -42,7 +42,20 @@ def keras():
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
     tf.get_logger().setLevel("ERROR")
+    _split_cpu(tf)
     return keras_module
+
+
+# Set to N to see N logical CPU devices: --strategy mirrored can then be exercised on a
+# machine without GPUs (the tests do).
+LOGICAL_CPUS_VARIABLE = "CHARLM_LOGICAL_CPUS"
+
+
+def _split_cpu(tf) -> None:
+    count = int(os.environ.get(LOGICAL_CPUS_VARIABLE) or 0)
+    if count > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
 def tensorflow():

@@ -135,11 +135,21 @@ class Trainer:
                 "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
 
     def _prepare_model(self):
-        from engine.model import build_model
+        from engine.distribute import make_strategy, set_precision
         from engine.tfsetup import keras
 
         keras().utils.set_random_seed(self.config.seed)
         self.rundir.cleanup_temporaries()
+        note = set_precision(self.config.mixed_precision)
+        if note:
+            self._notice(note)
+        # Variables made inside the scope are mirrored across the strategy's devices.
+        with make_strategy(self.config.strategy).scope():
+            return self._load_or_build_model()
+
+    def _load_or_build_model(self):
+        from engine.model import build_model
+
         if self.rundir.has_checkpoint() and not self.fresh:
             model = self.rundir.load_model(compile=True, on_notice=self._notice)
             if model.optimizer is None or not model.optimizer.built:

@@ -81,13 +81,18 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
     group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
     group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
+    group.add_argument("--strategy", choices=("default", "mirrored"), default=None,
+                       help="mirrored: train on every local GPU (tf.distribute.MirroredStrategy)")
+    group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
+                       help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
     group.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS",
                        help="seconds between checkpoints within an epoch (300; 0: after every batch)")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
-             "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every")
+             "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
+             "strategy", "mixed_precision")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.keep_case:
         overrides["lowercase"] = False
