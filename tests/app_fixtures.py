@@ -1,0 +1,130 @@
+"""Helpers and fixtures for the app's tests: a tiny corpus, a tiny config, a saved run
+directory with fixed weights (for deterministic snapshots), and ways to wait for the
+real engine without sleeping longer than needed.
+
+Import into a test module with `from tests.app_fixtures import *`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_text
+
+__all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
+           "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
+
+SNAPSHOT_SAMPLE_LENGTH = 150
+
+
+def tiny_train_config(**overrides):
+    """A model that trains in milliseconds per step; many epochs so a run lasts until
+    the test stops it (every test ends with q or a stop)."""
+    from engine.config import preset
+
+    settings = dict(units=8, maxlen=16, step=8, batch_size=16, epochs=1000, log_every=1,
+                    sample_length=40, checkpoint_every=3600.0)
+    settings.update(overrides)
+    return preset("fast", **settings)
+
+
+def app_options(corpus: Path | str, run_dir: Path | str, **overrides):
+    from tui.app import AppOptions
+
+    config = overrides.pop("config", None) or tiny_train_config()
+    return AppOptions(corpus=str(corpus), run_dir=str(run_dir), config=config,
+                      seed=overrides.pop("seed", 7), **overrides)
+
+
+async def wait_until(pilot, predicate, timeout: float = 120.0, what: str = "condition") -> None:
+    """Let the app run until predicate() is true (the engine is real: no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            app = pilot.app
+            state = (f"phase={getattr(app, 'phase', '?')} screen={app.screen!r} header={getattr(app, 'header', None) and app.header.info} "
+                     f"notifications={[n.message for n in app._notifications]}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({state})")
+        await pilot.pause(0.05)
+
+
+def notified(app, text: str, severity: str | None = None) -> bool:
+    """Whether a notification containing `text` (of `severity`) has been shown."""
+    return any(text in n.message and (severity is None or n.severity == severity)
+               for n in app._notifications)
+
+
+@contextlib.asynccontextmanager
+async def running_app(app, size=(120, 40)):
+    """`app.run_test`, making sure the training thread is stopped even if the test fails
+    (a trainer left running would slow every later test)."""
+    try:
+        async with app.run_test(size=size) as pilot:
+            yield pilot
+    finally:
+        app.stop_threads(timeout=60)
+
+
+def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
+    """A run directory as the trainer leaves it, but with weights drawn from a seeded
+    RNG and fixed metrics: what the app shows from it never varies."""
+    from engine.config import preset
+    from engine.corpus import load_corpus
+    from engine.model import build_model
+    from engine.rundir import RunDir
+
+    corpus = load_corpus(corpus_path)
+    config = preset("fast", units=16, maxlen=32, step=8, batch_size=16, epochs=3,
+                    log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH)
+    run = RunDir(run_dir)
+    run.create()
+    run.write_config(config, {"name": corpus.name, "source": str(corpus_path),
+                              "chars": len(corpus), "vocab_size": len(corpus.vocab)})
+    run.write_vocab(corpus.vocab)
+    model = build_model(len(corpus.vocab), config)
+    rng = np.random.default_rng(1234)
+    weights = [rng.normal(0.0, 0.3, size=w.shape).astype(w.dtype) for w in model.get_weights()]
+    # The output bias at the corpus's log letter frequencies: text that looks like letter
+    # soup with spaces, not one letter repeated.
+    counts = np.bincount(corpus.ids, minlength=len(corpus.vocab)) + 1.0
+    weights[-1] = np.log(counts / counts.sum()).astype(weights[-1].dtype)
+    model.set_weights(weights)
+    run.save_model(model)
+    losses = [3.2, 2.9, 2.5, 2.2, 2.0, 1.9, 1.8, 1.7, 1.65, 1.6]
+    for i, loss in enumerate(losses):
+        run.append_metrics({"kind": "interval", "epoch": 1 + i // 4, "step": 10 * (i + 1),
+                            "wall": float(i), "chars": 0, "train_loss": loss, "val_loss": None})
+        if i % 4 == 3:
+            run.append_metrics({"kind": "epoch", "epoch": 1 + i // 4, "step": 10 * (i + 1),
+                                "wall": float(i), "chars": 0, "train_loss": loss,
+                                "val_loss": loss + 0.1})
+
+
+@pytest.fixture(scope="session")
+def saved_run(tmp_path_factory):
+    """(workspace, corpus path, run dir) of a saved run, made once per session."""
+    workspace = tmp_path_factory.mktemp("saved-run")
+    corpus_path = workspace / "corpora" / "tiny.txt"
+    corpus_path.parent.mkdir()
+    corpus_path.write_text(tiny_text(6000, seed=3), encoding="utf-8")
+    (workspace / "corpora" / "other.txt").write_text(tiny_text(3000, seed=4), encoding="utf-8")
+    run_dir = workspace / "runs" / "tiny"
+    _write_saved_run(run_dir, corpus_path)
+    return workspace, corpus_path, run_dir
+
+
+@pytest.fixture
+def sample_workspace(saved_run, monkeypatch):
+    """Work inside the saved run's workspace, with nothing from this machine's caches
+    (no downloaded Nietzsche, no built pydocs) so the picker lists the same every time."""
+    workspace, corpus_path, run_dir = saved_run
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("CHARLM_CORPORA", str(workspace / "corpora"))
+    monkeypatch.setenv("KERAS_HOME", str(workspace / ".keras-home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workspace / ".cache-home"))
+    return workspace, corpus_path, run_dir

@@ -1,0 +1,1 @@
+"""The app's modal screens: confirm, text prompt, corpus picker, help."""

@@ -1,0 +1,1 @@
+"""The app's widgets: header, training pane, generation pane."""
