@@ -15,12 +15,13 @@ from pathlib import Path
 from engine.config import PRESETS, TrainConfig, preset
 from engine.errors import CharlmError
 
-COMMANDS = ("train", "sample")
+COMMANDS = ("train", "sample", "watch")
 EXAMPLES = """\
 commands:
   charlm-tui                       open the app on the default corpus and train
   charlm-tui train [options]       train headless (nohup/tmux friendly), progress on stdout
   charlm-tui sample --run DIR      generate text from a saved run, no training
+  charlm-tui watch DIR             follow a run another process trains: plot and samples
 
 examples:
   charlm-tui --corpus corpora/mybook.txt
@@ -139,6 +140,21 @@ def sample_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def watch_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charlm-tui watch",
+        description="Follow a run directory that another process is training (charlm-tui train "
+                    "under nohup or tmux): its loss plot and progress, and samples from its newest "
+                    "checkpoint. Nothing is written to the run directory.")
+    parser.add_argument("run", metavar="DIR", help="the run directory being trained")
+    parser.add_argument("--temperatures", type=_temperatures, default=None,
+                        help="sampling temperatures (default: the run's)")
+    parser.add_argument("--length", type=int, default=None,
+                        help="characters sampled per temperature (default: the run's, else 400)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for seed texts and sampling")
+    return parser
+
+
 # -- shared helpers ---------------------------------------------------------------------------
 def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
     """The config to train with: a resumed run keeps its saved settings unless told otherwise."""
@@ -220,6 +236,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from engine.rundir import RunDir
+
+    run = RunDir(args.run)
+    if not run.path.is_dir():
+        return _error(f"no such run directory: {run.path}")
+    if not run.config_path.is_file():
+        return _error(f"{run.path} is not a run directory (no config.json)")
+    config = run.load_config()
+    if args.temperatures:
+        config = dataclasses.replace(config, temperatures=tuple(args.temperatures))
+    if args.length is not None:
+        if not 1 <= args.length <= 100_000:
+            return _error("--length must be between 1 and 100000", 2)
+        config = dataclasses.replace(config, sample_length=args.length)
+    name = run.corpus_meta().get("name")
+    from tui.app import AppOptions
+    from tui.watch import run_watch
+
+    options = AppOptions(corpus=name if isinstance(name, str) and name else run.path.name,
+                         run_dir=str(run.path), config=config, no_train=True, seed=args.seed)
+    return run_watch(options)
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     from tui.app import AppOptions, run_app
 
@@ -238,9 +278,10 @@ def cmd_app(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
-        command, parser = argv[0], {"train": train_parser, "sample": sample_parser}[argv[0]]()
+        command = argv[0]
+        parser = {"train": train_parser, "sample": sample_parser, "watch": watch_parser}[command]()
         args = parser.parse_args(argv[1:])
-        handler = {"train": cmd_train, "sample": cmd_sample}[command]
+        handler = {"train": cmd_train, "sample": cmd_sample, "watch": cmd_watch}[command]
     else:
         args = app_parser().parse_args(argv)
         handler = cmd_app

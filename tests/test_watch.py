@@ -1,0 +1,129 @@
+"""`charlm-tui watch DIR`: watchers follow a run that a real headless trainer (another
+process) is training, load its checkpoints, sample from them, and write nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.app_fixtures import running_app, wait_until
+from tests.conftest import tiny_text
+
+slow = pytest.mark.slow
+
+# Everything the trainer itself may leave in its run directory.
+TRAINER_FILES = {".lock", "config.json", "vocab.json", "metrics.jsonl", "state.json",
+                 "model.keras", "model.prev.keras"}
+
+
+def foreign_files(run_dir: Path) -> set[str]:
+    """Names the trainer does not write (its temporaries .model-*.tmp* are its own)."""
+    return {p.name for p in run_dir.iterdir()
+            if p.name not in TRAINER_FILES and not p.name.startswith(".model-")}
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[str, int]]:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(run_dir.iterdir())}
+
+
+def watch_app(run_dir: Path):
+    from engine.rundir import RunDir
+    from tui.app import AppOptions
+    from tui.watch import build_watch_app
+
+    config = dataclasses.replace(RunDir(run_dir).load_config(), sample_length=60)
+    return build_watch_app(AppOptions(corpus="tiny", run_dir=str(run_dir), config=config,
+                                      no_train=True, seed=5))
+
+
+def plot_steps(app) -> list[float]:
+    from tui.widgets.training import LossPlot
+
+    return list(app.training_pane.query_one(LossPlot).train.xs)
+
+
+def columns_filled(app) -> bool:
+    pane = app.generation_pane
+    return (pane.round is not None and pane.round.done
+            and all(len(c.generated) > 0 for c in pane.columns))
+
+
+async def quit_app(pilot, app):
+    await pilot.press("q")
+    await wait_until(pilot, lambda: app.return_code is not None or not app.is_running, what="exit", timeout=30)
+
+
+def test_watch_refuses_a_directory_that_is_not_a_run(tmp_path):
+    from tui.cli import main
+
+    assert main(["watch", str(tmp_path)]) == 1
+    assert main(["watch", str(tmp_path / "missing")]) == 1
+
+
+@slow
+async def test_watchers_follow_a_training_process_without_writing(tmp_path, monkeypatch):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(12000, seed=2), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    monkeypatch.chdir(exports)
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", "--corpus", str(corpus), "--run", str(run_dir),
+         "--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16", "--epochs", "3",
+         "--length", "0", "--checkpoint-every", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while not ((run_dir / "config.json").exists() and (run_dir / "vocab.json").exists()):
+            assert trainer.poll() is None, trainer.communicate()
+            assert time.monotonic() < deadline, "the trainer did not create its run directory"
+            time.sleep(0.2)
+
+        # Watcher 1, while the trainer trains: steps grow, a checkpoint loads, columns fill.
+        app = watch_app(run_dir)
+        async with running_app(app) as pilot:
+            await wait_until(pilot, lambda: len(plot_steps(app)) >= 1, timeout=60, what="first metrics")
+            first = app.training_pane.state.step
+            assert app.header.info.corpus == "tiny" and app.header.info.units == 8
+            assert "watching" in app.header.render().plain
+            await wait_until(pilot, lambda: app.training_pane.state.step > first, timeout=60,
+                             what="steps increasing as metrics.jsonl grows")
+            assert len(plot_steps(app)) >= 2 and plot_steps(app) == sorted(plot_steps(app))
+            await wait_until(pilot, lambda: app.checkpoints_loaded >= 1 and columns_filled(app),
+                             timeout=60, what="a checkpoint loaded and sampled")
+            assert not app.check_action("toggle_pause", ()) and not app.check_action("retrain", ())
+            assert app.check_action("resample", ())
+            await pilot.press("x")  # exported to the current directory, not the run
+            await wait_until(pilot, lambda: any(exports.glob("samples-*.txt")), timeout=10, what="export")
+            assert foreign_files(run_dir) == set()
+            await quit_app(pilot, app)
+        assert app.return_code == 0
+        assert trainer.poll() is None or trainer.returncode == 0  # not disturbed
+
+        stdout, stderr = trainer.communicate(timeout=120)
+        assert trainer.returncode == 0, stderr
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+
+    # Watcher 2, on the finished run: sees it finished, samples, and changes nothing at all.
+    before = snapshot(run_dir)
+    app = watch_app(run_dir)
+    async with running_app(app) as pilot:
+        await wait_until(pilot, lambda: app.phase == "finished", timeout=30, what="the finished run")
+        state = app.training_pane.state
+        assert state.epoch == 3 and state.batches_per_epoch and state.batch == state.batches_per_epoch
+        assert state.chars_per_sec > 0 and state.elapsed
+        await wait_until(pilot, lambda: columns_filled(app), timeout=60, what="samples from the checkpoint")
+        await quit_app(pilot, app)
+    assert snapshot(run_dir) == before
+    assert foreign_files(run_dir) == set()
