@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # engine.corpus is imported by whoever builds the Corpus
 # Settings a checkpoint cannot change: resuming with different ones would be a new model.
 ARCHITECTURE_FIELDS = ("objective", "units", "layers", "maxlen", "step", "batch_size",
                        "val_fraction", "lowercase")
+# Seed texts are the book's 60 chars whatever the window: the stateful sampler reads any length.
+SEED_LENGTH = 60
 PROGRESS_INTERVAL = 0.1  # seconds between BatchProgress events (UIs coalesce anyway)
 
 
@@ -130,7 +132,7 @@ class Trainer:
     def _corpus_meta(self) -> dict:
         # A few excerpts travel with the run, so sampling from it needs no corpus.
         rng = np.random.default_rng(self.config.seed)
-        excerpts = [self.corpus.random_text(self.config.maxlen, rng) for _ in range(16)]
+        excerpts = [self.corpus.random_text(SEED_LENGTH, rng) for _ in range(16)]
         return {"name": self.corpus.name, "source": self.corpus.source, "chars": len(self.corpus),
                 "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
 
@@ -315,7 +317,7 @@ class Trainer:
     def _sample_round(self, epoch: int) -> None:
         sampler = self.sampler()
         rng = np.random.default_rng([self.config.seed, epoch])
-        seed_text = self.corpus.random_text(self.config.maxlen, rng)
+        seed_text = self.corpus.random_text(SEED_LENGTH, rng)
         samples = sampler.generate(seed_text, self.config.temperatures, self.config.sample_length,
                                    seed=int(rng.integers(2**31)))
         self._emit(events.SamplesGenerated(epoch, seed_text, samples))

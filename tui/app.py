@@ -45,7 +45,7 @@ from tui.widgets.training import TrainingPane
 
 log = logging.getLogger("charlm.tui")
 
-SEED_CHARS = 60          # length of a random seed text (the book's window), at most maxlen
+SEED_CHARS = 60          # length of a random seed text (the book's window); the sampler reads any length
 MAX_TEMPERATURES = 6
 STOP_TIMEOUT = 120.0     # seconds to wait for a checkpoint on quit before giving up
 DEFAULT_RUNS_DIR = "runs"
@@ -531,7 +531,7 @@ class CharlmApp(App[int]):
         self.generation_pane.start_round(stream, seed_text, self.sample_length, label)
 
     def random_seed_text(self) -> str:
-        length = max(1, min(SEED_CHARS, self.config.maxlen))
+        length = SEED_CHARS
         if self.corpus is not None and len(self.corpus) > 0:
             return self.corpus.random_text(length, self._rng)
         usable = [e for e in self.excerpts if _encodable(self.sampler, e)]
