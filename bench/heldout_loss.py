@@ -1,0 +1,122 @@
+"""Held-out loss after a fixed CPU training time: the book's recipe vs our `fast` preset.
+
+Both train on the first 90% of the corpus only and are scored by the same evaluator on
+the last 10% (bench/common.py: every held-out char predicted from 50-59 chars of
+context, engine.model.heldout_loss). The book trains exactly as printed (vectorised
+one-hot arrays, model.fit, batch 128, RMSprop 0.01) for `--book-seconds`; ours trains
+through our real engine.training.Trainer for `--book-seconds` (scored: ours at the
+book's budget), then resumes from its checkpoint for the rest of `--fast-seconds`.
+Training time is what each loop's clock counts (the Trainer's includes its own
+per-epoch evaluation and checkpoints); vectorising and scoring are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import common as C
+from tune_fast import parse_candidate
+
+
+def train_book(text: str, chars, seconds: float, seed: int):
+    k = C.keras()
+    k.utils.set_random_seed(seed)
+    t = time.perf_counter()
+    x, y, _, _ = C.book_vectorize(text, chars=chars)
+    vectorise = time.perf_counter() - t
+    model = C.book_model(len(chars))
+    budget = C.TimeBudget(seconds)
+    # the book's loop is `model.fit(x, y, batch_size=128, epochs=1)` per epoch; one call
+    # with many epochs trains the same (and sampling between epochs is not training)
+    model.fit(x, y, batch_size=C.BOOK_BATCH, epochs=10_000, verbose=0, callbacks=[budget])
+    return model, {"seconds": budget.elapsed, "batches": budget.batches,
+                   "epochs": budget.batches / -(-len(x) // C.BOOK_BATCH),
+                   "windows": len(x), "vectorise_seconds": vectorise}
+
+
+def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dict):
+    from engine.training import Trainer
+
+    config = C.fast_config(time_budget=seconds, epochs=100_000, **overrides)
+    trainer = Trainer(corpus, config, run_dir, fresh=fresh, sample_each_epoch=False)
+    finished = trainer.run()
+    return trainer.model, config, finished
+
+
+def main() -> None:
+    p = C.parser("Held-out nats/char after a CPU time budget: the book vs the fast preset.")
+    p.add_argument("--book-seconds", type=float, default=120.0)
+    p.add_argument("--fast-seconds", type=float, default=600.0)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--skip-book", action="store_true", help="train only ours")
+    p.add_argument("--set", default="", metavar="KEY=VALUE,...",
+                   help="override fast-preset settings (e.g. maxlen=32,lr=0.008) to try a candidate")
+    args = p.parse_args()
+    if args.quick:
+        args.book_seconds, args.fast_seconds = 15.0, 30.0
+
+    corpus = C.load_corpus(args.corpus)
+    text = C.book_text(C.corpus_path(args.corpus))
+    chars = sorted(set(text))
+    assert list(corpus.vocab) == chars and len(text) == len(corpus), "corpus differs from the book's text"
+    train_ids, val_ids = C.split_ids(corpus)
+    split = len(train_ids)
+    vocab = len(chars)
+    print(f"{corpus.name}: {len(corpus):,} chars; training on the first {split:,}, held out "
+          f"{len(val_ids):,}; the evaluator scores every held-out char from {C.EVAL_CONTEXT}-{C.EVAL_MAXLEN - 1} chars of context", flush=True)
+    rows, result = [], {"environment": C.environment(), "train_chars": split, "heldout_chars": len(val_ids),
+                        "evaluator": {"maxlen": C.EVAL_MAXLEN, "step": C.EVAL_STEP,
+                                      "min_context": C.EVAL_CONTEXT}}
+
+    if not args.skip_book:
+        print(f"book: vectorising and training {args.book_seconds:g} s ...", flush=True)
+        model, info = train_book(text[:split], chars, args.book_seconds, args.seed)
+        info["heldout"] = C.heldout(model, vocab, val_ids)
+        del model
+        result["book"] = info
+        rows.append(["book (8.1)", f"{info['seconds']:.0f}", info["batches"], f"{info['epochs']:.2f}",
+                     f"{info['batches'] * C.BOOK_BATCH:,}", f"{info['heldout']:.4f}"])
+        print(f"  {info}", flush=True)
+
+    run_dir = tempfile.mkdtemp(prefix="charlm-bench-")
+    try:
+        result["ours"] = []
+        done = 0.0
+        for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
+            print(f"ours: Trainer to {budget:g} s ...", flush=True)
+            model, config, finished = train_ours(corpus, run_dir, budget - done, fresh=done == 0,
+                                                 overrides=parse_candidate(args.set))
+            done = budget
+            loss = C.heldout(model, vocab, val_ids)
+            targets = finished.step * config.batch_size * config.targets_per_window
+            info = {"budget": budget, "seconds": finished.elapsed, "steps": finished.step,
+                    "epochs": finished.epoch, "targets": targets, "trainer_val_loss": finished.val_loss,
+                    "heldout": loss, "config": config.to_json()}
+            result["ours"].append(info)
+            rows.append([f"fast @ {budget:g} s", f"{finished.elapsed:.0f}", finished.step,
+                         f"{finished.epoch}", f"{targets:,}", f"{loss:.4f}"])
+            print(f"  steps {finished.step}, {finished.elapsed:.0f} s, held-out {loss:.4f} "
+                  f"(Trainer's own val {finished.val_loss})", flush=True)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    print()
+    print(C.table(rows, ["recipe", "train s", "steps", "epochs", "targets", "held-out nats/char"]))
+    if "book" in result:
+        book = result["book"]["heldout"]
+        at_book = result["ours"][0]["heldout"]
+        final = result["ours"][-1]["heldout"]
+        result["summary"] = {"book": book, "ours_at_book_budget": at_book, "ours_final": final,
+                             "goal_final": 1.35, "met": final <= 1.35}
+        print(f"book {book:.4f} @ {args.book_seconds:g} s; ours {at_book:.4f} @ {args.book_seconds:g} s, "
+              f"{final:.4f} @ {args.fast_seconds:g} s (goal <= 1.35: {'met' if final <= 1.35 else 'NOT met'})")
+    result["loadavg_end"] = list(os.getloadavg())
+    result.update({"book_seconds": args.book_seconds, "fast_seconds": args.fast_seconds})
+    C.save("heldout_loss", result, args.out)
+
+
+if __name__ == "__main__":
+    main()
