@@ -150,6 +150,16 @@ def named_corpora(corpora_dir: Path | None = None) -> dict[str, str]:
     return names
 
 
+def is_on_disk(name: str) -> bool:
+    """Whether a built-in named corpus can be read without a download or a build
+    (the app's picker measures only those up front)."""
+    if name == "nietzsche":
+        return _cached_nietzsche() is not None
+    if name == "pydocs":
+        return pydocs.is_cached()
+    return True
+
+
 def _corpora_files(corpora_dir: Path | None) -> dict[str, Path]:
     folder = Path(corpora_dir) if corpora_dir is not None else default_corpora_dir()
     try:

@@ -34,6 +34,11 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 DESCRIPTION = f"Python {PYTHON_VERSION} stdlib docstrings"
 
 
+def is_cached() -> bool:
+    """Whether the text is built already (pydocs_path() would then cost nothing)."""
+    return (_cache_dir() / f"pydocs-{PYTHON_VERSION}.txt").is_file()
+
+
 def pydocs_path() -> Path:
     """The cached pydocs text file, built first if it is not there yet."""
     path = _cache_dir() / f"pydocs-{PYTHON_VERSION}.txt"

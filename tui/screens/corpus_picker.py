@@ -87,19 +87,12 @@ FIRST_USE_NOTES = {
 
 def builtin_is_local(name: str) -> bool:
     """True when a built-in corpus is already on disk (measuring it costs no download)."""
-    from engine import corpus as corpus_module
-    from engine import pydocs
+    from engine.corpus import is_on_disk
 
     try:
-        if name == "nietzsche":
-            cached = getattr(corpus_module, "_cached_nietzsche", None)
-            return bool(cached and cached())
-        if name == "pydocs":
-            cache_dir = getattr(pydocs, "_cache_dir", None)
-            return bool(cache_dir and (cache_dir() / f"pydocs-{pydocs.PYTHON_VERSION}.txt").is_file())
+        return is_on_disk(name)
     except OSError:
         return False
-    return True
 
 
 class PlainDirectoryTree(DirectoryTree):

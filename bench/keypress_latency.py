@@ -1,0 +1,76 @@
+"""How fast the app answers a key while it trains (goal: within 100 ms).
+
+    .venv/bin/python bench/keypress_latency.py [--corpus PATH] [--presses 40]
+
+Runs the real app (Textual's headless driver, 120x40) training the default fast model
+on the corpus, waits until batches flow and text streams, then presses `k` (colour by
+probability) again and again, timing each press from the key event being posted to the
+app state having changed. Writes bench/results/keypress_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.config import preset  # noqa: E402
+from tui.app import AppOptions, build_app  # noqa: E402
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "nietzsche.txt"
+
+
+async def measure(corpus: str, presses: int, run_dir: Path) -> list[float]:
+    from textual import events
+
+    app = build_app(AppOptions(corpus=corpus, run_dir=str(run_dir), config=preset("fast")))
+    latencies = []
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            deadline = time.monotonic() + 180
+            while app.training_pane.state.step < 20 and time.monotonic() < deadline:
+                await pilot.pause(0.2)  # TensorFlow import, tracing, first batches
+            if app.training_pane.state.step < 20:
+                raise SystemExit("training did not start within 3 minutes")
+            for _ in range(presses):
+                before = app.generation_pane.colour
+                started = time.perf_counter()
+                app.post_message(events.Key("k", "k"))
+                while app.generation_pane.colour == before:
+                    await asyncio.sleep(0.0005)
+                latencies.append(time.perf_counter() - started)
+                await pilot.pause(0.1)
+            await pilot.press("q")
+    finally:
+        app.stop_threads(timeout=120)
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.exists() else "nietzsche")
+    parser.add_argument("--presses", type=int, default=40)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "keypress_latency.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        latencies = asyncio.run(measure(args.corpus, args.presses, Path(scratch) / "run"))
+    ms = sorted(1000 * t for t in latencies)
+    result = {"benchmark": "keypress_latency", "command": " ".join(sys.argv), "presses": len(ms),
+              "median_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 1),
+              "max_ms": round(ms[-1], 1), "goal_ms": 100}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"key press answered while training: median {result['median_ms']} ms, p95 {result['p95_ms']} ms, "
+          f"max {result['max_ms']} ms over {len(ms)} presses (goal < 100 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
