@@ -119,12 +119,13 @@ class Sampler:
         return cls(vocab, lstms, dense[0], dense[1], lowercase=lowercase)
 
     @classmethod
-    def load(cls, run_dir) -> "Sampler":
-        """A sampler for the newest complete checkpoint of a run directory."""
+    def load(cls, run_dir, on_notice=None) -> "Sampler":
+        """A sampler for the newest loadable checkpoint of a run directory; `on_notice` is
+        told if model.keras was damaged and model.prev.keras was used."""
         from engine.rundir import RunDir
 
         run = RunDir(run_dir)
-        model = run.load_model(compile=False)
+        model = run.load_model(compile=False, on_notice=on_notice)
         return cls.from_keras_model(model, run.load_vocab(), lowercase=run.load_config().lowercase)
 
     # -- the recurrent core ----------------------------------------------------------
