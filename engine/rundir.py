@@ -421,6 +421,11 @@ def read_metrics(run_dir) -> list[dict]:
         return []
     except OSError as error:
         raise _explain(error, "read", path) from None
+    return parse_metrics(raw)
+
+
+def parse_metrics(raw: bytes) -> list[dict]:
+    """The JSON-object rows of metrics.jsonl bytes; torn or foreign lines are skipped."""
     rows = []
     for line in raw.split(b"\n"):
         if not line.strip():

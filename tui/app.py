@@ -826,10 +826,14 @@ def run_app(options: AppOptions) -> int:
     """Run the app in this terminal; the terminal is restored and the checkpoint saved
     whatever way it ends."""
     quiet_tensorflow()
-    app = build_app(options)
     log_dir = Path(options.run_dir) if options.run_dir else Path(DEFAULT_RUNS_DIR)
+    return run_in_terminal(build_app(options), log_dir / "charlm-tui.log")
+
+
+def run_in_terminal(app: "CharlmApp", log_path: Path) -> int:
+    """Run `app` with fd 2 sent to `log_path`; stop its threads however it ends."""
     try:
-        with _stderr_to_log(log_dir / "charlm-tui.log"):
+        with _stderr_to_log(log_path):
             try:
                 result = app.run()
             finally:

@@ -34,7 +34,8 @@ from textual.message import Message
 from textual.widgets import Footer
 
 from engine.errors import CharlmError
-from tui.app import (AppOptions, CharlmApp, Run, _stderr_to_log, export_samples, quiet_tensorflow)
+from engine.rundir import parse_metrics
+from tui.app import (AppOptions, CharlmApp, Run, export_samples, quiet_tensorflow, run_in_terminal)
 from tui.messages import EngineFailed, SamplerReady
 from tui.widgets.generation import GenerationPane
 from tui.widgets.header import HeaderInfo, RunHeader, display_path
@@ -125,16 +126,7 @@ class MetricsFollower:
         self.offset += len(data)
         data = self.partial + data
         complete, _, self.partial = data.rpartition(b"\n")
-        rows = []
-        for line in complete.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
+        rows = [row for row in parse_metrics(complete) if isinstance(row.get("step"), int)]
         return rows, reset
 
 
@@ -373,17 +365,5 @@ def build_watch_app(options: AppOptions) -> WatchApp:
 def run_watch(options: AppOptions) -> int:
     """Run the watcher in this terminal; its log goes to a temp file, never the run."""
     quiet_tensorflow()
-    app = build_watch_app(options)
     log_path = Path(tempfile.gettempdir()) / f"charlm-tui-watch-{os.getpid()}.log"
-    try:
-        with _stderr_to_log(log_path):
-            try:
-                result = app.run()
-            finally:
-                app.stop_threads()
-    except KeyboardInterrupt:
-        app.stop_threads()
-        return 130
-    if app.return_code not in (None, 0):
-        return app.return_code
-    return int(result or 0)
+    return run_in_terminal(build_watch_app(options), log_path)
