@@ -663,14 +663,18 @@ class CharlmApp(App[int]):
         if run is None or run.run_dir is None or self.generation_pane.round is None:
             self.notify("nothing to export yet", severity="warning")
             return
+        state = self.training_pane.state
+        self.export_samples_to(run.run_dir, "", f"epoch {state.epoch} · step {state.step:,}")
+
+    def export_samples_to(self, folder: Path, source: str, position: str) -> None:
+        """Write the current samples, with a header saying where they came from, to `folder`."""
         info = self.header.info
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        text = (f"# charlm-tui samples, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                f"# corpus {info.corpus} · model LSTM {info.layers}x{info.units} · "
-                f"epoch {self.training_pane.state.epoch} · step {self.training_pane.state.step:,}\n"
+        text = (f"# charlm-tui samples{source}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                f"# corpus {info.corpus} · model LSTM {info.layers}x{info.units} · {position}\n"
                 + self.generation_pane.export_text())
         try:
-            path = export_samples(run.run_dir, f"samples-{stamp}", text)
+            path = export_samples(folder, f"samples-{stamp}", text)
         except OSError as error:
             self.notify(f"could not export the samples: {error.strerror or error}",
                         title="Export failed", severity="error", timeout=10)

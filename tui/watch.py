@@ -35,10 +35,10 @@ from textual.widgets import Footer
 
 from engine.errors import CharlmError
 from engine.rundir import parse_metrics
-from tui.app import (AppOptions, CharlmApp, Run, export_samples, quiet_tensorflow, run_in_terminal)
+from tui.app import (AppOptions, CharlmApp, Run, quiet_tensorflow, run_in_terminal)
 from tui.messages import EngineFailed, SamplerReady
 from tui.widgets.generation import GenerationPane
-from tui.widgets.header import HeaderInfo, RunHeader, display_path
+from tui.widgets.header import HeaderInfo, RunHeader
 from tui.widgets.training import EpochHistory, LossPlot, TrainingPane, _number
 
 log = logging.getLogger("charlm.tui")
@@ -339,19 +339,8 @@ class WatchApp(CharlmApp):
         if self.generation_pane.round is None:
             self.notify("nothing to export yet", severity="warning")
             return
-        info = self.header.info
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        text = (f"# charlm-tui samples (watching {run.run_dir}), {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                f"# corpus {info.corpus} · model LSTM {info.layers}x{info.units} · "
-                f"checkpoint step {self.checkpoint_step if self.checkpoint_step is not None else '?'}\n"
-                + self.generation_pane.export_text())
-        try:
-            path = export_samples(here, f"samples-{stamp}", text)
-        except OSError as error:
-            self.notify(f"could not export the samples: {error.strerror or error}",
-                        title="Export failed", severity="error", timeout=10)
-            return
-        self.notify(display_path(path), title="Samples exported")
+        step = self.checkpoint_step if self.checkpoint_step is not None else "?"
+        self.export_samples_to(here, f" (watching {run.run_dir})", f"checkpoint step {step}")
 
     async def action_quit(self) -> None:
         await self.stop_run("leaving (the trainer goes on)…")
