@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import signal
 import subprocess
 import sys
 import time
@@ -82,16 +83,21 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
         deadline = time.monotonic() + 60
-        while not ((run_dir / "config.json").exists() and (run_dir / "vocab.json").exists()):
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().strip()):
             assert trainer.poll() is None, trainer.communicate()
-            assert time.monotonic() < deadline, "the trainer did not create its run directory"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "the trainer did not write metrics"
+            time.sleep(0.05)
+        # Frozen until the watcher has read its first rows: the tiny run could otherwise
+        # finish before a slow-starting watcher sees it move.
+        trainer.send_signal(signal.SIGSTOP)
 
         # Watcher 1, while the trainer trains: steps grow, a checkpoint loads, columns fill.
         app = watch_app(run_dir)
         async with running_app(app) as pilot:
             await wait_until(pilot, lambda: len(plot_steps(app)) >= 1, timeout=60, what="first metrics")
             first = app.training_pane.state.step
+            trainer.send_signal(signal.SIGCONT)
             assert app.header.info.corpus == "tiny" and app.header.info.units == 8
             assert "watching" in app.header.render().plain
             await wait_until(pilot, lambda: app.training_pane.state.step > first, timeout=60,
@@ -114,6 +120,7 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
         assert trainer.returncode == 0, stderr
     finally:
         if trainer.poll() is None:
+            trainer.send_signal(signal.SIGCONT)
             trainer.kill()
             trainer.wait()
 
