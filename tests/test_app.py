@@ -82,7 +82,11 @@ async def test_s_resamples_with_new_seed_text(tiny_corpus_path, tmp_path):
     async with running_app(app) as pilot:
         await until_round(pilot, app)
         before = app.generation_pane.round
-        await pilot.press("s")
+        # Posted, not pilot.press: that waits for the app to go idle, by when the short
+        # resampled round has streamed to its end and the next epoch's has replaced it.
+        from textual import events
+
+        app.post_message(events.Key("s", "s"))
         # The resampled round takes over at once (weights copied on a thread); rounds of
         # epochs that end meanwhile wait behind it, so it is seen streaming.
         await wait_until(pilot, lambda: app.generation_pane.round.label == "resampled",

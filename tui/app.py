@@ -510,7 +510,9 @@ class CharlmApp(App[int]):
             return
         self._snapshot_weights(run.generation, run.trainer, reason, now)
 
-    @work(thread=True, exclusive=True, group="sampler", exit_on_error=False)
+    # Not exclusive: a newer request would cancel one not yet started, and an epoch ending
+    # just after `s` would swallow the user's resample.
+    @work(thread=True, group="sampler", exit_on_error=False)
     def _snapshot_weights(self, generation: int, trainer, reason: str, now: bool) -> None:
         try:
             sampler = trainer.sampler()
