@@ -1,9 +1,10 @@
-"""TensorBoard logs for a run: Keras's own callback plus what it cannot see.
+"""TensorBoard logs for a run, written from its events with `tf.summary`.
 
-Keras's `TensorBoard` callback writes the train loss (per epoch and every `log_every`
-batches). Held-out loss, throughput and the generated samples come from our events,
-written with `tf.summary` into the same train/validation folders, so TensorBoard shows
-them side by side: `tensorboard --logdir DIR`.
+The layout is Keras's (`train/` and `validation/` folders: `tensorboard --logdir DIR`
+shows them side by side), and every scalar's step is the optimizer step, so a resumed
+run continues its curves. Keras's own TensorBoard callback is not used: it restarts its
+batch count with every `fit` call (one per epoch here) and, with a batch interval, drops
+the epoch summaries.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from engine import events
 
 
 class TensorBoardLogger:
-    """An event subscriber that also supplies the Keras callback for `fit`."""
+    """An event subscriber: train loss and chars/s every `update_freq` steps, train and
+    held-out loss per epoch, the samples as text."""
 
     def __init__(self, log_dir, update_freq: int):
         import importlib.util
@@ -33,17 +35,12 @@ class TensorBoardLogger:
         self._validation = self.tf.summary.create_file_writer(str(self.log_dir / "validation"))
         self._last_rate_step = -1
 
-    def keras_callback(self):
-        from engine.tfsetup import keras
-
-        return keras().callbacks.TensorBoard(log_dir=str(self.log_dir), update_freq=self.update_freq,
-                                             write_graph=False, profile_batch=0)
-
     def __call__(self, event) -> None:
         if isinstance(event, events.BatchProgress) and event.step - self._last_rate_step >= self.update_freq:
             self._last_rate_step = event.step
             with self._train.as_default(step=event.step):
                 self.tf.summary.scalar("chars_per_sec", event.chars_per_sec)
+                self.tf.summary.scalar("batch_loss", event.loss)  # the epoch's running mean, as Keras logs it
         elif isinstance(event, events.EpochEnd) and event.val_loss is not None:
             with self._validation.as_default(step=event.step):
                 self.tf.summary.scalar("heldout_loss", event.val_loss)

@@ -204,15 +204,15 @@ class Trainer:
             resumed_from_step=step, epoch=step // per_epoch + 1, steps_per_epoch=per_epoch))
 
         progress = _progress(self, clock, step)
-        extra_callbacks = self._start_tensorboard()
+        self._start_tensorboard()
         reason, train_loss, val_loss = "epochs", None, None
         while step // per_epoch < config.epochs:
             epoch, first_batch = divmod(step, per_epoch)
             progress.start_epoch(epoch + 1, first_batch)
-            # initial_epoch/epochs: one epoch per call, numbered as callbacks (TensorBoard) expect
+            # initial_epoch/epochs: one epoch per call, numbered as callbacks expect
             model.fit(self.train_windows.dataset(epoch, first_batch), initial_epoch=epoch, epochs=epoch + 1,
                       verbose=0, shuffle=False, steps_per_epoch=per_epoch - first_batch,
-                      callbacks=[progress, *extra_callbacks])
+                      callbacks=[progress])
             step = progress.step
             if progress.failure:
                 self._roll_back(progress.failure)
@@ -252,14 +252,11 @@ class Trainer:
 
     _tensorboard = None
 
-    def _start_tensorboard(self) -> list:
-        """Keras's TensorBoard callback, plus our events (held-out loss, chars/s, samples)."""
-        if not self.tensorboard_dir:
-            return []
-        from engine.tensorboard import TensorBoardLogger
+    def _start_tensorboard(self) -> None:
+        if self.tensorboard_dir:
+            from engine.tensorboard import TensorBoardLogger
 
-        self._tensorboard = TensorBoardLogger(self.tensorboard_dir, self.config.log_every)
-        return [self._tensorboard.keras_callback()]
+            self._tensorboard = TensorBoardLogger(self.tensorboard_dir, self.config.log_every)
 
     def _notice(self, message: str) -> None:
         self._emit(events.Notice(message))
