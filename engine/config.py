@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 PRESETS = ("book", "fast")
 OBJECTIVES = ("last", "all")  # predict the char after the window / every next char
+STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.distribute
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TrainConfig:
     log_every: int = 50           # steps between metrics.jsonl rows / progress events
     checkpoint_every: float = 300.0   # seconds between mid-epoch checkpoints
     val_max_windows: int = 20_000     # cap on held-out windows evaluated per epoch
-    strategy: str = "default"     # tf.distribute: "default" (one device) or "mirrored" (all local GPUs)
+    strategy: str = "default"     # tf.distribute: "default", "mirrored" (local GPUs), "multiworker" (TF_CONFIG)
     mixed_precision: bool = False  # float16/bfloat16 compute on a GPU, float32 softmax
     extra: dict = field(default_factory=dict)  # reserved for future settings
 
@@ -52,7 +53,7 @@ class TrainConfig:
             (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
             (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
             (self.optimizer in ("rmsprop", "adam"), "optimizer must be rmsprop or adam"),
-            (self.strategy in ("default", "mirrored"), "--strategy must be default or mirrored"),
+            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
             (2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
             (1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
             (1 <= self.units <= 8192, "--units must be between 1 and 8192"),

@@ -23,6 +23,7 @@ class TrainingStarted:
     resumed_from_step: int    # 0 for a fresh run
     epoch: int                # the epoch training starts in (1-based)
     steps_per_epoch: int
+    worker: str = ""          # multi-worker runs: "chief, one of 2 workers", "worker 1, one of 2 workers"
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,15 @@ def heldout_loss(model, windows, max_batches: int | None = None) -> float:
     scored char is predicted from at least `maxlen - step` chars of context.
     """
     total, count = 0.0, 0
-    # predict_on_batch would run the whole batch on every replica of a distribution
-    # strategy and concatenate the copies; predict() splits it between them.
     if getattr(model, "_distribute_strategy", None) is None:
         predict = model.predict_on_batch
     else:
-        def predict(x):
-            return model.predict(x, batch_size=len(x), verbose=0)
+        # Under a distribution strategy predict_on_batch would run the whole batch on every
+        # replica (and, across workers, wait for them all); calling the model reads this
+        # process's copy of the weights on one device.
+        from engine.tfsetup import tensorflow
+
+        predict = tensorflow().function(lambda x: model(x, training=False), reduce_retracing=True)
     batches = -(-windows.count // windows.batch_size)  # every window, ragged last batch too
     if max_batches is not None:
         batches = min(batches, max_batches)

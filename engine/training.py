@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ import numpy as np
 from engine import events
 from engine.config import TrainConfig
 from engine.errors import CorpusError, RunDirError, TrainingError
+from engine.multiworker import WorkerLost
 from engine.rundir import RunDir
 from engine.windows import Windows, count_windows, split_point
 
@@ -51,20 +54,39 @@ class Trainer:
                  on_event: Callable[[events.Event], None] | None = None, *,
                  fresh: bool = False, sample_each_epoch: bool = True, tensorboard_dir=None):
         config.validate()
+        check_length(corpus, config)
         self.corpus = corpus
         self.config = config
+        self.chief, self.worker = True, ""  # False/"worker 1 of 2" for a multi-worker helper
+        self._scratch: str | None = None
+        if config.strategy == "multiworker":
+            from engine.distribute import is_chief, worker_label
+
+            self.chief, self.worker = is_chief(), worker_label()
+            if not self.chief:  # only the chief keeps the run; the others' bookkeeping is scratch
+                run_dir = self._scratch = tempfile.mkdtemp(prefix="charlm-worker-")
+                tensorboard_dir = None
         self.rundir = RunDir(run_dir)
         self.on_event = on_event or (lambda event: None)
         self.fresh = fresh
         self.sample_each_epoch = sample_each_epoch
         self.tensorboard_dir = tensorboard_dir
         self.model = None
+        self._multiworker = None  # engine.multiworker.MultiWorkerLoop under that strategy
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()  # set = not paused
         self._model_lock = threading.Lock()
+        self._cut_windows()
+        self.rundir.acquire()
+        try:
+            self._check_compatible()
+        except BaseException:
+            self.close()
+            raise
 
-        check_length(corpus, config)
+    def _cut_windows(self) -> None:
+        config, corpus = self.config, self.corpus
         split = split_point(len(corpus), config.val_fraction)
         self.train_ids, self.val_ids = corpus.ids[:split], corpus.ids[split:]
         self.train_windows = Windows(self.train_ids, config.maxlen, config.step, config.objective,
@@ -75,13 +97,6 @@ class Trainer:
         score_from = max(0, config.maxlen - val_step) if config.objective == "all" else 0
         self.val_windows = Windows(self.val_ids, config.maxlen, val_step, config.objective,
                                    config.batch_size, shuffle=False, score_from=score_from)
-
-        self.rundir.acquire()
-        try:
-            self._check_compatible()
-        except BaseException:
-            self.rundir.release()
-            raise
 
     # -- control from other threads ----------------------------------------------------
     def stop(self) -> None:
@@ -140,38 +155,82 @@ class Trainer:
         from engine.distribute import make_strategy, set_precision
         from engine.tfsetup import keras
 
+        if self.config.strategy == "multiworker":
+            self._notice(f"{self.worker}: waiting for every worker named in TF_CONFIG (Ctrl-C gives up)")
+        strategy = make_strategy(self.config.strategy)  # first: multi-worker set-up must precede other ops
         keras().utils.set_random_seed(self.config.seed)
         self.rundir.cleanup_temporaries()
         note = set_precision(self.config.mixed_precision)
         if note:
             self._notice(note)
+        if self.config.strategy == "multiworker":
+            return self._prepare_multiworker(strategy)
         # Variables made inside the scope are mirrored across the strategy's devices.
-        with make_strategy(self.config.strategy).scope():
-            return self._load_or_build_model()
+        with strategy.scope():
+            if self._resuming():
+                model = self._load_checkpoint()
+                step = int(model.optimizer.iterations.numpy())
+                self.rundir.keep_metrics_up_to(step)
+                return model, step
+            self._start_new_run()
+            return self._build_model(), 0
 
-    def _load_or_build_model(self):
-        from engine.model import build_model
+    def _prepare_multiworker(self, strategy):
+        """The other workers take the chief's settings (a resumed run's included) and check
+        that they hold the same corpus. Every worker then builds the same model, so the
+        strategy's variable creation (which broadcasts initial values) matches up, and the
+        chief's checkpoint, read outside the strategy, overwrites their weights and
+        optimizer state."""
+        from engine.multiworker import Collectives, MultiWorkerLoop, fingerprint
 
-        if self.rundir.has_checkpoint() and not self.fresh:
-            model = self.rundir.load_model(compile=True, on_notice=self._notice)
-            if model.optimizer is None or not model.optimizer.built:
-                raise RunDirError(f"{self.rundir.model_path} has no optimizer state to resume from; "
-                                  "pass --fresh to start over")
-            if model.output_shape[-1] != len(self.corpus.vocab):
-                raise RunDirError(f"the checkpoint in {self.rundir.path} predicts {model.output_shape[-1]} "
-                                  f"characters but vocab.json lists {len(self.corpus.vocab)}; pass --fresh "
-                                  "to start over or choose another --run")
-            step = int(model.optimizer.iterations.numpy())
+        collectives = Collectives(strategy)
+        chiefs = TrainConfig.from_json(collectives.broadcast_json(self.config.to_json()))
+        if not self.chief and chiefs != self.config:
+            self.config = chiefs
+            check_length(self.corpus, chiefs)
+            self._cut_windows()
+        collectives.agree(fingerprint(self.corpus.ids, self.corpus.vocab, self.config.to_json()))
+        checkpoint = self._load_checkpoint() if self._resuming() else None
+        if checkpoint is None:
+            self._start_new_run()
+        with strategy.scope():
+            model = self._build_model()
+        loop = MultiWorkerLoop(collectives, model, self.config.batch_size, self.config.targets_per_window)
+        state = checkpoint.variables + checkpoint.optimizer.variables if checkpoint is not None else None
+        loop.broadcast_from_chief([v.numpy() for v in state] if state else loop.local_state())
+        step = int(model.optimizer.iterations.numpy())
+        if checkpoint is not None:
             self.rundir.keep_metrics_up_to(step)
-            return model, step
+        self._multiworker = loop
+        return model, step
+
+    def _resuming(self) -> bool:
+        return self.rundir.has_checkpoint() and not self.fresh
+
+    def _load_checkpoint(self):
+        model = self.rundir.load_model(compile=True, on_notice=self._notice)
+        if model.optimizer is None or not model.optimizer.built:
+            raise RunDirError(f"{self.rundir.model_path} has no optimizer state to resume from; "
+                              "pass --fresh to start over")
+        if model.output_shape[-1] != len(self.corpus.vocab):
+            raise RunDirError(f"the checkpoint in {self.rundir.path} predicts {model.output_shape[-1]} "
+                              f"characters but vocab.json lists {len(self.corpus.vocab)}; pass --fresh "
+                              "to start over or choose another --run")
+        return model
+
+    def _start_new_run(self) -> None:
         self.rundir.clear_history()
         self.rundir.write_vocab(self.corpus.vocab)
         self.rundir.write_config(self.config, self._corpus_meta())
+
+    def _build_model(self):
+        from engine.model import build_model
+
         model = build_model(len(self.corpus.vocab), self.config)
         # Create the optimizer's slots now, not inside the first traced step: variables made
         # there leave initialisation functions in TensorFlow's context for good (~5 MB a model).
         model.optimizer.build(model.trainable_variables)
-        return model, 0
+        return model
 
     def run(self) -> events.TrainingFinished:
         try:
@@ -179,17 +238,19 @@ class Trainer:
         finally:
             if self._tensorboard is not None:
                 self._tensorboard.close()
-            self.rundir.release()
+            self.close()
 
     def close(self) -> None:
         self.rundir.release()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def _run(self) -> events.TrainingFinished:
         from engine.model import summary_text
         from engine.tfsetup import device_name
 
-        config = self.config
         model, step = self._prepare_model()
+        config = self.config  # a multi-worker helper has taken the chief's by now
         with self._model_lock:
             self.model = model
         if step:  # the resumed run may carry new run-length settings
@@ -200,8 +261,9 @@ class Trainer:
             corpus_name=self.corpus.name, corpus_chars=len(self.corpus), vocab_size=len(self.corpus.vocab),
             windows_total=count_windows(len(self.corpus), config.maxlen, config.step),
             windows_train=self.train_windows.count, parameters=model.count_params(),
-            model_summary=summary_text(model), device=device_name(), run_dir=str(self.rundir.path),
-            resumed_from_step=step, epoch=step // per_epoch + 1, steps_per_epoch=per_epoch))
+            model_summary=summary_text(model), device=device_name(), run_dir=self._run_label(),
+            resumed_from_step=step, epoch=step // per_epoch + 1, steps_per_epoch=per_epoch,
+            worker=self.worker))
 
         progress = _progress(self, clock, step)
         self._start_tensorboard()
@@ -209,10 +271,11 @@ class Trainer:
         while step // per_epoch < config.epochs:
             epoch, first_batch = divmod(step, per_epoch)
             progress.start_epoch(epoch + 1, first_batch)
-            # initial_epoch/epochs: one epoch per call, numbered as callbacks expect
-            model.fit(self.train_windows.dataset(epoch, first_batch), initial_epoch=epoch, epochs=epoch + 1,
-                      verbose=0, shuffle=False, steps_per_epoch=per_epoch - first_batch,
-                      callbacks=[progress])
+            try:
+                self._fit_epoch(model, epoch, first_batch, progress)
+            except WorkerLost:  # keep what was learnt until then
+                self._checkpoint(model, progress.step, clock, epoch + 1)
+                raise
             step = progress.step
             if progress.failure:
                 self._roll_back(progress.failure)
@@ -222,15 +285,17 @@ class Trainer:
             if reason == "stopped":  # the user is waiting: checkpoint, no evaluation
                 self._checkpoint(model, step, clock, epoch + 1)
                 break
-            val_loss = self.heldout_loss()
+            val_loss = self.heldout_loss() if self.chief else None
             self._emit(events.EpochEnd(epoch + 1, step, train_loss, val_loss, clock.elapsed, complete))
             self._log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
                               train_loss=train_loss, val_loss=val_loss)
             self._checkpoint(model, step, clock, epoch + 1)
-            if self._stop.is_set():  # stopped during the evaluation: saved, so stop now
+            # Stopped during the evaluation: saved, so stop now (other workers, already in
+            # the next epoch, hear of it with its first step).
+            if self._stop.is_set() and not self._multiworker:
                 reason = "stopped"
                 break
-            if self.sample_each_epoch and config.sample_length:
+            if self.sample_each_epoch and config.sample_length and self.chief:
                 self._sample_round(epoch + 1)
             if reason:
                 break
@@ -240,6 +305,28 @@ class Trainer:
         return self._finish(reason or "epochs", step, train_loss, val_loss, clock, progress)
 
     # -- pieces of the run ------------------------------------------------------------------
+    def _fit_epoch(self, model, epoch: int, first_batch: int, progress) -> None:
+        """Train from `first_batch` to the end of `epoch` (0-based), or until a stop."""
+        dataset = self.train_windows.dataset(epoch, first_batch)
+        batches = self.train_windows.batches_per_epoch - first_batch
+        if not self._multiworker:
+            # initial_epoch/epochs: one epoch per call, numbered as callbacks expect
+            model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False,
+                      steps_per_epoch=batches, callbacks=[progress])
+            return
+        from engine.multiworker import NO_STOP, STOP_BUDGET, STOP_USER
+
+        if self.config.steps is not None:  # every worker must end on the same batch
+            batches = min(batches, self.config.steps - (progress.step - progress.run_start_step))
+        requests = {"stopped": STOP_USER, "time_budget": STOP_BUDGET}
+        agreed = self._multiworker.fit(dataset, epoch, batches, [progress],
+                                       lambda: requests.get(progress.stop_reason, NO_STOP))
+        if agreed and not progress.stop_reason:  # another worker asked
+            progress.stop_reason = "stopped" if agreed == STOP_USER else "time_budget"
+
+    def _run_label(self) -> str:
+        return str(self.rundir.path) if self.chief else ""
+
     def heldout_loss(self) -> float:
         from engine.model import heldout_loss
 
@@ -285,6 +372,8 @@ class Trainer:
                                           step // self.train_windows.batches_per_epoch + 1))
 
     def _checkpoint(self, model, step: int, clock: "_Clock", epoch: int) -> bool:
+        if not self.chief:  # the chief's checkpoint has the same weights
+            return True
         try:
             self.rundir.save_model(model)
             self.rundir.write_state({"step": step, "epoch": epoch, "elapsed": clock.elapsed,
@@ -329,7 +418,7 @@ class Trainer:
         finished = events.TrainingFinished(
             reason=reason, epoch=step // self.train_windows.batches_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
-            chars_per_sec=progress.mean_rate(), run_dir=str(self.rundir.path))
+            chars_per_sec=progress.mean_rate(), run_dir=self._run_label())
         self._emit(finished)
         return finished
 

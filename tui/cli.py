@@ -82,8 +82,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
     group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
     group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
-    group.add_argument("--strategy", choices=("default", "mirrored"), default=None,
-                       help="mirrored: train on every local GPU (tf.distribute.MirroredStrategy)")
+    group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default=None,
+                       help="mirrored: every local GPU (tf.distribute.MirroredStrategy); multiworker: "
+                            "every GPU of every machine in $TF_CONFIG, headless only (see the README); "
+                            "not kept with the run")
     group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
                        help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
     group.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS",
@@ -165,7 +167,8 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
     if run.config_path.exists() and not args.fresh:
         saved = run.load_config()
         if args.preset is None or args.preset == saved.preset:
-            config = dataclasses.replace(saved, **overrides)
+            # How to spread the work depends on this machine, not on the run.
+            config = dataclasses.replace(saved, **{"strategy": "default", **overrides})
             config.validate()
             return config
     return preset(args.preset or "fast", **overrides)
@@ -265,6 +268,9 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     if args.no_train and not args.run:
         return _error("--no-train needs --run DIR (a saved run to sample from)", 2)
+    if args.strategy == "multiworker":
+        return _error("multi-worker training runs headless: start `charlm-tui train --strategy "
+                      "multiworker` on every machine, then `charlm-tui watch RUN` on the chief's", 2)
     overrides = _overrides(args)
     options = AppOptions(corpus=args.corpus or "nietzsche", run_dir=args.run, no_train=args.no_train,
                          fresh=args.fresh, encoding=args.encoding)

@@ -98,8 +98,11 @@ class HeadlessTrainer:
     def _on_signal(self, signum, frame) -> None:
         if self.signal_received is None:
             self.signal_received = signum
-            self.say(f"[yellow]{signal.Signals(signum).name}: stopping after this batch and "
-                     "saving a checkpoint...[/]")
+            if self.trainer.chief:
+                then = "stopping after this batch and saving a checkpoint..."
+            else:
+                then = "stopping every worker after the next batch; the chief saves a checkpoint..."
+            self.say(f"[yellow]{signal.Signals(signum).name}: {then}[/]")
         self.trainer.stop()
 
     def _progress_bar(self) -> Progress:
@@ -136,7 +139,12 @@ class HeadlessTrainer:
         if isinstance(event, events.TrainingStarted):
             self.say(event.model_summary, markup=False)
             where = f"resuming at step {event.resumed_from_step:,}" if event.resumed_from_step else "new run"
-            self.say(f"Training on {event.device} in {event.run_dir} ({where})", markup=False)
+            if event.run_dir:
+                worker = f", {event.worker}" if event.worker else ""
+                self.say(f"Training on {event.device} in {event.run_dir} ({where}{worker})", markup=False)
+            else:  # a multi-worker helper: the chief writes checkpoints, samples and metrics
+                self.say(f"Training on {event.device} as {event.worker} ({where}); the chief keeps "
+                         "the run directory", markup=False)
             if self.progress:
                 self.task = self.progress.add_task("train", total=event.steps_per_epoch, epoch=event.epoch,
                                                    loss=float("nan"), rate=0.0)
@@ -144,8 +152,9 @@ class HeadlessTrainer:
             self.progress.update(self.task, completed=event.batch, total=event.batches_per_epoch,
                                  epoch=event.epoch, loss=event.loss, rate=event.chars_per_sec)
         elif isinstance(event, events.EpochEnd):
-            val = f"{event.val_loss:.4f}" if event.val_loss is not None else "-"
-            self.say(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, held-out loss {val} nats/char"
+            # A multi-worker helper leaves the held-out loss to the chief.
+            val = f", held-out loss {event.val_loss:.4f}" if event.val_loss is not None else ""
+            self.say(f"epoch {event.epoch}: train loss {event.train_loss:.4f}{val} nats/char"
                      + ("" if event.complete else " (partial epoch)"))
         elif isinstance(event, events.SamplesGenerated):
             self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False)
