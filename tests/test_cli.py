@@ -48,7 +48,8 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     out = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--epochs", "1", "--length", "30",
                  "--json")
     assert out.returncode == 0, out.stderr
-    for expected in ("Corpus length: 6000", "Total params", "----- temperature: 1.2"):
+    for expected in ("Corpus length: 6000", "Total params", "----- temperature: 1.2",
+                     "Stopped (epochs) at the end of epoch 1, step "):
         assert expected in out.stdout
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["reason"] == "epochs" and summary["val_loss"] > 0
@@ -78,8 +79,9 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path)
 
 def test_sample_refuses_unknown_seed_characters(tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
-    assert charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "1",
-                  "--length", "0").returncode == 0
+    trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "1", "--length", "0")
+    assert trained.returncode == 0
+    assert "Stopped (steps) at step 1 (epoch 1, 1 of " in trained.stdout  # not "epoch 0"
     out = charlm("sample", "--run", run, "--seed-text", "\u2603 snowman")
     assert out.returncode == 2 and "'\u2603'" in out.stderr and "Traceback" not in out.stderr
 

@@ -38,6 +38,7 @@ class HeadlessTrainer:
         self.task = None
         self.trainer = None
         self.signal_received: int | None = None
+        self.steps_per_epoch = 0
         self.output_lost = False
 
     # -- output that survives a vanished terminal --------------------------------------
@@ -137,6 +138,7 @@ class HeadlessTrainer:
 
     def on_event(self, event) -> None:
         if isinstance(event, events.TrainingStarted):
+            self.steps_per_epoch = event.steps_per_epoch
             self.say(event.model_summary, markup=False)
             where = f"resuming at step {event.resumed_from_step:,}" if event.resumed_from_step else "new run"
             if event.run_dir:
@@ -168,7 +170,13 @@ class HeadlessTrainer:
             self.say(f"[yellow]note: {escape(event.message)}[/]")
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
-        self.say(f"Stopped ({finished.reason}) at epoch {finished.epoch}, step {finished.step:,}, "
+        per_epoch = self.steps_per_epoch
+        if per_epoch and finished.step % per_epoch:  # part way through an epoch
+            where = (f"step {finished.step:,} (epoch {finished.step // per_epoch + 1}, "
+                     f"{finished.step % per_epoch:,} of {per_epoch:,} batches)")
+        else:
+            where = f"the end of epoch {finished.epoch}, step {finished.step:,}"
+        self.say(f"Stopped ({finished.reason}) at {where}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
         if self.trainer.checkpoint_error:
             self.errors.print(f"charlm-tui: error: the last checkpoint was not saved: "
