@@ -2,7 +2,8 @@
 
 Deterministic by construction: sampling-only mode on a saved run with weights from a
 seeded RNG and fixed metrics (tests/app_fixtures.py), a fixed sampler seed, a run
-directory given relative to the working directory, and no clock on screen. Update
+directory given relative to the working directory, the device always named CPU, and no
+clock on screen. Update
 with `pytest tests/test_snapshots.py --snapshot-update`, then look at the report.
 """
 
@@ -16,6 +17,14 @@ from tests.app_fixtures import *  # noqa: F401,F403 (fixtures)
 from tests.app_fixtures import SNAPSHOT_SAMPLE_LENGTH, app_options, tiny_train_config
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def same_device_everywhere(monkeypatch):
+    """The header names the device: the screens must not change on a GPU box."""
+    import engine.tfsetup
+
+    monkeypatch.setattr(engine.tfsetup, "device_name", lambda: "CPU")
 
 
 def snapshot_app():
