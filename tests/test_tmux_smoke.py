@@ -113,3 +113,29 @@ def test_app_in_tmux_trains_streams_and_quits_cleanly(workspace):
         assert "s Sample" not in after, after
     finally:
         tmux.kill()
+
+
+def test_watch_in_tmux_follows_a_run_and_leaves_no_log_behind(workspace):
+    tmp_path, corpus = workspace
+    run_dir, scratch, exit_file = tmp_path / "run", tmp_path / "tmp", tmp_path / "exit-code"
+    scratch.mkdir()
+    trained = subprocess.run(_command() + ["train", "--corpus", str(corpus), "--run", str(run_dir), "--units", "8",
+                                           "--maxlen", "16", "--step", "8", "--batch-size", "16", "--epochs", "1",
+                                           "--length", "0"], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert trained.returncode == 0, trained.stderr
+    env = f"cd {shlex.quote(str(ROOT))} && TERM=xterm-256color TMPDIR={shlex.quote(str(scratch))}"
+    command = (f"{env} {shlex.join(_command() + ['watch', str(run_dir)])}; "
+               f"echo $? > {shlex.quote(str(exit_file))}; sleep 30")
+    tmux = Tmux(100, 30, command, ROOT, socket=tmp_path / "tmux.sock")
+    try:
+        tmux.wait_for(lambda s: "the run finished" in s and "round" in s, 90, "the finished run and a round")
+        assert any(scratch.glob("charlm-tui-watch-*.log"))  # TensorFlow's fd 2 goes there meanwhile
+        tmux.keys("q")
+        deadline = time.monotonic() + 60
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert exit_file.exists(), f"the watcher did not exit; the screen:\n{tmux.screen()}"
+        assert exit_file.read_text().strip() == "0"
+        assert not any(scratch.glob("charlm-tui-watch-*.log"))  # removed after a clean exit
+    finally:
+        tmux.kill()

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -352,7 +353,13 @@ def build_watch_app(options: AppOptions) -> WatchApp:
 
 
 def run_watch(options: AppOptions) -> int:
-    """Run the watcher in this terminal; its log goes to a temp file, never the run."""
+    """Run the watcher in this terminal; its log goes to a temp file, never the run, and
+    is removed after a clean exit (kept, and named, after a failure)."""
     quiet_tensorflow()
     log_path = Path(tempfile.gettempdir()) / f"charlm-tui-watch-{os.getpid()}.log"
-    return run_in_terminal(build_watch_app(options), log_path)
+    code = run_in_terminal(build_watch_app(options), log_path)
+    if code == 0:
+        log_path.unlink(missing_ok=True)
+    elif log_path.exists():
+        print(f"charlm-tui: the watcher's log is {log_path}", file=sys.stderr)
+    return code
