@@ -23,10 +23,13 @@ TRAINER_FILES = {".lock", "config.json", "vocab.json", "metrics.jsonl", "state.j
                  "model.keras", "model.prev.keras"}
 
 
-def foreign_files(run_dir: Path) -> set[str]:
-    """Names the trainer does not write (its temporaries .model-*.tmp* are its own)."""
+def foreign_files(run_dir: Path, trainer_pid: int | None = None) -> set[str]:
+    """Names the trainer does not write (its temporaries .model-*.tmp* and, while it
+    runs, .NAME.tmp-PID with its pid are its own; the watcher's pid is this process's)."""
+    own = f".tmp-{trainer_pid}" if trainer_pid else None
     return {p.name for p in run_dir.iterdir()
-            if p.name not in TRAINER_FILES and not p.name.startswith(".model-")}
+            if p.name not in TRAINER_FILES and not p.name.startswith(".model-")
+            and not (own and p.name.endswith(own))}
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[str, int]]:
@@ -111,7 +114,7 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
             assert app.check_action("resample", ())
             await pilot.press("x")  # exported to the current directory, not the run
             await wait_until(pilot, lambda: any(exports.glob("samples-*.txt")), timeout=10, what="export")
-            assert foreign_files(run_dir) == set()
+            assert foreign_files(run_dir, trainer.pid) == set()
             await quit_app(pilot, app)
         assert app.return_code == 0
         assert trainer.poll() is None or trainer.returncode == 0  # not disturbed
