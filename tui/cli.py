@@ -282,7 +282,32 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The program (argv None: skips TensorFlow's slow interpreter teardown) or a call."""
+    if argv is not None:
+        return _main(argv)
+    code = _main(sys.argv[1:])
+    if "tensorflow" in sys.modules:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Everything is saved and every thread joined by now, but finalising an interpreter
+    that holds TensorFlow would keep the shell prompt waiting a second or more: run the
+    exit handlers (they remove TensorFlow's temporary files, flush logs), then leave."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a terminal that went away
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:
         command = argv[0]
         parser = {"train": train_parser, "sample": sample_parser, "watch": watch_parser}[command]()
