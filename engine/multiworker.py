@@ -30,10 +30,11 @@ from engine.errors import TrainingError
 NO_STOP, STOP_BUDGET, STOP_USER = 0, 1, 2
 
 
-def fingerprint(corpus_ids: np.ndarray, vocab: list[str], settings: dict) -> float:
-    """A 48-bit hash (exact in float64, so it survives an all-reduce) of what must match."""
+def fingerprint(corpus_ids: np.ndarray, vocab: list[str]) -> float:
+    """A 48-bit hash (exact in float64, so it survives an all-reduce) of the corpus as
+    encoded (the settings need none: every worker has taken the chief's by then)."""
     digest = hashlib.blake2b(digest_size=6)
-    digest.update(json.dumps([vocab, settings], sort_keys=True).encode())
+    digest.update(json.dumps(vocab).encode())
     digest.update(np.ascontiguousarray(corpus_ids).view(np.uint8))
     return float(int.from_bytes(digest.digest(), "big"))
 

@@ -189,7 +189,7 @@ class Trainer:
             self.config = chiefs
             check_length(self.corpus, chiefs)
             self._cut_windows()
-        collectives.agree(fingerprint(self.corpus.ids, self.corpus.vocab, self.config.to_json()))
+        collectives.agree(fingerprint(self.corpus.ids, self.corpus.vocab))
         checkpoint = self._load_checkpoint() if self._resuming() else None
         if checkpoint is None:
             self._start_new_run()

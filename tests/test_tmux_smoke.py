@@ -64,6 +64,14 @@ class Tmux:
                 raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
             time.sleep(0.2)
 
+    def exit_code(self, exit_file: Path, what: str) -> str:
+        """What the command wrote to `exit_file` (its $?) once it has exited."""
+        deadline = time.monotonic() + 60
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert exit_file.exists(), f"{what} did not exit; the screen:\n{self.screen()}"
+        return exit_file.read_text().strip()
+
     def kill(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)  # this test's server only
 
@@ -102,11 +110,7 @@ def test_app_in_tmux_trains_streams_and_quits_cleanly(workspace):
             assert not line.startswith(("I0000", "W0000", "E0000", "WARNING:")), screen
             assert "cuda" not in line.lower() and "oneDNN" not in line, screen
         tmux.keys("q")
-        deadline = time.monotonic() + 60
-        while not exit_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert exit_file.exists(), f"the app did not exit; the screen:\n{tmux.screen()}"
-        assert exit_file.read_text().strip() == "0"
+        assert tmux.exit_code(exit_file, "the app") == "0"
         assert (run_dir / "model.keras").is_file()
         # The terminal is given back: the alternate screen is gone, the shell's output shows.
         after = tmux.screen()
@@ -131,11 +135,7 @@ def test_watch_in_tmux_follows_a_run_and_leaves_no_log_behind(workspace):
         tmux.wait_for(lambda s: "the run finished" in s and "round" in s, 90, "the finished run and a round")
         assert any(scratch.glob("charlm-tui-watch-*.log"))  # TensorFlow's fd 2 goes there meanwhile
         tmux.keys("q")
-        deadline = time.monotonic() + 60
-        while not exit_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert exit_file.exists(), f"the watcher did not exit; the screen:\n{tmux.screen()}"
-        assert exit_file.read_text().strip() == "0"
+        assert tmux.exit_code(exit_file, "the watcher") == "0"
         assert not any(scratch.glob("charlm-tui-watch-*.log"))  # removed after a clean exit
     finally:
         tmux.kill()

@@ -267,7 +267,7 @@ class CharlmApp(App[int]):
         """The training thread: corpus, TensorFlow, Trainer.run()."""
         generation = run.generation
         post = self.post_message
-        try:
+        with self.engine_thread(run, "training thread failed", "Training stopped"):
             corpus = run.corpus
             if corpus is None:
                 from engine.corpus import load_corpus
@@ -310,11 +310,20 @@ class CharlmApp(App[int]):
                 return
             finished = trainer.run()
             post(WorkerDone(generation, finished))
+
+    @contextlib.contextmanager
+    def engine_thread(self, run: Run, failure: str, title: str):
+        """How every engine thread ends: a refusal (CharlmError) is shown under `title`;
+        anything else is a bug, logged with its traceback and shown, the app staying
+        usable; `run.done` is set however it ends."""
+        try:
+            yield
         except CharlmError as error:
-            post(EngineFailed(str(error), generation))
-        except Exception as error:  # a bug: say so, keep the app usable, log the traceback
-            log.error("training thread failed:\n%s", traceback.format_exc())
-            post(EngineFailed(f"{type(error).__name__}: {error}", generation, title="Unexpected error"))
+            self.post_message(EngineFailed(str(error), run.generation, title=title))
+        except Exception as error:
+            log.error("%s:\n%s", failure, traceback.format_exc())
+            self.post_message(EngineFailed(f"{type(error).__name__}: {error}", run.generation,
+                                           title="Unexpected error"))
         finally:
             run.done.set()
 
@@ -323,7 +332,7 @@ class CharlmApp(App[int]):
         """Sampling only: load the saved model, its config, metrics and corpus."""
         generation, run_dir = run.generation, run.run_dir
         post = self.post_message
-        try:
+        with self.engine_thread(run, "opening the run failed", "Cannot open the run"):
             quiet_tensorflow()
             from engine.errors import RunDirError
             from engine.rundir import RunDir, read_metrics
@@ -345,13 +354,6 @@ class CharlmApp(App[int]):
             metrics = read_metrics(run_dir)
             post(RunOpened(sampler, config, metrics, corpus, meta, device_name(),
                            int(model.count_params()), generation))
-        except CharlmError as error:
-            post(EngineFailed(str(error), generation, title="Cannot open the run"))
-        except Exception as error:
-            log.error("opening the run failed:\n%s", traceback.format_exc())
-            post(EngineFailed(f"{type(error).__name__}: {error}", generation, title="Unexpected error"))
-        finally:
-            run.done.set()
 
     def _corpus_for_seeds(self, meta: dict, config: TrainConfig, sampler):
         """The training text, for random seed texts, if it is on this machine: the path

@@ -23,7 +23,6 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from textual.widgets import Footer
 from engine.errors import CharlmError
 from engine.rundir import parse_metrics
 from tui.app import (AppOptions, CharlmApp, Run, quiet_tensorflow, run_in_terminal)
-from tui.messages import EngineFailed, SamplerReady
+from tui.messages import SamplerReady
 from tui.widgets.generation import GenerationPane
 from tui.widgets.header import HeaderInfo, RunHeader
 from tui.widgets.training import EpochHistory, LossPlot, TrainingPane, _number
@@ -182,7 +181,7 @@ class WatchApp(CharlmApp):
     def follow(self, run: Run) -> None:
         generation, run_dir = run.generation, Path(run.run_dir)
         post = self.post_message
-        try:
+        with self.engine_thread(run, "watching the run failed", "Cannot watch the run"):
             quiet_tensorflow()
             from engine.rundir import RunDir
             from engine.sampler import Sampler
@@ -232,13 +231,6 @@ class WatchApp(CharlmApp):
                     except Exception as error:  # keep the previous sampler; retry at the next change
                         log.warning("watch: loading the checkpoint failed: %s", error)
                 run.stop.wait(POLL_INTERVAL)
-        except CharlmError as error:
-            post(EngineFailed(str(error), generation, title="Cannot watch the run"))
-        except Exception as error:
-            log.error("watching the run failed:\n%s", traceback.format_exc())
-            post(EngineFailed(f"{type(error).__name__}: {error}", generation, title="Unexpected error"))
-        finally:
-            run.done.set()
 
     # -- messages ------------------------------------------------------------------------------
     def on_watch_opened(self, message: WatchOpened) -> None:
