@@ -1,7 +1,10 @@
-"""Plain progress events: what the engine tells its one subscriber.
+"""Plain progress events: what the engine tells the front ends.
 
-A front end passes `on_event(event)` to `train()`; it is called on the training thread,
-so it must be quick and thread-safe (post a message, put on a queue, print).
+A run in this process (engine.session.RunSession) calls its `on_event(event)` on the
+training thread, so a subscriber must be quick and thread-safe (post a message, put on
+a queue, print). A run followed from another process (engine.follow) produces the same
+events from its metrics.jsonl. engine.progress turns either stream into what a front
+end shows.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class TrainingStarted:
     epoch: int                # the epoch training starts in (1-based)
     steps_per_epoch: int
     worker: str = ""          # multi-worker runs: "chief, one of 2 workers", "worker 1, one of 2 workers"
+    epochs: int = 0           # the run ends after this many epochs
+    step_budget: int | None = None     # --steps: this session stops after that many more steps
+    time_budget: float | None = None   # --time-budget: ... or after that many more seconds
+    elapsed: float = 0.0      # seconds of training in this run directory before this session
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,18 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class StateChanged:
+    """Training was paused, resumed, or asked to stop (it stops after the current batch)."""
+    state: str                # "paused", "running" or "stopping"
+
+
+@dataclass(frozen=True)
+class TrainingFailed:
+    """Training ended on an error (a refusal, or a bug); `message` is one sentence."""
+    message: str
+
+
+@dataclass(frozen=True)
 class TrainingFinished:
     reason: str               # "epochs", "time_budget", "steps", "stopped"
     epoch: int
@@ -81,4 +100,4 @@ class TrainingFinished:
 
 
 Event = (TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved | SamplesGenerated
-         | Notice | TrainingFinished)
+         | Notice | StateChanged | TrainingFailed | TrainingFinished)
