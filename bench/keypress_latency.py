@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import preset  # noqa: E402
 from tui.app import AppOptions, build_app  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "nietzsche.txt"
@@ -30,14 +29,14 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "n
 async def measure(corpus: str, presses: int, run_dir: Path) -> list[float]:
     from textual import events
 
-    app = build_app(AppOptions(corpus=corpus, run_dir=str(run_dir), config=preset("fast")))
+    app = build_app(AppOptions(corpus=corpus, run_dir=str(run_dir)))
     latencies = []
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             deadline = time.monotonic() + 180
-            while app.training_pane.state.step < 20 and time.monotonic() < deadline:
+            while app.training_pane.progress.step < 20 and time.monotonic() < deadline:
                 await pilot.pause(0.2)  # TensorFlow import, tracing, first batches
-            if app.training_pane.state.step < 20:
+            if app.training_pane.progress.step < 20:
                 raise SystemExit("training did not start within 3 minutes")
             for _ in range(presses):
                 before = app.generation_pane.colour

@@ -13,6 +13,24 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """What the session is doing before training starts (loading the corpus, TensorFlow...)."""
+    text: str
+    fraction: float | None = None   # of the corpus read, while reading it
+    total_bytes: int = 0            # ... out of this many (both passes over the file)
+
+
+@dataclass(frozen=True)
+class CorpusReady:
+    """The corpus is loaded: a front end can show it before TensorFlow is up."""
+    name: str
+    source: str
+    chars: int
+    vocab_size: int
+    run_dir: str
+
+
+@dataclass(frozen=True)
 class TrainingStarted:
     corpus_name: str
     corpus_chars: int
@@ -99,5 +117,5 @@ class TrainingFinished:
     run_dir: str
 
 
-Event = (TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved | SamplesGenerated
+Event = (Preparing | CorpusReady | TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved | SamplesGenerated
          | Notice | StateChanged | TrainingFailed | TrainingFinished)

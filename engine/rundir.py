@@ -445,3 +445,27 @@ def load_config(run_dir) -> TrainConfig:
 
 def load_vocab(run_dir) -> tuple[str, ...]:
     return RunDir(run_dir).load_vocab()
+
+
+def write_new_file(folder, stem: str, suffix: str, text: str) -> Path:
+    """Write `text` to a new file folder/stem[-N]suffix (never replacing one), atomically."""
+    folder = Path(folder)
+    for counter in range(1, 1000):
+        path = folder / f"{stem}{'' if counter == 1 else f'-{counter}'}{suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise _explain(error, "write", path) from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise _explain(error, "write", path) from None
+        return path
+    raise RunDirError(f"could not find a free file name for {stem}{suffix} in {folder}")

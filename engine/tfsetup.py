@@ -8,10 +8,14 @@ import fails.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 import warnings
+
+_scratch_dir: str | None = None
 
 
 def _quiet_environment() -> None:
@@ -25,6 +29,7 @@ def _quiet_environment() -> None:
 def keras():
     """The `keras` module, with TensorFlow imported behind it and its logging silenced."""
     _quiet_environment()
+    _private_temporary_files()
     with tempfile.TemporaryFile() as scratch:
         saved_fd = os.dup(2)
         os.dup2(scratch.fileno(), 2)
@@ -44,6 +49,24 @@ def keras():
     tf.get_logger().setLevel("ERROR")
     _split_cpu(tf)
     return keras_module
+
+
+def _private_temporary_files() -> None:
+    """TensorFlow writes the code it generates (autograph) to temporary files that only
+    its exit handlers remove; a front end that leaves with os._exit to skip TensorFlow's
+    slow interpreter teardown calls `remove_temporary_files` instead. Hence a folder of
+    this process's own for them (tempfile.tempdir, set before TensorFlow is imported)."""
+    global _scratch_dir
+    if _scratch_dir is None:
+        _scratch_dir = tempfile.mkdtemp(prefix=f"charlm-tf-{os.getpid()}-")
+        tempfile.tempdir = _scratch_dir
+        atexit.register(remove_temporary_files)
+
+
+def remove_temporary_files() -> None:
+    """Remove the temporary files TensorFlow wrote for this process (see above)."""
+    if _scratch_dir is not None:
+        shutil.rmtree(_scratch_dir, ignore_errors=True)
 
 
 # Set to N to see N logical CPU devices: --strategy mirrored can then be exercised on a

@@ -263,7 +263,12 @@ class Trainer:
             windows_train=self.train_windows.count, parameters=model.count_params(),
             model_summary=summary_text(model), device=device_name(), run_dir=self._run_label(),
             resumed_from_step=step, epoch=step // per_epoch + 1, steps_per_epoch=per_epoch,
-            worker=self.worker))
+            worker=self.worker, epochs=config.epochs, step_budget=config.steps,
+            time_budget=config.time_budget, elapsed=clock.elapsed))
+        # A watcher in another process turns these rows back into the same events.
+        self._log_metrics(kind="start", epoch=step // per_epoch + 1, step=step, clock=clock, train_loss=None,
+                          steps_per_epoch=per_epoch, epochs=config.epochs, step_budget=config.steps,
+                          time_budget=config.time_budget)
 
         progress = _progress(self, clock, step)
         self._start_tensorboard()
@@ -349,10 +354,10 @@ class Trainer:
         self._emit(events.Notice(message))
 
     def _log_metrics(self, *, kind: str, epoch: int, step: int, clock: "_Clock",
-                     train_loss: float | None, val_loss: float | None = None) -> None:
+                     train_loss: float | None, val_loss: float | None = None, **more) -> None:
         row = {"kind": kind, "epoch": epoch, "step": step, "wall": round(clock.elapsed, 3),
                "chars": step * self.config.batch_size * self.config.targets_per_window,
-               "train_loss": train_loss, "val_loss": val_loss}
+               "train_loss": train_loss, "val_loss": val_loss, **more}
         try:
             self.rundir.append_metrics(row)
         except RunDirError as error:  # metrics are a log: losing a line must not stop training
@@ -419,6 +424,10 @@ class Trainer:
             reason=reason, epoch=step // self.train_windows.batches_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
             chars_per_sec=progress.mean_rate(), run_dir=self._run_label())
+        if self.chief:
+            self._log_metrics(kind="end", epoch=finished.epoch, step=step, clock=clock,
+                              train_loss=train_loss, val_loss=val_loss, reason=reason,
+                              chars_per_sec=round(finished.chars_per_sec, 1))
         self._emit(finished)
         return finished
 

@@ -34,11 +34,22 @@ def tiny_train_config(**overrides):
 
 
 def app_options(corpus: Path | str, run_dir: Path | str, **overrides):
+    """The app's options, as the CLI makes them: training `corpus` in `run_dir` with a tiny
+    config, or (no_train=True) sampling from the saved run in `run_dir`."""
+    import dataclasses
+
+    from engine.session import RunRequest
     from tui.app import AppOptions
 
     config = overrides.pop("config", None) or tiny_train_config()
-    return AppOptions(corpus=str(corpus), run_dir=str(run_dir), config=config,
-                      seed=overrides.pop("seed", 7), **overrides)
+    seed = overrides.pop("seed", 7)
+    if overrides.pop("no_train", False):
+        return AppOptions(corpus=str(corpus), run_dir=str(run_dir), mode="saved", seed=seed,
+                          sample_length=config.sample_length, **overrides)
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "preset"}
+    request = RunRequest(corpus=str(corpus), run_dir=str(run_dir), preset=config.preset, overrides=settings,
+                         fresh=overrides.pop("fresh", False))
+    return AppOptions(corpus=str(corpus), run_dir=str(run_dir), request=request, seed=seed, **overrides)
 
 
 async def wait_until(pilot, predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -47,8 +58,8 @@ async def wait_until(pilot, predicate, timeout: float = 120.0, what: str = "cond
     while not predicate():
         if time.monotonic() > deadline:
             app = pilot.app
-            state = (f"phase={getattr(app, 'phase', '?')} screen={app.screen!r} header={getattr(app, 'header', None) and app.header.info} "
-                     f"notifications={[n.message for n in app._notifications]}")
+            state = (f"phase={getattr(app, 'phase', '?')} screen={app.screen!r} header={app.header.info} "
+                     f"notifications={[n.message for n in app.notices]}")
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({state})")
         await pilot.pause(0.05)
 
@@ -56,7 +67,7 @@ async def wait_until(pilot, predicate, timeout: float = 120.0, what: str = "cond
 def notified(app, text: str, severity: str | None = None) -> bool:
     """Whether a notification containing `text` (of `severity`) has been shown."""
     return any(text in n.message and (severity is None or n.severity == severity)
-               for n in app._notifications)
+               for n in app.notices)
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +107,8 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     model.set_weights(weights)
     run.save_model(model)
     losses = [3.2, 2.9, 2.5, 2.2, 2.0, 1.9, 1.8, 1.7, 1.65, 1.6]
+    run.append_metrics({"kind": "start", "epoch": 1, "step": 0, "wall": 0.0, "chars": 0, "train_loss": None,
+                        "val_loss": None, "steps_per_epoch": 40, "epochs": 3})
     for i, loss in enumerate(losses):
         run.append_metrics({"kind": "interval", "epoch": 1 + i // 4, "step": 10 * (i + 1),
                             "wall": float(i), "chars": 0, "train_loss": loss, "val_loss": None})

@@ -32,7 +32,7 @@ def streaming_done(app):
 
 
 def training(app, min_step: int = 1):
-    return app.phase == "training" and app.training_pane.state.step >= min_step
+    return app.phase == "training" and app.training_pane.progress.step >= min_step
 
 
 async def until_round(pilot, app, after: int = 0, what="a finished generation round"):
@@ -52,7 +52,7 @@ async def test_first_paint_shows_loading_state(tiny_corpus_path, tmp_path):
     async with running_app(app) as pilot:
         await pilot.pause()
         assert app.phase == "loading"
-        assert "loading" in app.training_pane.state.status
+        assert "loading" in app.training_pane.status
         assert "waiting for the model" in str(app.generation_pane.query_one("#gen-info").render())
         await quit_app(pilot, app)
 
@@ -115,14 +115,14 @@ async def test_p_pauses_and_resumes_training(tiny_corpus_path, tmp_path):
         await wait_until(pilot, lambda: app.generation_pane.colour, timeout=5, what="the key")
         assert time.monotonic() - started < 0.5
         await pilot.press("p")
-        assert app.phase == "paused" and app.trainer.paused
+        assert app.phase == "paused" and app.main.session.paused
         await pilot.pause(0.5)  # the batch in flight lands
-        step = app.training_pane.state.step
+        step = app.training_pane.progress.step
         await pilot.pause(1.0)
-        assert app.training_pane.state.step == step, "steps went on while paused"
+        assert app.training_pane.progress.step == step, "steps went on while paused"
         await pilot.press("p")
         assert app.phase == "training"
-        await wait_until(pilot, lambda: app.training_pane.state.step > step, what="steps after resume")
+        await wait_until(pilot, lambda: app.training_pane.progress.step > step, what="steps after resume")
         await quit_app(pilot, app)
 
 
@@ -250,18 +250,18 @@ async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
     app = build(app_options(tiny_corpus_path, run_dir))
     async with running_app(app) as pilot:
         await wait_until(pilot, lambda: training(app, 10), what="10 steps")
-        first = app.run_state
+        first = app.main.source
         await pilot.press("r")
         from tui.screens.confirm import ConfirmScreen
 
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
-        assert app.run_state is first and app.phase == "training"
+        assert app.main.source is first and app.phase == "training"
         await pilot.press("r", "y")
-        await wait_until(pilot, lambda: app.run_state is not first and app.run_state.started,
+        await wait_until(pilot, lambda: app.main.source is not first and app.phase == "training",
                          what="the new run")
-        assert app.run_state.fresh and first.done.is_set()
-        assert first.resumed_from_step == 0 and app.run_state.resumed_from_step == 0
+        assert app.main.source.request.fresh and first.done.is_set()
+        assert app.main.progress.session_start_step == 0, "the new run starts from step 0"
         assert (run_dir / "model.keras").is_file(), "the old run was not checkpointed"
         await quit_app(pilot, app)
 
@@ -292,7 +292,7 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
         await pilot.press("end", "enter")  # the last named corpus: corpora/zzother.txt
         await wait_until(pilot, lambda: app.header.info.corpus == "zzother" and training(app, 1),
                          what="training on the new corpus")
-        assert app.run_state.run_dir.as_posix().endswith("runs/zzother")
+        assert app.main.source.run_dir.as_posix().endswith("runs/zzother")
         assert (tmp_path / "runs" / "tiny" / "model.keras").is_file()
         await quit_app(pilot, app)
     assert (tmp_path / "runs" / "zzother" / "model.keras").is_file()
@@ -342,7 +342,7 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
         assert app.check_action("toggle_pause", ()) is False
         assert app.check_action("retrain", ()) is False
         assert app.check_action("swap_corpus", ()) is False
-        assert app.training_pane.state.step == 100  # from metrics.jsonl
+        assert app.training_pane.progress.step == 100  # from metrics.jsonl
         number = app.generation_pane.round.number
         await pilot.press("s")
         await until_round(pilot, app, after=number)
@@ -399,5 +399,5 @@ async def test_an_exception_in_the_ui_still_stops_the_trainer(tiny_corpus_path, 
             await wait_until(pilot, lambda: training(app, 2), what="training steps")
             app.call_later(lambda: 1 / 0)
             await pilot.pause(0.5)
-    assert app.run_state.done.is_set(), "the training thread is still running"
+    assert app.main.source.done.is_set(), "the training thread is still running"
     assert (run_dir / "model.keras").is_file()

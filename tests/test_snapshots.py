@@ -40,6 +40,8 @@ async def settled(pilot) -> None:
 
     app = pilot.app
     deadline = time.monotonic() + 60
+    while not (app.main is not None and app.main.is_mounted):
+        await pilot.pause(0.05)
     while True:
         pane = app.generation_pane
         plot = app.training_pane.query_one(LossPlot)

@@ -3,7 +3,6 @@ process) is training, load its checkpoints, sample from them, and write nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import signal
 import subprocess
@@ -38,13 +37,9 @@ def snapshot(run_dir: Path) -> dict[str, tuple[str, int]]:
 
 
 def watch_app(run_dir: Path):
-    from engine.rundir import RunDir
-    from tui.app import AppOptions
-    from tui.watch import build_watch_app
+    from tui.app import AppOptions, build_app
 
-    config = dataclasses.replace(RunDir(run_dir).load_config(), sample_length=60)
-    return build_watch_app(AppOptions(corpus="tiny", run_dir=str(run_dir), config=config,
-                                      no_train=True, seed=5))
+    return build_app(AppOptions(corpus="tiny", run_dir=str(run_dir), mode="watch", sample_length=60, seed=5))
 
 
 def plot_steps(app) -> list[float]:
@@ -87,7 +82,7 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
     try:
         deadline = time.monotonic() + 60
         metrics = run_dir / "metrics.jsonl"
-        while not (metrics.exists() and metrics.read_text().strip()):
+        while not (metrics.exists() and '"interval"' in metrics.read_text()):  # a point to plot
             assert trainer.poll() is None, trainer.communicate()
             assert time.monotonic() < deadline, "the trainer did not write metrics"
             time.sleep(0.05)
@@ -99,16 +94,16 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
         app = watch_app(run_dir)
         async with running_app(app) as pilot:
             await wait_until(pilot, lambda: len(plot_steps(app)) >= 1, timeout=60, what="first metrics")
-            first = app.training_pane.state.step
+            first = app.training_pane.progress.step
             trainer.send_signal(signal.SIGCONT)
             assert app.header.info.corpus == "tiny" and app.header.info.units == 8
             assert "watching" in app.header.render().plain
-            await wait_until(pilot, lambda: app.training_pane.state.step > first, timeout=60,
+            await wait_until(pilot, lambda: app.training_pane.progress.step > first, timeout=60,
                              what="steps increasing as metrics.jsonl grows")
             # an epoch row can move the step before the next interval row adds a point
             await wait_until(pilot, lambda: len(plot_steps(app)) >= 2, timeout=60, what="a second plot point")
             assert plot_steps(app) == sorted(plot_steps(app))
-            await wait_until(pilot, lambda: app.checkpoints_loaded >= 1 and columns_filled(app),
+            await wait_until(pilot, lambda: app.main.source.checkpoints_loaded >= 1 and columns_filled(app),
                              timeout=60, what="a checkpoint loaded and sampled")
             assert not app.check_action("toggle_pause", ()) and not app.check_action("retrain", ())
             assert app.check_action("resample", ())
@@ -132,7 +127,7 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
     app = watch_app(run_dir)
     async with running_app(app) as pilot:
         await wait_until(pilot, lambda: app.phase == "finished", timeout=30, what="the finished run")
-        state = app.training_pane.state
+        state = app.training_pane.progress
         assert state.epoch == 3 and state.batches_per_epoch and state.batch == state.batches_per_epoch
         assert state.chars_per_sec > 0 and state.elapsed
         await wait_until(pilot, lambda: columns_filled(app), timeout=60, what="samples from the checkpoint")

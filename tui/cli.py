@@ -1,4 +1,4 @@
-"""The `charlm-tui` command: the app by default, or headless `train` and `sample`.
+"""The `charlm-tui` command: the app by default, or headless `train`, `sample` and `watch`.
 
 Nothing here imports TensorFlow at module level: `charlm-tui --help` answers at once,
 and the app paints before TensorFlow has finished importing.
@@ -7,175 +7,13 @@ and the app paints before TensorFlow has finished importing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from pathlib import Path
 
-from engine.config import PRESETS, TrainConfig, preset
 from engine.errors import CharlmError
+from tui import options
 
 COMMANDS = ("train", "sample", "watch")
-EXAMPLES = """\
-commands:
-  charlm-tui                       open the app on the default corpus and train
-  charlm-tui train [options]       train headless (nohup/tmux friendly), progress on stdout
-  charlm-tui sample --run DIR      generate text from a saved run, no training
-  charlm-tui watch DIR             follow a run another process trains: plot and samples
-
-examples:
-  charlm-tui --corpus corpora/mybook.txt
-  charlm-tui train --corpus nietzsche --preset book --run runs/book --epochs 20
-  charlm-tui train --corpus ../shared/corpora/nietzsche.txt --run /tmp/r --time-budget 60
-  charlm-tui sample --run /tmp/r --temperatures 0.2,0.5,1.0,1.2 --length 400
-  charlm-tui --run /tmp/r --no-train
-
-Run `charlm-tui train --help` or `charlm-tui sample --help` for their options."""
-
-
-# -- argument parsing ----------------------------------------------------------------------
-def _temperatures(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not 1 <= len(values) <= 6 or any(not 0 <= t <= 10 for t in values):
-        raise argparse.ArgumentTypeError("give 1 to 6 temperatures between 0 and 10, e.g. 0.2,0.5,1.0,1.2")
-    return values
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
-    return value
-
-
-def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", default=None, metavar="X",
-                        help="a UTF-8 text file, a folder of .txt files, or a named corpus: nietzsche "
-                             "(default), pydocs, or any corpora/NAME.txt")
-    parser.add_argument("--run", default=None, metavar="DIR",
-                        help="run directory (default: runs/<corpus name>); an existing run is resumed")
-    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run")
-    parser.add_argument("--keep-case", action="store_true", help="do not lower-case the corpus")
-    parser.add_argument("--encoding", default=None, help="text encoding of the corpus (default: UTF-8)")
-
-
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training (an option left out keeps the preset's or the run's value)")
-    group.add_argument("--preset", choices=PRESETS, default=None,
-                       help="book: the book's recipe exactly; fast (default): every position is a target")
-    group.add_argument("--units", type=int, help="LSTM units per layer (128)")
-    group.add_argument("--layers", type=int, help="stacked LSTM layers (1)")
-    group.add_argument("--dropout", type=float, help="dropout after each LSTM layer (0)")
-    group.add_argument("--maxlen", type=int, help="characters per window (book 60, fast 16)")
-    group.add_argument("--step", type=int, help="a new window every STEP chars (book 3, fast 8)")
-    group.add_argument("--batch-size", type=int, help="windows per batch (book 128, fast 256)")
-    group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.008 Adam)")
-    group.add_argument("--epochs", type=int, help="epochs in total (60)")
-    group.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
-    group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps")
-    group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
-    group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
-    group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
-    group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default=None,
-                       help="mirrored: every local GPU (tf.distribute.MirroredStrategy); multiworker: "
-                            "every GPU of every machine in $TF_CONFIG, headless only (see the README); "
-                            "not kept with the run")
-    group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
-                       help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
-    group.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS",
-                       help="seconds between checkpoints within an epoch (300; 0: after every batch)")
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
-             "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
-             "strategy", "mixed_precision")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if args.keep_case:
-        overrides["lowercase"] = False
-    return overrides
-
-
-def app_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="charlm-tui", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a character-level LSTM language model and watch it learn, live: "
-                    "progress, loss plot, and text sampled at four temperatures.",
-        epilog=EXAMPLES)
-    _add_corpus_options(parser)
-    parser.add_argument("--no-train", action="store_true", help="open a saved --run and only generate")
-    _add_training_options(parser)
-    return parser
-
-
-def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charlm-tui train",
-                                     description="Train headless, printing what the book prints.")
-    _add_corpus_options(parser)
-    _add_training_options(parser)
-    parser.add_argument("--length", type=int, default=None, help="characters sampled per temperature "
-                        "after each epoch (400; 0 for none)")
-    parser.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
-                        help="write TensorBoard logs (default DIR: RUN/tensorboard)")
-    parser.add_argument("--dry-run", action="store_true", help="print what would be trained and exit")
-    parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
-    return parser
-
-
-def sample_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charlm-tui sample", description="Generate text from a saved run.")
-    parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
-    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
-    parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
-    parser.add_argument("--seed-text", default=None, metavar="T",
-                        help="text to start from (default: an excerpt of the training corpus)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest")
-    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible output)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser
-
-
-def watch_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="charlm-tui watch",
-        description="Follow a run directory that another process is training (charlm-tui train "
-                    "under nohup or tmux): its loss plot and progress, and samples from its newest "
-                    "checkpoint. Nothing is written to the run directory.")
-    parser.add_argument("run", metavar="DIR", help="the run directory being trained")
-    parser.add_argument("--temperatures", type=_temperatures, default=None,
-                        help="sampling temperatures (default: the run's)")
-    parser.add_argument("--length", type=int, default=None,
-                        help="characters sampled per temperature (default: the run's, else 400)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for seed texts and sampling")
-    return parser
-
-
-# -- shared helpers ---------------------------------------------------------------------------
-def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
-    """The config to train with: a resumed run keeps its saved settings unless told otherwise."""
-    from engine.rundir import RunDir
-
-    overrides = _overrides(args)
-    run = RunDir(run_dir)
-    if run.config_path.exists() and not args.fresh:
-        saved = run.load_config()
-        if args.preset is None or args.preset == saved.preset:
-            # How to spread the work depends on this machine, not on the run.
-            config = dataclasses.replace(saved, **{"strategy": "default", **overrides})
-            config.validate()
-            return config
-    return preset(args.preset or "fast", **overrides)
-
-
-def default_run_dir(corpus_name: str) -> Path:
-    return Path("runs") / corpus_name
 
 
 def _error(message: str, code: int = 1) -> int:
@@ -183,53 +21,32 @@ def _error(message: str, code: int = 1) -> int:
     return code
 
 
-def _book_parameter_count(vocab_size: int, config: TrainConfig) -> int:
-    """What Keras will report, without importing it: LSTM 4(u(i+u)+u), Dense uV+V."""
-    total, inputs = 0, vocab_size
-    for _ in range(config.layers):
-        total += 4 * (config.units * (inputs + config.units) + config.units)
-        inputs = config.units
-    return total + inputs * vocab_size + vocab_size
-
-
 # -- commands --------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from tui.headless import HeadlessTrainer
+    from tui import headless
 
-    return HeadlessTrainer(args).run()
+    return headless.run(args)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from engine.errors import RunDirError
-    from engine.rundir import RunDir
-    from engine.sampler import Sampler
+    from engine.follow import open_run
 
     if args.length < 0 or args.length > 1_000_000:
         return _error("--length must be between 0 and 1000000", 2)
-    run = RunDir(args.run)
-    if not run.path.is_dir():
-        return _error(f"no such run directory: {run.path}")
-    config, vocab = run.load_config(), run.load_vocab()  # validated before any model is opened
-    model = run.load_model(compile=False, on_notice=lambda message: print(f"charlm-tui: note: {message}",
-                                                                           file=sys.stderr))
-    try:
-        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
-    except ValueError as error:
-        raise RunDirError(f"{run.path} cannot be sampled: {error}") from None
+    saved = open_run(args.run, on_notice=lambda message: print(f"charlm-tui: note: {message}", file=sys.stderr))
     seed_text = args.seed_text
     if seed_text is None:
-        excerpts = [e for e in run.corpus_meta().get("excerpts", []) if isinstance(e, str) and e]
         rng = np.random.default_rng(args.seed)
-        seed_text = excerpts[int(rng.integers(len(excerpts)))] if excerpts else sampler.vocab[-1]
+        seed_text = saved.excerpts[int(rng.integers(len(saved.excerpts)))] if saved.excerpts else saved.vocab[-1]
     try:
-        samples = sampler.generate(seed_text, args.temperatures, args.length, seed=args.seed,
-                                   top_k=args.top_k, top_p=args.top_p)
+        samples = saved.sampler.generate(seed_text, args.temperatures, args.length, seed=args.seed,
+                                         top_k=args.top_k, top_p=args.top_p)
     except ValueError as error:
         return _error(str(error), 2)
     if args.json:
-        print(json.dumps({"run": str(run.path), "seed_text": seed_text, "preset": config.preset,
+        print(json.dumps({"run": str(saved.path), "seed_text": seed_text, "preset": saved.config.preset,
                           "samples": {str(t): text for t, text in samples.items()}}))
         return 0
     print(f"--- Generating with seed: {seed_text!r}")
@@ -240,27 +57,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from engine.rundir import RunDir
+    from engine.follow import read_run
+    from tui.app import AppOptions, run_app
 
-    run = RunDir(args.run)
-    if not run.path.is_dir():
-        return _error(f"no such run directory: {run.path}")
-    if not run.config_path.is_file():
-        return _error(f"{run.path} is not a run directory (no config.json)")
-    config = run.load_config()
-    if args.temperatures:
-        config = dataclasses.replace(config, temperatures=tuple(args.temperatures))
-    if args.length is not None:
-        if not 1 <= args.length <= 100_000:
-            return _error("--length must be between 1 and 100000", 2)
-        config = dataclasses.replace(config, sample_length=args.length)
-    name = run.corpus_meta().get("name")
-    from tui.app import AppOptions
-    from tui.watch import run_watch
-
-    options = AppOptions(corpus=name if isinstance(name, str) and name else run.path.name,
-                         run_dir=str(run.path), config=config, no_train=True, seed=args.seed)
-    return run_watch(options)
+    if args.length is not None and not 1 <= args.length <= 100_000:
+        return _error("--length must be between 1 and 100000", 2)
+    saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
+    app_options = AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="watch", seed=args.seed,
+                             temperatures=args.temperatures, sample_length=args.length)
+    return run_app(app_options)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -271,14 +76,14 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.strategy == "multiworker":
         return _error("multi-worker training runs headless: start `charlm-tui train --strategy "
                       "multiworker` on every machine, then `charlm-tui watch RUN` on the chief's", 2)
-    overrides = _overrides(args)
-    options = AppOptions(corpus=args.corpus or "nietzsche", run_dir=args.run, no_train=args.no_train,
-                         fresh=args.fresh, encoding=args.encoding)
-    if args.run and not args.no_train:
-        options.config = resolve_config(args, Path(args.run))
-    else:
-        options.config = preset(args.preset or "fast", **overrides)
-    return run_app(options)
+    if args.no_train:
+        from engine.follow import read_run
+
+        saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
+        return run_app(AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved"))
+    request = options.run_request(args)
+    request.check()  # bad settings fail here, before the screen opens
+    return run_app(AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_now(code: int) -> None:
     """Everything is saved and every thread joined by now, but finalising an interpreter
-    that holds TensorFlow would keep the shell prompt waiting a second or more: run the
-    exit handlers (they remove TensorFlow's temporary files, flush logs), then leave."""
-    import atexit
+    that holds TensorFlow would keep the shell prompt waiting a second or more: remove
+    TensorFlow's temporary files, flush, then leave."""
+    import logging
     import os
 
-    atexit._run_exitfuncs()
+    from engine.tfsetup import remove_temporary_files
+
+    remove_temporary_files()
+    logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -310,11 +118,12 @@ def _exit_now(code: int) -> None:
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:
         command = argv[0]
-        parser = {"train": train_parser, "sample": sample_parser, "watch": watch_parser}[command]()
+        parser = {"train": options.train_parser, "sample": options.sample_parser,
+                  "watch": options.watch_parser}[command]()
         args = parser.parse_args(argv[1:])
         handler = {"train": cmd_train, "sample": cmd_sample, "watch": cmd_watch}[command]
     else:
-        args = app_parser().parse_args(argv)
+        args = options.app_parser().parse_args(argv)
         handler = cmd_app
     try:
         return handler(args)

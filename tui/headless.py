@@ -1,9 +1,9 @@
-"""`charlm-tui train`: headless training with a rich progress bar.
+"""`charlm-tui train`: headless training with a rich progress bar, a view of a RunSession.
 
 Prints what the book prints (corpus length, distinct characters, windows, the model
-summary, and after every epoch 400 chars at each temperature). Ctrl-C, SIGTERM and
-SIGHUP (a dropped SSH session) stop after the current batch with a checkpoint saved;
-output to a terminal that went away is dropped, never fatal.
+summary, and after every epoch 400 chars at each temperature). The session stops on
+Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session) after the current batch with a
+checkpoint saved; output to a terminal that went away is dropped, never fatal.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ import argparse
 import json
 import signal
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine import events
-from engine.config import TrainConfig
-from engine.corpus import load_corpus
-from engine.training import Trainer, check_length  # TensorFlow is imported only when training starts
+from engine import events, progress
+from engine.session import RunSession
+from engine.training import check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
-from tui import cli
+from tui import options
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+def run(args: argparse.Namespace) -> int:
+    return HeadlessTrainer(args).run()
 
 
 class HeadlessTrainer:
@@ -33,87 +33,65 @@ class HeadlessTrainer:
         self.args = args
         self.console = Console(highlight=False, soft_wrap=True)
         self.errors = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
-        self.progress: Progress | None = None
+        self.bar: Progress | None = None
         self.task = None
-        self.trainer = None
-        self.signal_received: int | None = None
-        self.steps_per_epoch = 0
+        self.progress = progress.Progress()
         self.output_lost = False
+        self.read_tenths = 0
+        self.started = time.monotonic()
+        self.session = RunSession(options.run_request(self.args), on_event=self.on_event)
 
     # -- output that survives a vanished terminal --------------------------------------
     def say(self, *objects, **kwargs) -> None:
         if self.output_lost:
             return
         try:
-            (self.progress.console if self.progress else self.console).print(*objects, **kwargs)
+            (self.bar.console if self.bar else self.console).print(*objects, **kwargs)
         except OSError:  # EIO / broken pipe: the terminal is gone; keep training quietly
             self.output_lost = True
 
     # -- the command -----------------------------------------------------------------------
     def run(self) -> int:
-        args = self.args
-        cli.preset(args.preset or "fast", **cli._overrides(args))  # bad settings fail before any work
-        corpus = load_corpus(args.corpus or "nietzsche", lowercase=not args.keep_case,
-                             encoding=args.encoding,
-                             on_notice=lambda message: self.errors.print(f"note: {message}", markup=False),
-                             on_progress=self._reading_progress())
-        run_dir = Path(args.run) if args.run else cli.default_run_dir(corpus.name)
-        config = cli.resolve_config(args, run_dir)
-        if args.length is not None:
-            config = TrainConfig.from_json({**config.to_json(), "sample_length": args.length})
+        session = self.session
+        session.request.check()     # bad settings fail before any work,
+        config = session.prepare()  # a bad corpus before anything is written
+        corpus = session.corpus
         self._print_book_header(corpus, config)
         check_length(corpus, config)
-        if args.dry_run:
-            return self._dry_run(corpus, config, run_dir)
+        if self.args.dry_run:
+            return self._dry_run(corpus, config)
+        with session.stopping_on_signals(self._on_signal):
+            try:
+                with self._progress_bar() as self.bar:
+                    finished = session.run()
+            finally:
+                self.bar = None
+        if finished is not None:
+            self._print_summary(finished)
+        if session.checkpoint_error:
+            self.errors.print(f"charlm-tui: error: the last checkpoint was not saved: "
+                              f"{session.checkpoint_error}", markup=False)
+        return session.exit_code
 
-        tensorboard = None if args.tensorboard is None else Path(args.tensorboard or run_dir / "tensorboard")
-        self.trainer = Trainer(corpus, config, run_dir, on_event=self.on_event, fresh=args.fresh,
-                               tensorboard_dir=tensorboard)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in EXIT_CODES}
-        try:
-            with self._progress_bar() as self.progress:
-                finished = self.trainer.run()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.progress = None
-        self._print_summary(finished)
-        if self.trainer.checkpoint_error:
-            return 1
-        return EXIT_CODES.get(self.signal_received, 0)
-
-    def _reading_progress(self):
-        started = time.monotonic()
-        state = {"last": 0.0}
-
-        def report(done: int, total: int) -> None:
-            now = time.monotonic()
-            if total > 64 << 20 and now - state["last"] > 1.0 and now - started > 1.0:
-                state["last"] = now
-                # `total` counts both passes over the file (vocabulary, then ids)
-                self.errors.print(f"reading corpus: {done / total:.0%} of two passes over "
-                                  f"{total / 2 / 2**20:,.0f} MiB")
-        return report
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.signal_received is None:
-            self.signal_received = signum
-            if self.trainer.chief:
-                then = "stopping after this batch and saving a checkpoint..."
-            else:
-                then = "stopping every worker after the next batch; the chief saves a checkpoint..."
-            self.say(f"[yellow]{signal.Signals(signum).name}: {then}[/]")
-        self.trainer.stop()
+    def _on_signal(self, signum: int) -> None:
+        if signum != self.session.signal_received:
+            return  # said once, for the first signal
+        trainer = self.session.trainer
+        if trainer is None or trainer.chief:
+            then = "stopping after this batch and saving a checkpoint..."
+        else:
+            then = "stopping every worker after the next batch; the chief saves a checkpoint..."
+        self.say(f"[yellow]{signal.Signals(signum).name}: {then}[/]")
 
     def _progress_bar(self) -> Progress:
         return Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f}"),
                         TextColumn("{task.fields[rate]:>9,.0f} chars/s"), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=self.console, transient=False,
+                        TextColumn("ETA {task.fields[eta]}"), console=self.console, transient=False,
                         disable=not self.console.is_terminal)
 
     # -- what the book prints -----------------------------------------------------------------
-    def _print_book_header(self, corpus, config: TrainConfig) -> None:
+    def _print_book_header(self, corpus, config) -> None:
         total = count_windows(len(corpus), config.maxlen, config.step)
         train = count_windows(split_point(len(corpus), config.val_fraction), config.maxlen, config.step)
         self.say(f"Corpus: {corpus.name} ({corpus.source})", markup=False)
@@ -122,8 +100,9 @@ class HeadlessTrainer:
         self.say(f"Number of sequences: {total} over the whole text (the book's count); "
                  f"{train} in the training split, the last {config.val_fraction:.0%} held out")
 
-    def _dry_run(self, corpus, config: TrainConfig, run_dir: Path) -> int:
-        parameters = cli._book_parameter_count(len(corpus.vocab), config)
+    def _dry_run(self, corpus, config) -> int:
+        parameters = options.book_parameter_count(len(corpus.vocab), config)
+        run_dir = self.session.run_dir
         self.say(f"Model: {config.layers} x LSTM({config.units}) + Dense({len(corpus.vocab)}, softmax): "
                  f"{parameters:,} parameters")
         self.say(f"Run directory: {run_dir}", markup=False)
@@ -136,8 +115,8 @@ class HeadlessTrainer:
         return 0
 
     def on_event(self, event) -> None:
+        self.progress = progress.reduce(self.progress, event)
         if isinstance(event, events.TrainingStarted):
-            self.steps_per_epoch = event.steps_per_epoch
             self.say(event.model_summary, markup=False)
             where = f"resuming at step {event.resumed_from_step:,}" if event.resumed_from_step else "new run"
             if event.run_dir:
@@ -146,12 +125,8 @@ class HeadlessTrainer:
             else:  # a multi-worker helper: the chief writes checkpoints, samples and metrics
                 self.say(f"Training on {event.device} as {event.worker} ({where}); the chief keeps "
                          "the run directory", markup=False)
-            if self.progress:
-                self.task = self.progress.add_task("train", total=event.steps_per_epoch, epoch=event.epoch,
-                                                   loss=float("nan"), rate=0.0)
-        elif isinstance(event, events.BatchProgress) and self.progress and self.task is not None:
-            self.progress.update(self.task, completed=event.batch, total=event.batches_per_epoch,
-                                 epoch=event.epoch, loss=event.loss, rate=event.chars_per_sec)
+            if self.bar:
+                self.task = self.bar.add_task("train", total=event.steps_per_epoch)
         elif isinstance(event, events.EpochEnd):
             # A multi-worker helper leaves the held-out loss to the chief.
             val = f", held-out loss {event.val_loss:.4f}" if event.val_loss is not None else ""
@@ -167,19 +142,29 @@ class HeadlessTrainer:
             self.say(f"[dim]checkpoint saved: {escape(event.path)} (step {event.step:,})[/]")
         elif isinstance(event, events.Notice):
             self.say(f"[yellow]note: {escape(event.message)}[/]")
+        elif isinstance(event, events.Preparing) and event.fraction is not None:
+            self._reading_progress(event)
+        self._update_bar()
+
+    def _update_bar(self) -> None:
+        if not self.bar or self.task is None:
+            return
+        shown = self.progress
+        self.bar.update(self.task, completed=shown.batch, total=shown.batches_per_epoch or None,
+                        epoch=shown.epoch, loss=shown.train_loss if shown.train_loss is not None else float("nan"),
+                        rate=shown.chars_per_sec, eta=progress.format_duration(shown.eta))
+
+    def _reading_progress(self, event: events.Preparing) -> None:
+        """A big corpus takes a while to read: say how far, every tenth of the way."""
+        tenth = int(event.fraction * 10)
+        slow = time.monotonic() - self.started > 1.0 and event.total_bytes > 2 * (64 << 20)
+        if slow and 0 < tenth < 10 and tenth > self.read_tenths:
+            self.read_tenths = tenth
+            self.errors.print(f"reading corpus: {event.fraction:.0%} of two passes")
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
-        per_epoch = self.steps_per_epoch
-        if per_epoch and finished.step % per_epoch:  # part way through an epoch
-            where = (f"step {finished.step:,} (epoch {finished.step // per_epoch + 1}, "
-                     f"{finished.step % per_epoch:,} of {per_epoch:,} batches)")
-        else:
-            where = f"the end of epoch {finished.epoch}, step {finished.step:,}"
-        self.say(f"Stopped ({finished.reason}) at {where}, "
+        self.say(f"Stopped ({finished.reason}) at {progress.describe_position(self.progress)}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
-        if self.trainer.checkpoint_error:
-            self.errors.print(f"charlm-tui: error: the last checkpoint was not saved: "
-                              f"{self.trainer.checkpoint_error}", markup=False)
         if self.args.json and not self.output_lost:
             try:
                 print(json.dumps({"reason": finished.reason, "epoch": finished.epoch, "step": finished.step,

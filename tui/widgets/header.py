@@ -34,7 +34,7 @@ class HeaderInfo:
     objective: str = ""
     device: str = ""
     run_dir: str = ""
-    mode: str = "train"  # "train" or "sample"
+    mode: str = "train"  # "train", "saved" (sampling only) or "watch"
 
 
 class RunHeader(Widget):
@@ -104,5 +104,12 @@ class RunHeader(Widget):
         if info.preset:
             part("preset", f"{info.preset}/{info.objective}" if info.objective else info.preset)
         part("on", info.device or "…")
-        part("run" if info.mode == "train" else "sampling", display_path(info.run_dir) if info.run_dir else "…")
+        where = display_path(info.run_dir) if info.run_dir else "…"
+        if info.mode == "watch":  # another process trains there
+            piece = Text()
+            piece.append("watching ", style="bold yellow")
+            piece.append(where, style="bold")
+            parts.append(piece)
+        else:
+            part("run" if info.mode == "train" else "sampling", where)
         return parts

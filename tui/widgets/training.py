@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult, RenderResult
@@ -18,6 +17,7 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from engine import events
+from engine.progress import Progress, format_duration, format_rate
 
 LN2 = math.log(2.0)
 MAX_POINTS = 600
@@ -27,26 +27,6 @@ PLOT_REFRESH = 0.5  # seconds between plot redraws (plotext is not free)
 
 def bits(nats: float | None) -> float | None:
     return None if nats is None else nats / LN2
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours >= 100:
-        return f"{hours}h"
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def format_rate(chars_per_sec: float | None) -> str:
-    if not chars_per_sec:
-        return "-"
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if chars_per_sec >= limit:
-            return f"{chars_per_sec / limit:.1f}{suffix}"
-    return f"{chars_per_sec:.0f}"
 
 
 def text_bar(fraction: float, width: int) -> str:
@@ -86,25 +66,6 @@ class BoundedSeries:
         return len(self.xs)
 
 
-@dataclass
-class TrainingState:
-    """What the pane shows; updated from engine events on the UI thread."""
-
-    status: str = "loading TensorFlow…"
-    status_kind: str = "loading"   # loading training paused stopping finished error sampling
-    epoch: int = 0
-    epochs: int = 0
-    batch: int = 0
-    batches_per_epoch: int = 0
-    step: int = 0
-    train_loss: float | None = None
-    val_loss: float | None = None
-    chars_per_sec: float = 0.0
-    elapsed: float | None = None
-    eta: float | None = None
-    summary: str = ""              # sampling only: the saved run's settings
-
-
 STATUS_MARK = {"loading": "◌", "training": "●", "paused": "‖", "stopping": "…",
                "finished": "✓", "error": "✗", "sampling": "◆"}
 STATUS_STYLE = {"loading": "italic", "training": "bold green", "paused": "bold yellow",
@@ -123,16 +84,21 @@ class TrainingStats(Widget):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.state = TrainingState()
+        self.progress = Progress()
+        self.status = "loading TensorFlow…"
+        self.status_kind = "loading"   # loading training paused stopping finished error sampling
+        self.summary = ""              # sampling only: the saved run's settings
 
     def render(self) -> RenderResult:
-        s = self.state
+        s = self.progress
         width = max(20, self.content_size.width)
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"{STATUS_MARK.get(s.status_kind, '•')} {s.status}", style=STATUS_STYLE.get(s.status_kind, ""))
+        text.append(f"{STATUS_MARK.get(self.status_kind, '•')} {self.status}",
+                    style=STATUS_STYLE.get(self.status_kind, ""))
         text.append("\n")
-        if s.status_kind == "sampling":
-            text.append(f"trained {s.epoch} epoch{'s' if s.epoch != 1 else ''} · step {s.step:,}\n")
+        if self.status_kind == "sampling":
+            done = s.step // s.batches_per_epoch if s.batches_per_epoch else s.epoch
+            text.append(f"trained {done} epoch{'s' if done != 1 else ''} · step {s.step:,}\n")
             text.append("\n")
         else:
             epoch_fraction = ((s.epoch - 1) + (s.batch / s.batches_per_epoch if s.batches_per_epoch else 0)) / s.epochs \
@@ -145,8 +111,8 @@ class TrainingStats(Widget):
                            counts[1].rjust(pad), width)
         self._loss_line(text, "train   ", s.train_loss)
         self._loss_line(text, "held-out", s.val_loss)
-        if s.status_kind == "sampling":
-            text.append(s.summary, style="dim")
+        if self.status_kind == "sampling":
+            text.append(self.summary, style="dim")
         else:
             rate = f"{format_rate(s.chars_per_sec)} chars/s"
             elapsed, eta = format_duration(s.elapsed), format_duration(s.eta)
@@ -289,15 +255,8 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 class TrainingPane(Vertical):
-    """Stats | loss plot | epoch history (the history hides on narrow screens)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._rate_marks: deque[tuple[float, int]] = deque(maxlen=30)
-        self._total_steps: int | None = None
-        self._run_start: tuple[float, int] | None = None  # (elapsed, step) when this run began
-        self._time_budget: float | None = None
-        self._step_budget: int | None = None
+    """Stats | loss plot | epoch history (the history hides on narrow screens): a view of
+    the run's events, its numbers those of engine.progress."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="training-row"):
@@ -314,106 +273,42 @@ class TrainingPane(Vertical):
         return self.query_one(TrainingStats)
 
     @property
-    def state(self) -> TrainingState:
-        return self.stats.state
+    def progress(self) -> Progress:
+        return self.stats.progress
+
+    @property
+    def status(self) -> str:
+        return self.stats.status
 
     def set_status(self, text: str, kind: str) -> None:
-        self.state.status = text
-        self.state.status_kind = kind
+        stats = self.stats
+        if (text, kind) != (stats.status, stats.status_kind):
+            stats.status, stats.status_kind = text, kind
+            stats.refresh()
+
+    def set_summary(self, summary: str) -> None:
+        self.stats.summary = summary
         self.stats.refresh()
+
+    def show(self, progress: Progress) -> None:
+        if progress is not self.stats.progress:
+            self.stats.progress = progress
+            self.stats.refresh()
 
     def reset(self) -> None:
-        """Forget everything shown (a new run begins)."""
-        status, kind = self.state.status, self.state.status_kind
-        self.stats.state = TrainingState(status=status, status_kind=kind)
-        self._rate_marks.clear()
-        self._run_start = None
+        """Forget the plot and the history (a new run begins)."""
+        self.show(Progress())
         self.query_one(LossPlot).clear()
         self.query_one(EpochHistory).clear()
-        self.stats.refresh()
 
-    def load_history(self, rows: list[dict], steps_per_epoch: int | None = None) -> None:
-        """Fill the plot and the history from metrics.jsonl rows (a resumed or saved run)."""
-        plot, history = self.query_one(LossPlot), self.query_one(EpochHistory)
-        for row in rows:
-            step = row.get("step")
-            if not isinstance(step, int):
-                continue
-            train, val = _number(row.get("train_loss")), _number(row.get("val_loss"))
-            if row.get("kind") == "interval" and train is not None:
-                plot.add_train(step, train)
-            elif row.get("kind") == "epoch":
-                plot.add_heldout(step, val)
-                complete = bool(steps_per_epoch) and step % steps_per_epoch == 0 if steps_per_epoch else True
-                history.add(int(row.get("epoch", 0)), step, train, val, complete)
-                self.state.epoch = int(row.get("epoch", 0))
-                self.state.train_loss = train
-                self.state.val_loss = val
-            self.state.step = max(self.state.step, step)
-        self.stats.refresh()
-
-    # -- engine events ---------------------------------------------------------------------
-    def training_started(self, event: events.TrainingStarted, config) -> None:
-        s = self.state
-        s.epoch = event.epoch
-        s.epochs = config.epochs
-        s.batches_per_epoch = event.steps_per_epoch
-        s.step = event.resumed_from_step
-        s.batch = event.resumed_from_step - (event.epoch - 1) * event.steps_per_epoch
-        self._total_steps = config.epochs * event.steps_per_epoch
-        self._time_budget = config.time_budget
-        self._step_budget = config.steps
-        self._run_start = None
-        self._rate_marks.clear()
-        self.stats.refresh()
-
-    def batch_progress(self, event: events.BatchProgress) -> None:
-        s = self.state
-        s.epoch, s.batch, s.batches_per_epoch = event.epoch, event.batch, event.batches_per_epoch
-        s.step, s.train_loss = event.step, event.loss
-        s.chars_per_sec, s.elapsed = event.chars_per_sec, event.elapsed
-        if self._run_start is None:
-            self._run_start = (event.elapsed, event.step)
-        self._rate_marks.append((event.elapsed, event.step))
-        s.eta = self._eta(event)
-        self.query_one(LossPlot).add_train(event.step, event.loss)
-        self.stats.refresh()
-
-    def _eta(self, event: events.BatchProgress) -> float | None:
-        if len(self._rate_marks) < 2:
-            return None
-        (t0, s0), (t1, s1) = self._rate_marks[0], self._rate_marks[-1]
-        if t1 <= t0 or s1 <= s0:
-            return None
-        rate = (s1 - s0) / (t1 - t0)
-        remaining = []
-        if self._total_steps is not None:
-            remaining.append((self._total_steps - event.step) / rate)
-        if self._step_budget is not None and self._run_start is not None:
-            remaining.append((self._run_start[1] + self._step_budget - event.step) / rate)
-        if self._time_budget is not None and self._run_start is not None:
-            remaining.append(self._run_start[0] + self._time_budget - event.elapsed)
-        return max(0.0, min(remaining)) if remaining else None
-
-    def epoch_end(self, event: events.EpochEnd) -> None:
-        s = self.state
-        s.train_loss = event.train_loss if event.train_loss is not None else s.train_loss
-        s.val_loss = event.val_loss
-        s.elapsed = event.elapsed
-        s.step = event.step
-        self.query_one(LossPlot).add_heldout(event.step, event.val_loss)
-        self.query_one(EpochHistory).add(event.epoch, event.step, event.train_loss, event.val_loss,
-                                         event.complete)
-        self.stats.refresh()
-
-    def finished(self, event: events.TrainingFinished) -> None:
-        s = self.state
-        s.step = event.step
-        s.elapsed = event.elapsed
-        s.eta = 0.0 if event.reason != "stopped" else None
-        if event.reason != "stopped" and s.batches_per_epoch:
-            s.batch = s.batches_per_epoch
-        self.stats.refresh()
+    def add(self, event) -> None:
+        """Plot a loss, or list a finished epoch."""
+        if isinstance(event, events.BatchProgress):
+            self.query_one(LossPlot).add_train(event.step, event.loss)
+        elif isinstance(event, events.EpochEnd):
+            self.query_one(LossPlot).add_heldout(event.step, event.val_loss)
+            self.query_one(EpochHistory).add(event.epoch, event.step, _number(event.train_loss), event.val_loss,
+                                             event.complete)
 
 
 def _number(value) -> float | None:

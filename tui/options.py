@@ -1,0 +1,173 @@
+"""The command line, parsed into what the engine takes: a `RunRequest` for training
+(the app and `charlm-tui train`), or the options of `sample` and `watch`.
+
+Shared by tui/cli.py (which dispatches) and tui/headless.py; imports neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.config import PRESETS, TrainConfig
+from engine.session import RunRequest
+
+EXAMPLES = """\
+commands:
+  charlm-tui                       open the app on the default corpus and train
+  charlm-tui train [options]       train headless (nohup/tmux friendly), progress on stdout
+  charlm-tui sample --run DIR      generate text from a saved run, no training
+  charlm-tui watch DIR             follow a run another process trains: plot and samples
+
+examples:
+  charlm-tui --corpus corpora/mybook.txt
+  charlm-tui train --corpus nietzsche --preset book --run runs/book --epochs 20
+  charlm-tui train --corpus ~/books/moby.txt --run /tmp/r --time-budget 60
+  charlm-tui sample --run /tmp/r --temperatures 0.2,0.5,1.0,1.2 --length 400
+  charlm-tui --run /tmp/r --no-train
+
+Run `charlm-tui train --help` or `charlm-tui sample --help` for their options."""
+
+
+# -- argument parsing ----------------------------------------------------------------------
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not 1 <= len(values) <= 6 or any(not 0 <= t <= 10 for t in values):
+        raise argparse.ArgumentTypeError("give 1 to 6 temperatures between 0 and 10, e.g. 0.2,0.5,1.0,1.2")
+    return values
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
+    return value
+
+
+def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", default=None, metavar="X",
+                        help="a UTF-8 text file, a folder of .txt files, or a named corpus: nietzsche "
+                             "(default), pydocs, or any corpora/NAME.txt")
+    parser.add_argument("--run", default=None, metavar="DIR",
+                        help="run directory (default: runs/<corpus name>); an existing run is resumed")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run")
+    parser.add_argument("--keep-case", action="store_true", help="do not lower-case the corpus")
+    parser.add_argument("--encoding", default=None, help="text encoding of the corpus (default: UTF-8)")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (an option left out keeps the preset's or the run's value)")
+    group.add_argument("--preset", choices=PRESETS, default=None,
+                       help="book: the book's recipe exactly; fast (default): every position is a target")
+    group.add_argument("--units", type=int, help="LSTM units per layer (128)")
+    group.add_argument("--layers", type=int, help="stacked LSTM layers (1)")
+    group.add_argument("--dropout", type=float, help="dropout after each LSTM layer (0)")
+    group.add_argument("--maxlen", type=int, help="characters per window (book 60, fast 16)")
+    group.add_argument("--step", type=int, help="a new window every STEP chars (book 3, fast 8)")
+    group.add_argument("--batch-size", type=int, help="windows per batch (book 128, fast 256)")
+    group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.008 Adam)")
+    group.add_argument("--epochs", type=int, help="epochs in total (60)")
+    group.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
+    group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps")
+    group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
+    group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
+    group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
+    group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default=None,
+                       help="mirrored: every local GPU (tf.distribute.MirroredStrategy); multiworker: "
+                            "every GPU of every machine in $TF_CONFIG, headless only (see the README); "
+                            "not kept with the run")
+    group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
+                       help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
+    group.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS",
+                       help="seconds between checkpoints within an epoch (300; 0: after every batch)")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
+             "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
+             "strategy", "mixed_precision")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if args.keep_case:
+        overrides["lowercase"] = False
+    if getattr(args, "length", None) is not None:  # train: samples after each epoch
+        overrides["sample_length"] = args.length
+    return overrides
+
+
+def app_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charlm-tui", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a character-level LSTM language model and watch it learn, live: "
+                    "progress, loss plot, and text sampled at four temperatures.",
+        epilog=EXAMPLES)
+    _add_corpus_options(parser)
+    parser.add_argument("--no-train", action="store_true", help="open a saved --run and only generate")
+    _add_training_options(parser)
+    return parser
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charlm-tui train",
+                                     description="Train headless, printing what the book prints.")
+    _add_corpus_options(parser)
+    _add_training_options(parser)
+    parser.add_argument("--length", type=int, default=None, help="characters sampled per temperature "
+                        "after each epoch (400; 0 for none)")
+    parser.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                        help="write TensorBoard logs (default DIR: RUN/tensorboard)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be trained and exit")
+    parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    return parser
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charlm-tui sample", description="Generate text from a saved run.")
+    parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
+    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
+    parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
+    parser.add_argument("--seed-text", default=None, metavar="T",
+                        help="text to start from (default: an excerpt of the training corpus)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest")
+    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible output)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def watch_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charlm-tui watch",
+        description="Follow a run directory that another process is training (charlm-tui train "
+                    "under nohup or tmux): its loss plot and progress, and samples from its newest "
+                    "checkpoint. Nothing is written to the run directory.")
+    parser.add_argument("run", metavar="DIR", help="the run directory being trained")
+    parser.add_argument("--temperatures", type=_temperatures, default=None,
+                        help="sampling temperatures (default: the run's)")
+    parser.add_argument("--length", type=int, default=None,
+                        help="characters sampled per temperature (default: the run's, else 400)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for seed texts and sampling")
+    return parser
+
+
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """What `charlm-tui` and `charlm-tui train` ask the engine to train."""
+    tensorboard = getattr(args, "tensorboard", None)
+    return RunRequest(
+        corpus=args.corpus or "nietzsche", run_dir=Path(args.run) if args.run else None,
+        preset=args.preset, overrides=_overrides(args), fresh=args.fresh, encoding=args.encoding,
+        tensorboard_dir=tensorboard)  # "": RUN/tensorboard
+
+
+def book_parameter_count(vocab_size: int, config: TrainConfig) -> int:
+    """What Keras will report, without importing it: LSTM 4(u(i+u)+u), Dense uV+V."""
+    total, inputs = 0, vocab_size
+    for _ in range(config.layers):
+        total += 4 * (config.units * (inputs + config.units) + config.units)
+        inputs = config.units
+    return total + inputs * vocab_size + vocab_size
