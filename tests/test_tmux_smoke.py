@@ -7,7 +7,10 @@ exits 0 and the terminal is given back.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
@@ -72,6 +75,16 @@ class Tmux:
         assert exit_file.exists(), f"{what} did not exit; the screen:\n{self.screen()}"
         return exit_file.read_text().strip()
 
+    def terminal_modes(self) -> str:
+        """"alternate-screen mouse-reporting" flags of the pane, e.g. "0 0" once given back."""
+        result = subprocess.run([*self.tmux, "display-message", "-p", "-t", self.name,
+                                 "#{alternate_on} #{mouse_any_flag}"], capture_output=True, text=True)
+        return result.stdout.strip()
+
+    def kill_session(self) -> None:
+        """What closing the terminal does: the processes in it get SIGHUP."""
+        subprocess.run([*self.tmux, "kill-session", "-t", self.name], check=True)
+
     def kill(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)  # this test's server only
 
@@ -133,9 +146,98 @@ def test_watch_in_tmux_follows_a_run_and_leaves_no_log_behind(workspace):
     tmux = Tmux(100, 30, command, ROOT, socket=tmp_path / "tmux.sock")
     try:
         tmux.wait_for(lambda s: "the run finished" in s and "round" in s, 90, "the finished run and a round")
-        assert any(scratch.glob("charlm-tui-watch-*.log"))  # TensorFlow's fd 2 goes there meanwhile
+        assert any(scratch.glob("charlm-tui-*.log"))  # TensorFlow's fd 2 goes there meanwhile
         tmux.keys("q")
         assert tmux.exit_code(exit_file, "the watcher") == "0"
-        assert not any(scratch.glob("charlm-tui-watch-*.log"))  # removed after a clean exit
+        assert not any(scratch.glob("charlm-tui-*.log"))  # removed after a clean exit
+        assert not any(scratch.iterdir()), list(scratch.iterdir())  # nor any TensorFlow temporaries
+    finally:
+        tmux.kill()
+
+
+def _pid_of(marker: str) -> int:
+    """The pid of the charlm-tui process whose command line holds `marker`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-f", "--", marker], capture_output=True, text=True).stdout.split()
+        pids = [int(pid) for pid in out if int(pid) != os.getpid()]
+        for pid in pids:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"python" in Path(argv[0].decode()).name.encode():  # not tmux, not the shell
+                return pid
+        time.sleep(0.2)
+    raise AssertionError(f"no process for {marker}")
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _wait_for_steps(run_dir: Path, steps: int) -> int:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.jsonl").exists():
+            done = [row["step"] for row in _rows(run_dir) if row.get("kind") == "interval"]
+            if done and done[-1] >= steps:
+                return done[-1]
+        time.sleep(0.2)
+    raise AssertionError("the app did not train")
+
+
+def _app_command(corpus: Path, run_dir: Path, exit_file: Path) -> str:
+    args = _command() + ["--corpus", str(corpus), "--run", str(run_dir), "--units", "8", "--maxlen", "16",
+                         "--step", "8", "--batch-size", "16", "--epochs", "1000", "--checkpoint-every", "3600"]
+    env = f"cd {shlex.quote(str(ROOT))} && TERM=xterm-256color"
+    return f"{env} {shlex.join(args)}; echo $? > {shlex.quote(str(exit_file))}; sleep 30"
+
+
+def _assert_checkpoint_is_the_last_step(run_dir: Path, seen: int) -> None:
+    """The run ended with a checkpoint of the very step training reached: nothing lost."""
+    end = _rows(run_dir)[-1]
+    assert end["kind"] == "end" and end["reason"] == "stopped", end
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["step"] == end["step"] >= seen, (state, end)
+    from engine.rundir import archive_problem
+
+    assert archive_problem(run_dir / "model.keras") is None
+
+
+@pytest.mark.parametrize("signame, code", [("HUP", 129), ("TERM", 143)])
+def test_a_signal_stops_the_app_with_a_checkpoint_and_gives_the_terminal_back(workspace, signame, code):
+    """kill -HUP is what a dropped SSH session sends: the app saves the step it reached,
+    leaves the alternate screen, turns mouse reporting off and exits 128 + the signal."""
+    tmp_path, corpus = workspace
+    run_dir, exit_file = tmp_path / "run", tmp_path / "exit-code"
+    tmux = Tmux(80, 24, _app_command(corpus, run_dir, exit_file), ROOT, socket=tmp_path / "tmux.sock")
+    try:
+        tmux.wait_for(lambda s: "training" in s, 90, "training")
+        assert tmux.terminal_modes() == "1 1", "the app should hold the alternate screen and the mouse"
+        seen = _wait_for_steps(run_dir, 30)
+        os.kill(_pid_of(str(run_dir)), getattr(signal, f"SIG{signame}"))
+        assert tmux.exit_code(exit_file, "the app") == str(code)
+        _assert_checkpoint_is_the_last_step(run_dir, seen)
+        assert tmux.terminal_modes() == "0 0", "the terminal was not given back"
+        assert "s Sample" not in tmux.screen()
+    finally:
+        tmux.kill()
+
+
+def test_closing_the_terminal_stops_the_app_with_a_checkpoint(workspace):
+    tmp_path, corpus = workspace
+    run_dir, exit_file = tmp_path / "run", tmp_path / "exit-code"
+    tmux = Tmux(80, 24, _app_command(corpus, run_dir, exit_file), ROOT, socket=tmp_path / "tmux.sock")
+    try:
+        tmux.wait_for(lambda s: "training" in s, 90, "training")
+        seen = _wait_for_steps(run_dir, 30)
+        pid = _pid_of(str(run_dir))
+        tmux.kill_session()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the app is still running with no terminal"
+        _assert_checkpoint_is_the_last_step(run_dir, seen)
     finally:
         tmux.kill()
