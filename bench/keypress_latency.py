@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tui.app import AppOptions, build_app  # noqa: E402
+from tui.app import build_app  # noqa: E402
+from tui.options import AppOptions  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "nietzsche.txt"
 

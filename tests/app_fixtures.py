@@ -39,7 +39,7 @@ def app_options(corpus: Path | str, run_dir: Path | str, **overrides):
     import dataclasses
 
     from engine.session import RunRequest
-    from tui.app import AppOptions
+    from tui.options import AppOptions
 
     config = overrides.pop("config", None) or tiny_train_config()
     seed = overrides.pop("seed", 7)

@@ -37,7 +37,8 @@ def snapshot(run_dir: Path) -> dict[str, tuple[str, int]]:
 
 
 def watch_app(run_dir: Path):
-    from tui.app import AppOptions, build_app
+    from tui.app import build_app
+    from tui.options import AppOptions
 
     return build_app(AppOptions(corpus="tiny", run_dir=str(run_dir), mode="watch", sample_length=60, seed=5))
 

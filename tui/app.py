@@ -24,44 +24,18 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from engine.config import TrainConfig, preset
 from engine.errors import CharlmError
-from engine.session import SIGNAL_EXIT_CODES, RunRequest
+from engine.session import SIGNAL_EXIT_CODES
 from tui import compat
 from tui.commands import CharlmCommands
+from tui.keys import KEYS, NEEDS_SAMPLER, TRAINING_ONLY
+from tui.options import AppOptions
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
-from tui.screens.prompt import PromptScreen
 
 QUIT_TIMEOUT = 120.0   # seconds q waits for the checkpoint before giving up
 SIGNAL_TIMEOUT = 10.0  # seconds a SIGHUP/SIGTERM waits for it: then out, the previous one whole
-MAX_TEMPERATURES = 6
-
-
-@dataclass
-class AppOptions:
-    corpus: str = "nietzsche"       # shown until the run says more
-    run_dir: str | None = None      # None: runs/<corpus name> (mode "train")
-    mode: str = "train"             # "train", "saved" (--no-train) or "watch" (another process trains)
-    request: RunRequest | None = None  # mode "train": what to train
-    seed: int | None = None         # seed texts and sampling (fixed: deterministic output)
-    temperatures: tuple[float, ...] | None = None  # None: the run's
-    sample_length: int | None = None               # None: the run's
-    encoding: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode == "train" and self.request is None:
-            self.request = RunRequest(corpus=self.corpus, run_dir=self.run_dir)
-
-    def config_defaults(self) -> TrainConfig:
-        """The settings the screen starts with, before the run tells its own."""
-        if self.request is not None:
-            try:
-                return preset(self.request.preset or "fast", **self.request.overrides)
-            except ValueError:
-                pass
-        return TrainConfig()
 
 
 @dataclass(frozen=True)
@@ -69,57 +43,6 @@ class Notice:
     message: str
     title: str
     severity: str
-
-
-@dataclass(frozen=True)
-class KeyAction:
-    key: str
-    action: str
-    label: str         # the Footer's word
-    title: str         # the command palette's name
-    detail: str        # one line for the help screen and the palette
-    key_display: str | None = None
-
-
-KEYS = (
-    KeyAction("s", "resample", "Sample", "Resample now",
-              "a new round from a new random seed text of the corpus (unpins the seed)"),
-    KeyAction("e", "edit_seed", "Seed", "Edit the seed text",
-              "type the text every round starts from (pinned until s)"),
-    KeyAction("t", "edit_temperatures", "Temps", "Edit the temperatures",
-              "1 to 6 comma-separated values in [0, 10], one column each"),
-    KeyAction("k", "toggle_colour", "Colour", "Colour by probability",
-              "colour each generated character by the probability the model gave it"),
-    KeyAction("p", "toggle_pause", "Pause", "Pause or resume training",
-              "pauses between batches; sampling keeps working"),
-    KeyAction("r", "retrain", "Retrain", "Retrain from scratch",
-              "checkpoint the current run, then start it over from step 0 (asks first)"),
-    KeyAction("c", "swap_corpus", "Corpus", "Swap the corpus",
-              "pick another corpus; training goes on in runs/<name>"),
-    KeyAction("x", "export", "Save", "Export the samples",
-              "write the current samples to a text file in the run directory"),
-    KeyAction("question_mark", "help", "Help", "Help", "keys and what the panes show",
-              key_display="?"),
-    KeyAction("q", "quit", "Quit", "Quit", "save a checkpoint and leave"),
-)
-TRAINING_ONLY = {"toggle_pause", "retrain", "swap_corpus"}
-NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
-
-
-def parse_temperatures(value: str) -> tuple[tuple[float, ...] | None, str | None]:
-    parts = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
-    if not 1 <= len(parts) <= MAX_TEMPERATURES:
-        return None, f"give between 1 and {MAX_TEMPERATURES} temperatures, separated by commas"
-    temperatures = []
-    for part in parts:
-        try:
-            t = float(part)
-        except ValueError:
-            return None, f"{part!r} is not a number"
-        if not 0.0 <= t <= 10.0 or t != t:
-            return None, f"{part} is out of range: temperatures must be between 0 and 10"
-        temperatures.append(t)
-    return tuple(temperatures), None
 
 
 class CharlmApp(App[int]):
@@ -203,85 +126,16 @@ class CharlmApp(App[int]):
         self.main.export()
 
     def action_edit_seed(self) -> None:
-        main = self.main
-        if main.sampler is None:
-            return
-        round_ = main.generation_pane.round
-        current = main.pinned_seed or (round_.seed if round_ else "")
-
-        def check(value: str):
-            if not value:
-                return None, "the seed text is empty"
-            try:
-                main.sampler.encode(value)
-            except ValueError as error:
-                return None, f"{error}; use characters of the corpus"
-            return value.lower() if getattr(main.sampler, "lowercase", False) else value, None
-
-        self.push_screen(PromptScreen(
-            "Seed text", "Every round starts from this text until s picks a random one. "
-            "Only characters the model knows are allowed.", current, check),
-            lambda value: value and main.pin_seed(value))
+        self.main.edit_seed()
 
     def action_edit_temperatures(self) -> None:
-        current = ", ".join(f"{t:g}" for t in self.main.temperatures)
-
-        async def apply(value) -> None:
-            if value:
-                await self.main.set_temperatures(value)
-
-        self.push_screen(PromptScreen(
-            "Temperatures", "1 to 6 values between 0 and 10, separated by commas (0 is greedy).",
-            current, parse_temperatures, placeholder="0.2, 0.5, 1.0, 1.2"), apply)
+        self.main.edit_temperatures()
 
     def action_retrain(self) -> None:
-        from tui.widgets.header import display_path
-
-        main = self.main
-        if main.mode != "train":
-            return
-        run_dir = main.session.run_dir
-        where = display_path(run_dir) if run_dir else "the run directory"
-
-        async def answer(yes: bool | None) -> None:
-            if yes:
-                await self.retrain()
-
-        self.push_screen(ConfirmScreen(
-            "Retrain from scratch?",
-            f"The current model is checkpointed, then training starts over from step 0 in "
-            f"{where} (its metrics and samples are replaced)."), answer)
-
-    async def retrain(self) -> None:
-        session = self.main.session
-        await self.main.stop()
-        corpus = session.corpus if session.corpus is not None else session.request.corpus
-        self.main.start(_replace(session.request, corpus=corpus, run_dir=session.run_dir, fresh=True))
+        self.main.retrain()
 
     def action_swap_corpus(self) -> None:
-        from tui.screens.corpus_picker import CorpusPicker
-
-        main = self.main
-        if main.mode != "train":
-            return
-        session = main.session
-        config = session.config or self.options.config_defaults()
-
-        async def chosen(result) -> None:
-            if result:
-                await self.swap_corpus(result[1])
-
-        current = session.corpus.name if session.corpus is not None else None
-        self.push_screen(CorpusPicker(current, lowercase=config.lowercase, encoding=session.request.encoding,
-                                      config=config), chosen)
-
-    async def swap_corpus(self, corpus) -> None:
-        from engine.session import default_run_dir
-
-        session = self.main.session
-        await self.main.stop()
-        self.main.start(_replace(session.request, corpus=corpus, run_dir=default_run_dir(corpus.name),
-                                 fresh=False))
+        self.main.swap_corpus()
 
     def action_help(self) -> None:
         rows = [(k.key_display or k.key, k.label, k.detail) for k in KEYS]
@@ -357,12 +211,6 @@ class CharlmApp(App[int]):
         if source is not None:
             source.stop()
             source.wait(timeout if self.signal_received is None else 0)
-
-
-def _replace(request: RunRequest, **changes) -> RunRequest:
-    from dataclasses import replace
-
-    return replace(request, **changes)
 
 
 # -- entry points -------------------------------------------------------------------------------

@@ -58,18 +58,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from engine.follow import read_run
-    from tui.app import AppOptions, run_app
+    from tui.app import run_app
 
     if args.length is not None and not 1 <= args.length <= 100_000:
         return _error("--length must be between 1 and 100000", 2)
     saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
-    app_options = AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="watch", seed=args.seed,
+    app_options = options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="watch", seed=args.seed,
                              temperatures=args.temperatures, sample_length=args.length)
     return run_app(app_options)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from tui.app import AppOptions, run_app
+    from tui.app import run_app
 
     if args.no_train and not args.run:
         return _error("--no-train needs --run DIR (a saved run to sample from)", 2)
@@ -80,10 +80,10 @@ def cmd_app(args: argparse.Namespace) -> int:
         from engine.follow import read_run
 
         saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
-        return run_app(AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved"))
+        return run_app(options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved"))
     request = options.run_request(args)
     request.check()  # bad settings fail here, before the screen opens
-    return run_app(AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))
+    return run_app(options.AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))
 
 
 def main(argv: list[str] | None = None) -> int:

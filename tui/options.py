@@ -7,9 +7,10 @@ Shared by tui/cli.py (which dispatches) and tui/headless.py; imports neither.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import PRESETS, TrainConfig
+from engine.config import PRESETS, TrainConfig, preset
 from engine.session import RunRequest
 
 EXAMPLES = """\
@@ -171,3 +172,28 @@ def book_parameter_count(vocab_size: int, config: TrainConfig) -> int:
         total += 4 * (config.units * (inputs + config.units) + config.units)
         inputs = config.units
     return total + inputs * vocab_size + vocab_size
+
+
+@dataclass
+class AppOptions:
+    corpus: str = "nietzsche"       # shown until the run says more
+    run_dir: str | None = None      # None: runs/<corpus name> (mode "train")
+    mode: str = "train"             # "train", "saved" (--no-train) or "watch" (another process trains)
+    request: RunRequest | None = None  # mode "train": what to train
+    seed: int | None = None         # seed texts and sampling (fixed: deterministic output)
+    temperatures: tuple[float, ...] | None = None  # None: the run's
+    sample_length: int | None = None               # None: the run's
+    encoding: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode == "train" and self.request is None:
+            self.request = RunRequest(corpus=self.corpus, run_dir=self.run_dir)
+
+    def config_defaults(self) -> TrainConfig:
+        """The settings the screen starts with, before the run tells its own."""
+        if self.request is not None:
+            try:
+                return preset(self.request.preset or "fast", **self.request.overrides)
+            except ValueError:
+                pass
+        return TrainConfig()

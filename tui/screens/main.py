@@ -12,6 +12,7 @@ checkpoint is saved.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import traceback
@@ -373,7 +374,85 @@ class MainScreen(Screen):
         if self.sampler is not None:
             self.start_round("new temperatures")
 
-    # -- what a front end may do to the run --------------------------------------------------------
+    # -- what the keys do to the run ---------------------------------------------------------------
+    def edit_seed(self) -> None:
+        from tui.screens.prompt import PromptScreen
+
+        if self.sampler is None:
+            return
+        round_ = self.generation_pane.round
+        current = self.pinned_seed or (round_.seed if round_ else "")
+
+        def check(value: str):
+            if not value:
+                return None, "the seed text is empty"
+            try:
+                self.sampler.encode(value)
+            except ValueError as error:
+                return None, f"{error}; use characters of the corpus"
+            return value.lower() if getattr(self.sampler, "lowercase", False) else value, None
+
+        self.app.push_screen(PromptScreen(
+            "Seed text", "Every round starts from this text until s picks a random one. "
+            "Only characters the model knows are allowed.", current, check),
+            lambda value: value and self.pin_seed(value))
+
+    def edit_temperatures(self) -> None:
+        from tui.keys import parse_temperatures
+        from tui.screens.prompt import PromptScreen
+
+        async def apply(value) -> None:
+            if value:
+                await self.set_temperatures(value)
+
+        self.app.push_screen(PromptScreen(
+            "Temperatures", "1 to 6 values between 0 and 10, separated by commas (0 is greedy).",
+            ", ".join(f"{t:g}" for t in self.temperatures), parse_temperatures,
+            placeholder="0.2, 0.5, 1.0, 1.2"), apply)
+
+    def retrain(self) -> None:
+        """Ask, then checkpoint the run and start it over from step 0 in its directory."""
+        from tui.screens.confirm import ConfirmScreen
+        from tui.widgets.header import display_path
+
+        session = self.session
+        if session is None:
+            return
+        where = display_path(session.run_dir) if session.run_dir else "the run directory"
+
+        async def answer(yes: bool | None) -> None:
+            if yes:
+                await self.stop()
+                corpus = session.corpus if session.corpus is not None else session.request.corpus
+                self.start(dataclasses.replace(session.request, corpus=corpus, run_dir=session.run_dir,
+                                               fresh=True))
+
+        self.app.push_screen(ConfirmScreen(
+            "Retrain from scratch?",
+            f"The current model is checkpointed, then training starts over from step 0 in "
+            f"{where} (its metrics and samples are replaced)."), answer)
+
+    def swap_corpus(self) -> None:
+        """Pick another corpus; training goes on in runs/<its name>."""
+        from engine.session import default_run_dir
+        from tui.screens.corpus_picker import CorpusPicker
+
+        session = self.session
+        if session is None:
+            return
+        config = session.config or self.options.config_defaults()
+
+        async def chosen(result) -> None:
+            if result:
+                corpus = result[1]
+                await self.stop()
+                self.start(dataclasses.replace(session.request, corpus=corpus,
+                                               run_dir=default_run_dir(corpus.name), fresh=False))
+
+        current = session.corpus.name if session.corpus is not None else None
+        self.app.push_screen(CorpusPicker(current, lowercase=config.lowercase,
+                                          encoding=session.request.encoding, config=config), chosen)
+
     def toggle_pause(self) -> None:
         session = self.session
         if session is not None and self.phase in ("training", "paused"):

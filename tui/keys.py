@@ -1,0 +1,58 @@
+"""The app's keys: one table for the Footer, the help screen and the command palette."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_TEMPERATURES = 6
+
+
+@dataclass(frozen=True)
+class KeyAction:
+    key: str
+    action: str
+    label: str         # the Footer's word
+    title: str         # the command palette's name
+    detail: str        # one line for the help screen and the palette
+    key_display: str | None = None
+
+
+KEYS = (
+    KeyAction("s", "resample", "Sample", "Resample now",
+              "a new round from a new random seed text of the corpus (unpins the seed)"),
+    KeyAction("e", "edit_seed", "Seed", "Edit the seed text",
+              "type the text every round starts from (pinned until s)"),
+    KeyAction("t", "edit_temperatures", "Temps", "Edit the temperatures",
+              "1 to 6 comma-separated values in [0, 10], one column each"),
+    KeyAction("k", "toggle_colour", "Colour", "Colour by probability",
+              "colour each generated character by the probability the model gave it"),
+    KeyAction("p", "toggle_pause", "Pause", "Pause or resume training",
+              "pauses between batches; sampling keeps working"),
+    KeyAction("r", "retrain", "Retrain", "Retrain from scratch",
+              "checkpoint the current run, then start it over from step 0 (asks first)"),
+    KeyAction("c", "swap_corpus", "Corpus", "Swap the corpus",
+              "pick another corpus; training goes on in runs/<name>"),
+    KeyAction("x", "export", "Save", "Export the samples",
+              "write the current samples to a text file in the run directory"),
+    KeyAction("question_mark", "help", "Help", "Help", "keys and what the panes show",
+              key_display="?"),
+    KeyAction("q", "quit", "Quit", "Quit", "save a checkpoint and leave"),
+)
+TRAINING_ONLY = {"toggle_pause", "retrain", "swap_corpus"}
+NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
+
+
+def parse_temperatures(value: str) -> tuple[tuple[float, ...] | None, str | None]:
+    parts = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
+    if not 1 <= len(parts) <= MAX_TEMPERATURES:
+        return None, f"give between 1 and {MAX_TEMPERATURES} temperatures, separated by commas"
+    temperatures = []
+    for part in parts:
+        try:
+            t = float(part)
+        except ValueError:
+            return None, f"{part!r} is not a number"
+        if not 0.0 <= t <= 10.0 or t != t:
+            return None, f"{part} is out of range: temperatures must be between 0 and 10"
+        temperatures.append(t)
+    return tuple(temperatures), None
