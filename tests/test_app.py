@@ -184,13 +184,13 @@ async def test_k_colours_characters_by_probability(sample_workspace):
     async with running_app(app) as pilot:
         await until_round(pilot, app)
         column = app.generation_pane.columns[0]
-        plain_styles = {str(span.style) for span in column._text.spans}
+        plain_styles = {str(span.style) for span in column.styled_text.spans}
         await pilot.press("k")
         assert app.generation_pane.colour
-        coloured = {str(span.style) for span in column._text.spans}
+        coloured = {str(span.style) for span in column.styled_text.spans}
         assert len(coloured) > len(plain_styles)
         await pilot.press("k")
-        assert {str(span.style) for span in column._text.spans} == plain_styles
+        assert {str(span.style) for span in column.styled_text.spans} == plain_styles
         await quit_app(pilot, app)
 
 

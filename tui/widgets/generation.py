@@ -166,6 +166,11 @@ class SampleColumn(Widget, can_focus=True):
     def plain(self) -> str:
         return self.seed + self.generated
 
+    @property
+    def styled_text(self) -> Text:
+        """The seed and the generated text as drawn, with their styles (a copy)."""
+        return self._text.copy()
+
     def start(self, seed: str, length: int, colour: bool) -> None:
         self.seed, self.length, self.colour = seed, length, colour
         self.chars, self.probs = [], []
