@@ -426,9 +426,14 @@ def _codec(encoding: str | None) -> codecs.CodecInfo:
         codec = codecs.lookup(encoding or "utf-8")
     except LookupError:
         raise CorpusError(f"unknown encoding: {encoding}") from None
-    # Codecs such as base64 or zlib turn bytes into bytes: they do not decode text.
-    if not getattr(codec, "_is_text_encoding", True):
-        raise CorpusError(f"{encoding} is not a text encoding")
+    # Codecs such as base64, zlib or rot13 do not turn bytes into text: str.encode and
+    # bytes.decode accept only text encodings, and say so with a LookupError.
+    try:
+        "".encode(codec.name)
+    except LookupError:
+        raise CorpusError(f"{encoding} is not a text encoding") from None
+    except UnicodeError:  # the "undefined" codec refuses everything
+        raise CorpusError(f"{encoding} cannot decode any text") from None
     return codec
 
 

@@ -310,7 +310,9 @@ def test_too_many_distinct_characters(tmp_path):
 def test_unknown_encoding(tmp_path):
     path = write(tmp_path / "ok.txt", "hello")
     assert "unknown encoding: klingon-8" in refusal(path, encoding="klingon-8")
-    assert "not a text encoding" in refusal(path, encoding="base64")
+    for codec in ("base64", "rot13", "hex", "zlib_codec"):  # bytes to bytes, or str to str
+        assert f"{codec} is not a text encoding" in refusal(path, encoding=codec)
+    assert "undefined cannot decode any text" in refusal(path, encoding="undefined")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
