@@ -521,6 +521,8 @@ def _decoded_chunks(source: _Source, progress: _Progress) -> Iterator[str]:
                     text = newlines.decode(chunk, final=not chunk)
                 except UnicodeDecodeError as error:
                     raise _decode_error(source, error, offset - held_count) from None
+                except UnicodeError as error:  # a codec's other refusals: UTF-16 without a BOM
+                    raise _codec_refusal(source, error) from None
                 offset += len(chunk)
                 progress.advance(len(chunk))
                 if text:
@@ -529,6 +531,14 @@ def _decoded_chunks(source: _Source, progress: _Progress) -> Iterator[str]:
                     return
     except OSError as error:
         raise CorpusError(f"cannot read {source.path}: {_strerror(error)}") from None
+
+
+def _codec_refusal(source: _Source, error: UnicodeError) -> CorpusError:
+    name = source.codec.name
+    message = f"{source.path} cannot be decoded as {name}: {error}"
+    if name == "utf-16":  # it needs a byte-order mark; utf-16-le and utf-16-be do not
+        message += "; pass --encoding utf-16-le or utf-16-be"
+    return CorpusError(message)
 
 
 def _decode_error(source: _Source, error: UnicodeDecodeError, input_offset: int) -> CorpusError:
