@@ -41,3 +41,16 @@ def memoize_keras_skipsets() -> None:
     get_attr_skipset.keras_original = skipset
     saving_lib.get_attr_skipset = get_attr_skipset
 
+
+def traced_function_count() -> int | None:
+    """How many traced functions TensorFlow's eager context holds, or None if TensorFlow
+    no longer says. A model keeps Keras's as long as it lives, so a count that grows
+    epoch after epoch means Keras retraces per `fit` call: a leak (bench/soak_memory.py,
+    and a test in tests/test_reliability.py). `tf.function(...).experimental_get_tracing_count`
+    is public but counts one function, and Keras's are not ours to reach."""
+    try:
+        from tensorflow.python.eager import context
+
+        return len(context.context().list_function_names())
+    except (ImportError, AttributeError):
+        return None

@@ -47,3 +47,16 @@ def test_the_memoized_skipsets_are_keras_own_answers():
         assert memoized(obj_type) == set(memoized.keras_original(obj_type))
         assert memoized(obj_type) is memoized(obj_type)
 
+
+def test_tensorflow_still_lists_the_functions_it_traced():
+    from engine.tfsetup import tensorflow
+
+    tf = tensorflow()
+    before = compat.traced_function_count()
+    assert before is not None, (
+        "tensorflow.python.eager.context no longer lists traced functions: find another way "
+        "for engine.compat.traced_function_count (bench/soak_memory.py and the retracing test "
+        "in tests/test_reliability.py rely on it)")
+    tripled = tf.function(lambda x: x * 3)  # listed while it lives
+    tripled(tf.constant(1.0))
+    assert compat.traced_function_count() > before
