@@ -127,13 +127,11 @@ def epochs_phase(corpus, run_dir: Path, epochs: int) -> dict:
 
 
 def registered_functions() -> int | None:
-    """Functions traced into TensorFlow's eager context so far. They are never freed, so a
-    count that grows epoch after epoch means Keras retraces per fit call (a leak)."""
-    try:
-        from tensorflow.python.eager import context
-        return len(context.context().list_function_names())
-    except (ImportError, AttributeError):  # a private API: report nothing rather than fail
-        return None
+    """Functions traced into TensorFlow's eager context so far (None: TensorFlow no longer
+    says). A count that grows epoch after epoch means Keras retraces per fit call (a leak)."""
+    from engine.compat import traced_function_count
+
+    return traced_function_count()
 
 
 def sessions_phase(corpus, run_dir: Path, sessions: int) -> dict:

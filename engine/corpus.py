@@ -426,9 +426,14 @@ def _codec(encoding: str | None) -> codecs.CodecInfo:
         codec = codecs.lookup(encoding or "utf-8")
     except LookupError:
         raise CorpusError(f"unknown encoding: {encoding}") from None
-    # Codecs such as base64 or zlib turn bytes into bytes: they do not decode text.
-    if not getattr(codec, "_is_text_encoding", True):
-        raise CorpusError(f"{encoding} is not a text encoding")
+    # Codecs such as base64, zlib or rot13 do not turn bytes into text: str.encode and
+    # bytes.decode accept only text encodings, and say so with a LookupError.
+    try:
+        "".encode(codec.name)
+    except LookupError:
+        raise CorpusError(f"{encoding} is not a text encoding") from None
+    except UnicodeError:  # the "undefined" codec refuses everything
+        raise CorpusError(f"{encoding} cannot decode any text") from None
     return codec
 
 
@@ -516,6 +521,8 @@ def _decoded_chunks(source: _Source, progress: _Progress) -> Iterator[str]:
                     text = newlines.decode(chunk, final=not chunk)
                 except UnicodeDecodeError as error:
                     raise _decode_error(source, error, offset - held_count) from None
+                except UnicodeError as error:  # a codec's other refusals: UTF-16 without a BOM
+                    raise _codec_refusal(source, error) from None
                 offset += len(chunk)
                 progress.advance(len(chunk))
                 if text:
@@ -524,6 +531,14 @@ def _decoded_chunks(source: _Source, progress: _Progress) -> Iterator[str]:
                     return
     except OSError as error:
         raise CorpusError(f"cannot read {source.path}: {_strerror(error)}") from None
+
+
+def _codec_refusal(source: _Source, error: UnicodeError) -> CorpusError:
+    name = source.codec.name
+    message = f"{source.path} cannot be decoded as {name}: {error}"
+    if name == "utf-16":  # it needs a byte-order mark; utf-16-le and utf-16-be do not
+        message += "; pass --encoding utf-16-le or utf-16-be"
+    return CorpusError(message)
 
 
 def _decode_error(source: _Source, error: UnicodeDecodeError, input_offset: int) -> CorpusError:

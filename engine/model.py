@@ -64,7 +64,7 @@ def heldout_loss(model, windows, max_batches: int | None = None) -> float:
     scored char is predicted from at least `maxlen - step` chars of context.
     """
     total, count = 0.0, 0
-    if getattr(model, "_distribute_strategy", None) is None:
+    if not under_a_strategy(model):
         predict = model.predict_on_batch
     else:
         # Under a distribution strategy predict_on_batch would run the whole batch on every
@@ -87,3 +87,14 @@ def heldout_loss(model, windows, max_batches: int | None = None) -> float:
         total += float(-np.log(np.maximum(picked, 1e-12)).sum())
         count += picked.size
     return total / max(count, 1)
+
+
+def under_a_strategy(model) -> bool:
+    """Whether the model runs under a tf.distribute strategy (mirrored, multi-worker)
+    rather than TensorFlow's default one: the strategy it was built under (Keras's
+    `Model.distribute_strategy`, else the current one), or the one whose scope we are in.
+    Outside every scope `tf.distribute.get_strategy()` is the default strategy."""
+    from engine.tfsetup import tensorflow
+
+    tf = tensorflow()
+    return tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy()

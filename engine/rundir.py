@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import json
 import math
 import os
@@ -28,6 +27,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from engine.compat import memoize_keras_skipsets
 from engine.config import TrainConfig
 from engine.errors import RunDirError
 
@@ -283,7 +283,7 @@ class RunDir:
         A damaged model.keras is never rotated into model.prev.keras: the previous good
         checkpoint stays there."""
         temporary = self.path / f".model-{os.getpid()}.tmp.keras"  # Keras wants the suffix
-        _memoize_keras_skipsets()
+        memoize_keras_skipsets()
         try:
             try:
                 model.save(temporary)
@@ -322,7 +322,7 @@ class RunDir:
         from engine.tfsetup import keras
 
         keras()
-        _memoize_keras_skipsets()
+        memoize_keras_skipsets()
         errors = []
         for path in (self.model_path, self.previous_model_path):
             if not path.exists():
@@ -351,22 +351,6 @@ class RunDir:
         for leftover in self.path.glob(".*.tmp*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-
-
-@functools.cache
-def _memoize_keras_skipsets() -> None:
-    """Work around a leak in Keras's saving (3.x, 3.15 included): every save and load
-    builds a throwaway `Optimizer(1.0)` to learn which attributes to skip, and each one
-    leaves ~70 KB of TensorFlow memory behind, i.e. a leak per checkpoint (measured by
-    bench/soak_memory.py). The answer depends only on the type's name: compute it once."""
-    try:
-        from keras.src.saving import saving_lib
-    except ImportError:  # another Keras layout: nothing to patch
-        return
-    skipset = getattr(saving_lib, "get_attr_skipset", None)
-    if callable(skipset) and not hasattr(skipset, "cache_info"):
-        saving_lib.get_attr_skipset = functools.lru_cache(maxsize=None)(
-            lambda obj_type: frozenset(skipset(obj_type)))
 
 
 def _is_number(value) -> bool:

@@ -184,13 +184,13 @@ async def test_k_colours_characters_by_probability(sample_workspace):
     async with running_app(app) as pilot:
         await until_round(pilot, app)
         column = app.generation_pane.columns[0]
-        plain_styles = {str(span.style) for span in column._text.spans}
+        plain_styles = {str(span.style) for span in column.styled_text.spans}
         await pilot.press("k")
         assert app.generation_pane.colour
-        coloured = {str(span.style) for span in column._text.spans}
+        coloured = {str(span.style) for span in column.styled_text.spans}
         assert len(coloured) > len(plain_styles)
         await pilot.press("k")
-        assert {str(span.style) for span in column._text.spans} == plain_styles
+        assert {str(span.style) for span in column.styled_text.spans} == plain_styles
         await quit_app(pilot, app)
 
 
@@ -364,8 +364,8 @@ def test_tui_app_import_does_not_import_tensorflow():
 
 
 def test_sample_column_wraps_incrementally_like_a_one_shot_wrap():
-    """Streamed text is wrapped a piece at a time; no line may overflow the column and
-    no character may be lost, whatever the chunking."""
+    """Streamed text is wrapped a piece at a time: whatever the chunking, the lines must be
+    those of the whole text wrapped at once, none wider than the column."""
     import random
 
     from rich.cells import cell_len
@@ -373,7 +373,7 @@ def test_sample_column_wraps_incrementally_like_a_one_shot_wrap():
     from tui.widgets.generation import SampleColumn
 
     rng = random.Random(5)
-    alphabet = "abc de fghij klmnopqrstuvwxyz  .,\n" + "x" * 6
+    alphabet = "abc de fghij klmnopqrstuvwxyz  .,\n" + "x" * 6 + "語"
     for _ in range(300):
         width = rng.randint(3, 30)
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 200)))
@@ -385,7 +385,37 @@ def test_sample_column_wraps_incrementally_like_a_one_shot_wrap():
             column.append(list(piece), [0.5] * len(piece))
             lines = [line.plain for line in column.lines(width)]
             assert all(cell_len(line) <= width for line in lines), (width, text, lines)
+        at_once = SampleColumn(1.0)
+        at_once.append(list(text), [0.5] * len(text))
+        assert lines == [line.plain for line in at_once.lines(width)], (width, text)
         assert "".join(lines).replace(" ", "") == text.replace("\n", "").replace(" ", "")
+
+
+def test_the_sample_columns_wrap_words_as_rich_does():
+    """The columns look like any wrapped text in the app: rich's word wrap (public
+    `Text.wrap`), except that the spaces after a word cut over several lines stay on its
+    last piece rather than starting a line of their own."""
+    import random
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from tui.widgets.generation import SampleColumn
+
+    def wrapped(text: str, width: int) -> list[str]:
+        column = SampleColumn(1.0)
+        column.append(list(text), [0.5] * len(text))
+        return [line.plain for line in column.lines(width)]
+
+    console = Console()
+    rng = random.Random(7)
+    words = ["a", "the", "will", "power", "nietzsche's", "語は", "x" * 12, ",", "."]
+    for _ in range(200):
+        width = rng.randint(12, 40)  # no word longer than a line
+        text = "".join(rng.choice(words) + rng.choice([" ", " ", "  ", "\n"]) for _ in range(40))
+        assert wrapped(text, width) == [line.plain for line in Text(text).wrap(console, width, overflow="fold")]
+    assert wrapped("abcdefghijk  xy", 4) == ["abcd", "efgh", "ijk ", "xy"]  # rich: "ijk ", " xy"
+    assert wrapped("ab abcdefghij", 4) == ["ab ", "abcd", "efgh", "ij"]  # a long word starts a line
 
 
 @slow

@@ -275,6 +275,16 @@ def test_utf16_says_how_to_convert(tmp_path, data):
     assert "iconv -f UTF-16 -t UTF-8" in message and "--encoding utf-16" in message
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_names_the_encodings_that_read_it(tmp_path, codec):
+    """The advice above ("--encoding utf-16"), followed for a file without a byte-order
+    mark, must end in a refusal that says what to pass instead, not in a traceback."""
+    path = write(tmp_path / "wide.txt", "Hello, world!\n".encode(codec))
+    message = refusal(path, encoding="utf-16")
+    assert "cannot be decoded as utf-16" in message and "--encoding utf-16-le or utf-16-be" in message
+    assert load_corpus(path, encoding=codec).text() == "hello, world!\n"
+
+
 @pytest.mark.parametrize("codec", ["utf-32", "utf-32-le"])
 def test_utf32_says_how_to_convert(tmp_path, codec):
     message = refusal(write(tmp_path / "wider.txt", "Hello, world!\n".encode(codec)))
@@ -310,7 +320,9 @@ def test_too_many_distinct_characters(tmp_path):
 def test_unknown_encoding(tmp_path):
     path = write(tmp_path / "ok.txt", "hello")
     assert "unknown encoding: klingon-8" in refusal(path, encoding="klingon-8")
-    assert "not a text encoding" in refusal(path, encoding="base64")
+    for codec in ("base64", "rot13", "hex", "zlib_codec"):  # bytes to bytes, or str to str
+        assert f"{codec} is not a text encoding" in refusal(path, encoding=codec)
+    assert "undefined cannot decode any text" in refusal(path, encoding="undefined")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,

@@ -225,6 +225,26 @@ def test_tensorboard_logs_hold_train_and_heldout_loss_throughput_and_samples(tin
     assert steps == sorted(steps) and steps[-1] > per_epoch and all(b - a >= 5 for a, b in zip(steps, steps[1:]))
 
 
+def test_heldout_loss_tells_a_model_built_under_a_strategy_from_one_that_is_not(tiny_corpus):
+    """Found with public tf.distribute calls (it read the model's private _distribute_strategy);
+    either way of predicting gives the same loss."""
+    from engine.model import build_model, heldout_loss, under_a_strategy
+    from engine.tfsetup import tensorflow
+    from engine.windows import Windows
+
+    tf = tensorflow()
+    config = tiny_config()
+    plain = build_model(len(tiny_corpus.vocab), config)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        mirrored = build_model(len(tiny_corpus.vocab), config)
+    mirrored.set_weights(plain.get_weights())
+    assert not under_a_strategy(plain)
+    assert under_a_strategy(mirrored)
+    windows = Windows(tiny_corpus.ids[:2000], config.maxlen, config.step, config.objective,
+                      config.batch_size, shuffle=False)
+    assert heldout_loss(mirrored, windows) == pytest.approx(heldout_loss(plain, windows), rel=1e-5)
+
+
 def test_mirrored_strategy_splits_batches_over_two_devices_and_checkpoints_once(tiny_corpus_path, tmp_path):
     """Two logical CPUs stand in for two GPUs; the run must train, save and resume."""
     import os

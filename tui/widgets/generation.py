@@ -10,10 +10,11 @@ on further rows, scrolling when they do not fit the height.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rich._wrap import divide_line
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
@@ -57,6 +58,63 @@ def prob_legend() -> Text:
         legend.append(" ")
         legend.append(label, style=prob_style(probability))
     return legend
+
+
+# A word and the spaces after it: what the wrap keeps together on a line.
+WORD = re.compile(r"\s*\S+\s*")
+
+
+def line_breaks(paragraph: str, width: int) -> list[int]:
+    """Where to break a paragraph (no newlines) into lines of at most `width` cells.
+
+    Greedy word wrap, as rich's `Text.wrap`: a word stays on the line if it fits there
+    without the spaces after it (they may run past the edge: `trim_end` drops them when
+    the line is drawn), else it starts the next line. A word longer than a whole line
+    starts a new line and is cut every `width` cells, its spaces staying on its last
+    piece (rich may put them on a line of their own, where the next word would follow a
+    blank). So a break depends only on the text before it and its own word: wrapping
+    the text after any break gives the same lines, which lets the column wrap streamed
+    text a piece at a time.
+    """
+    breaks: list[int] = []
+    used = 0  # cells taken on the current line
+    for word in WORD.finditer(paragraph):
+        start, text = word.start(), word.group()
+        letters = text.rstrip()
+        if cell_len(letters) <= width - used:
+            used += cell_len(text)
+            continue
+        if start:  # the first word of a paragraph is already at the start of a line
+            breaks.append(start)
+        pieces = _fold(letters, width)
+        for piece in pieces[:-1]:
+            start += len(piece)
+            breaks.append(start)
+        used = cell_len(pieces[-1] + text[len(letters):])
+    return breaks
+
+
+def _fold(word: str, width: int) -> list[str]:
+    """`word` cut into pieces of at most `width` cells (a piece holds at least one char)."""
+    pieces, piece, used = [], "", 0
+    for ch in word:
+        size = cell_len(ch)
+        if piece and used + size > width:
+            pieces.append(piece)
+            piece, used = "", 0
+        piece += ch
+        used += size
+    pieces.append(piece)
+    return pieces
+
+
+def trim_end(line: Text, width: int) -> Text:
+    """`line` without the trailing spaces that run past `width` cells."""
+    excess = line.cell_len - width
+    spaces = len(line.plain) - len(line.plain.rstrip())
+    if excess > 0 and spaces:
+        line.right_crop(min(excess, spaces))
+    return line
 
 
 def _shown(ch: str) -> str:
@@ -107,6 +165,11 @@ class SampleColumn(Widget, can_focus=True):
     @property
     def plain(self) -> str:
         return self.seed + self.generated
+
+    @property
+    def styled_text(self) -> Text:
+        """The seed and the generated text as drawn, with their styles (a copy)."""
+        return self._text.copy()
 
     def start(self, seed: str, length: int, colour: bool) -> None:
         self.seed, self.length, self.colour = seed, length, colour
@@ -179,7 +242,7 @@ class SampleColumn(Widget, can_focus=True):
         self._wrap_dirty = True
 
     def lines(self, width: int) -> list[Text]:
-        """The text wrapped to `width` (as rich's word wrap, folding long words)."""
+        """The text wrapped to `width` (see `line_breaks`)."""
         width = max(1, width)
         if width != self._wrap_width:
             self._reset_wrap(width)
@@ -189,18 +252,14 @@ class SampleColumn(Widget, can_focus=True):
             spans: list[tuple[int, int]] = []
             position = 0
             for paragraph in tail.plain.split("\n"):
-                breaks = divide_line(paragraph, width, fold=True) if paragraph else []
+                breaks = line_breaks(paragraph, width)
                 spans.extend((position + a, position + b)
                              for a, b in zip([0, *breaks], [*breaks, len(paragraph)]))
                 position += len(paragraph) + 1
-            for a, b in spans[:-1]:
-                line = tail[a:b]
-                line.rstrip_end(width)
-                self._stable.append(line)
+            self._stable.extend(trim_end(tail[a:b], width) for a, b in spans[:-1])
             a, b = spans[-1]
             self._tail_start += a
-            self._tail = tail[a:b]
-            self._tail.rstrip_end(width)
+            self._tail = trim_end(tail[a:b], width)
         return [*self._stable, self._tail] if (self._stable or self._tail) else []
 
     # -- drawing --------------------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""Every use of another library's private API lives here.
+
+Each one does a job no public API does (the Keras issue trackers and docs were searched
+for one). Each has a test in tests/test_compat.py that fails, saying what to do, when the
+library changes: the private name is gone, or the library no longer needs the workaround.
+Nothing here imports TensorFlow or Keras until it is called.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+def keras_saving_lib():
+    """Keras's saving module (`keras.src.saving.saving_lib`), or None in another layout."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        return None
+    return saving_lib
+
+
+@functools.cache
+def memoize_keras_skipsets() -> None:
+    """Work around a leak in Keras's saving (3.x, 3.15.1 included): every save and load
+    builds a throwaway `Optimizer(1.0)` to learn which attributes to skip, and each one
+    leaves ~70 KB of TensorFlow memory behind, i.e. a leak per checkpoint (measured by
+    bench/soak_memory.py). Keras means to cache the answer, but `get_attr_skipset`
+    stores it under another key than the one it reads ("saving_attr_skipset_..." vs
+    "saving_attr_skiplist_..."). The answer depends only on the type's name: compute it
+    once. The function Keras had stays reachable as `.keras_original` (for the test)."""
+    saving_lib = keras_saving_lib()
+    skipset = getattr(saving_lib, "get_attr_skipset", None)
+    if not callable(skipset) or hasattr(skipset, "keras_original"):
+        return  # another Keras layout (tests/test_compat.py says so), or done already
+
+    @functools.lru_cache(maxsize=None)
+    def get_attr_skipset(obj_type):
+        return frozenset(skipset(obj_type))
+
+    get_attr_skipset.keras_original = skipset
+    saving_lib.get_attr_skipset = get_attr_skipset
+
+
+def traced_function_count() -> int | None:
+    """How many traced functions TensorFlow's eager context holds, or None if TensorFlow
+    no longer says. A model keeps Keras's as long as it lives, so a count that grows
+    epoch after epoch means Keras retraces per `fit` call: a leak (bench/soak_memory.py,
+    and a test in tests/test_reliability.py). `tf.function(...).experimental_get_tracing_count`
+    is public but counts one function, and Keras's are not ours to reach."""
+    try:
+        from tensorflow.python.eager import context
+
+        return len(context.context().list_function_names())
+    except (ImportError, AttributeError):
+        return None
