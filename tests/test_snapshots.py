@@ -45,7 +45,7 @@ async def settled(pilot) -> None:
     while True:
         pane = app.generation_pane
         plot = app.training_pane.query_one(LossPlot)
-        if pane.round is not None and pane.round.done and not plot._dirty and plot.train.xs:
+        if pane.round is not None and pane.round.done and app.training_pane.drawn and plot.train.xs:
             break
         assert time.monotonic() < deadline, "the saved run did not open and stream in time"
         await pilot.pause(0.05)

@@ -22,7 +22,8 @@ from engine.progress import Progress, format_duration, format_rate
 LN2 = math.log(2.0)
 MAX_POINTS = 600
 MAX_EPOCHS = 200
-PLOT_REFRESH = 0.5  # seconds between plot redraws (plotext is not free)
+PLOT_REFRESH = 1.0   # seconds between plot redraws, when it changed (plotext is not free)
+STATS_REFRESH = 0.5  # seconds between redraws of the numbers, when they changed
 
 
 def bits(nats: float | None) -> float | None:
@@ -85,12 +86,13 @@ class TrainingStats(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.progress = Progress()
+        self.drawn: Progress | None = None   # the progress last rendered
         self.status = "loading TensorFlow…"
         self.status_kind = "loading"   # loading training paused stopping finished error sampling
         self.summary = ""              # sampling only: the saved run's settings
 
     def render(self) -> RenderResult:
-        s = self.progress
+        s = self.drawn = self.progress
         width = max(20, self.content_size.width)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{STATUS_MARK.get(self.status_kind, '•')} {self.status}",
@@ -165,6 +167,11 @@ class LossPlot(PlotextPlot):
         super().on_mount()
         self.set_interval(PLOT_REFRESH, self._redraw_if_dirty)
         self._redraw()
+
+    @property
+    def pending(self) -> bool:
+        """Whether points were added since the plot was last drawn."""
+        return self._dirty
 
     def clear(self) -> None:
         self.train.clear()
@@ -264,10 +271,6 @@ class TrainingPane(Vertical):
             yield LossPlot(id="loss-plot")
             yield EpochHistory(id="history")
 
-    def on_mount(self) -> None:
-        self.query_one("#loss-plot").border_title = "loss, nats/char: ⠉ train  x held-out"
-        self.query_one("#history").border_title = "epochs"
-
     @property
     def stats(self) -> TrainingStats:
         return self.query_one(TrainingStats)
@@ -290,10 +293,25 @@ class TrainingPane(Vertical):
         self.stats.summary = summary
         self.stats.refresh()
 
+    def on_mount(self) -> None:
+        self.query_one("#loss-plot").border_title = "loss, nats/char: ⠉ train  x held-out"
+        self.query_one("#history").border_title = "epochs"
+        self.set_interval(STATS_REFRESH, self._refresh_numbers)
+
     def show(self, progress: Progress) -> None:
-        if progress is not self.stats.progress:
-            self.stats.progress = progress
-            self.stats.refresh()
+        """New numbers: drawn with the next tick (a person reads them at 2 Hz, not 10)."""
+        self.stats.progress = progress
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the screen shows the newest numbers and points (they are drawn a few
+        times a second, not at every event)."""
+        return self.stats.drawn is self.stats.progress and not self.query_one(LossPlot).pending
+
+    def _refresh_numbers(self) -> None:
+        stats = self.stats
+        if stats.progress is not stats.drawn:
+            stats.refresh()
 
     def reset(self) -> None:
         """Forget the plot and the history (a new run begins)."""
