@@ -202,22 +202,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from engine.errors import RunDirError
     from engine.rundir import RunDir
-    from engine.sampler import Sampler
 
     if args.length < 0 or args.length > 1_000_000:
         return _error("--length must be between 0 and 1000000", 2)
     run = RunDir(args.run)
     if not run.path.is_dir():
         return _error(f"no such run directory: {run.path}")
-    config, vocab = run.load_config(), run.load_vocab()  # validated before any model is opened
-    model = run.load_model(compile=False, on_notice=lambda message: print(f"charlm-tui: note: {message}",
-                                                                           file=sys.stderr))
-    try:
-        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
-    except ValueError as error:
-        raise RunDirError(f"{run.path} cannot be sampled: {error}") from None
+    config = run.load_config()
+    # config.json and vocab.json are validated before any model is opened; the checkpoint is
+    # read without TensorFlow when its numpy sidecar matches it (engine/sidecar.py).
+    sampler, _ = run.load_sampler(on_notice=lambda message: print(f"charlm-tui: note: {message}",
+                                                                  file=sys.stderr))
     seed_text = args.seed_text
     if seed_text is None:
         excerpts = [e for e in run.corpus_meta().get("excerpts", []) if isinstance(e, str) and e]
