@@ -78,7 +78,8 @@ class _Lstm:
 
     def step(self, x_projected: np.ndarray, h: np.ndarray, c: np.ndarray):
         z = x_projected + h @ self.recurrent_kernel + self.bias
-        i, f, g, o = np.split(z, 4, axis=-1)
+        units = self.units  # the same four views np.split makes, without its cost per step
+        i, f, g, o = (z[..., k * units:(k + 1) * units] for k in range(4))
         c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
         h = _sigmoid(o) * np.tanh(c)
         return h, c
