@@ -80,22 +80,19 @@ def read_run(run_dir) -> SavedRun:
                     excerpts=[e for e in excerpts if isinstance(e, str) and e])
 
 
-def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None) -> None:
-    """Load the newest loadable checkpoint of `saved` into `saved.sampler`."""
-    from engine.sampler import Sampler
-
-    model = RunDir(saved.path).load_model(compile=False, on_notice=on_notice)
-    try:
-        saved.sampler = Sampler.from_keras_model(model, saved.vocab, lowercase=saved.config.lowercase)
-    except ValueError as error:
-        raise RunDirError(f"{saved.path} cannot be sampled: {error}") from None
-    saved.parameters = int(model.count_params())
+def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None,
+                 rebuild_sidecar: bool = False) -> None:
+    """Load the newest loadable checkpoint of `saved` into `saved.sampler`: from its numpy
+    sidecar when that matches it (no TensorFlow), else through Keras in safe mode. Only
+    `rebuild_sidecar` lets a missing sidecar be written (never by a watcher)."""
+    saved.sampler, saved.parameters = RunDir(saved.path).load_sampler(on_notice=on_notice,
+                                                                      rebuild_sidecar=rebuild_sidecar)
 
 
-def open_run(run_dir, on_notice: Callable[[str], None] | None = None) -> SavedRun:
+def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False) -> SavedRun:
     """A saved run, ready to sample from (`sample`, the app's --no-train, watch)."""
     saved = read_run(run_dir)
-    load_sampler(saved, on_notice)
+    load_sampler(saved, on_notice, rebuild_sidecar)
     return saved
 
 

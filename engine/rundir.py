@@ -2,6 +2,9 @@
 
     model.keras       weights + optimizer state (the step count lives in the optimizer)
     model.prev.keras  the checkpoint before it, kept in case the newest is damaged
+    model.sampler.npz, model.prev.sampler.npz
+                      the sampler's weights in numpy, fingerprinted against the .keras
+                      file each came from: text without TensorFlow (engine/sidecar.py)
     config.json       the full TrainConfig and what corpus it was trained on
     vocab.json        the characters, in id order
     state.json        wall-clock seconds and counters (informational)
@@ -188,6 +191,11 @@ class RunDir:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 
+    @property
+    def holds_lock(self) -> bool:
+        """Whether this RunDir has taken the run directory (acquire)."""
+        return self._lock_fd is not None
+
     # -- config and vocabulary -----------------------------------------------------------
     def has_checkpoint(self) -> bool:
         return self.model_path.exists() or self.previous_model_path.exists()
@@ -281,7 +289,10 @@ class RunDir:
         """Write model.keras atomically, keeping the previous checkpoint as model.prev.keras.
 
         A damaged model.keras is never rotated into model.prev.keras: the previous good
-        checkpoint stays there."""
+        checkpoint stays there. The sampler's sidecar is written beside it (engine/sidecar.py)."""
+        from engine import sidecar
+
+        weights = sidecar.weights_of(model)  # compared after the save: the sidecar holds what the file holds
         temporary = self.path / f".model-{os.getpid()}.tmp.keras"  # Keras wants the suffix
         memoize_keras_skipsets()
         try:
@@ -308,6 +319,7 @@ class RunDir:
             raise _explain(error, "save the checkpoint", self.model_path) from None
         self._damaged_model = False
         _fsync_dir(self.path)
+        sidecar.write_after_save(self, model, weights)
 
     _damaged_model = False  # set when load_model found model.keras unloadable
 
@@ -338,19 +350,35 @@ class RunDir:
                     self._damaged_model = True
                 continue
             if path != self.model_path and on_notice is not None:
-                why = errors[0] if errors else "model.keras: missing"
-                on_notice(f"could not load the latest checkpoint ({why}); using the previous one, "
-                          f"model.prev.keras, instead (both files are kept)")
+                on_notice(fallback_notice(errors[0] if errors else "model.keras: missing"))
             return model
         if not errors:
             raise RunDirError(f"{self.path} has no checkpoint (model.keras) yet")
         raise RunDirError(f"no loadable checkpoint in {self.path} ({'; '.join(errors)})")
+
+    def load_sampler(self, on_notice=None, rebuild_sidecar: bool = True):
+        """(Sampler, parameter count) for the newest loadable checkpoint, like load_model,
+        but without TensorFlow when the checkpoint's numpy sidecar matches it.
+
+        Otherwise Keras loads the checkpoint (vetted, safe mode) and, if `rebuild_sidecar`,
+        the directory is writable and no trainer holds it, the sidecar is rebuilt for the
+        next reader. `on_notice(message)` is told if model.prev.keras was used. Raises
+        RunDirError as load_model does, and if the model cannot be sampled."""
+        from engine import sidecar
+
+        return sidecar.load_sampler(self, on_notice=on_notice, rebuild=rebuild_sidecar)
 
     def cleanup_temporaries(self) -> None:
         """Remove temp files a killed process left behind (never the real ones)."""
         for leftover in self.path.glob(".*.tmp*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+
+def fallback_notice(why: str) -> str:
+    """What a reader is told when model.keras could not be used and model.prev.keras was."""
+    return (f"could not load the latest checkpoint ({why}); using the previous one, "
+            f"model.prev.keras, instead (both files are kept)")
 
 
 def _is_number(value) -> bool:

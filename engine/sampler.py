@@ -8,7 +8,7 @@ one character per step, in numpy, for all temperatures at once as one batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +78,8 @@ class _Lstm:
 
     def step(self, x_projected: np.ndarray, h: np.ndarray, c: np.ndarray):
         z = x_projected + h @ self.recurrent_kernel + self.bias
-        i, f, g, o = np.split(z, 4, axis=-1)
+        units = self.units  # the same four views np.split makes, without its cost per step
+        i, f, g, o = (z[..., k * units:(k + 1) * units] for k in range(4))
         c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
         h = _sigmoid(o) * np.tanh(c)
         return h, c
@@ -86,6 +87,44 @@ class _Lstm:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow
+
+
+# -- the weights a Sampler needs, by name (what engine/sidecar.py stores beside a checkpoint)
+_LSTM_PARTS = ("kernel", "recurrent_kernel", "bias")
+
+
+def weight_shapes(vocab_size: int, layers: int, units: int) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every array a Sampler of this model needs: the LSTMs'
+    kernel, recurrent kernel and bias (lstm_1_kernel, ...), then dense_kernel, dense_bias."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    inputs = vocab_size
+    for number in range(1, layers + 1):
+        shapes[f"lstm_{number}_kernel"] = (inputs, 4 * units)
+        shapes[f"lstm_{number}_recurrent_kernel"] = (units, 4 * units)
+        shapes[f"lstm_{number}_bias"] = (4 * units,)
+        inputs = units
+    shapes["dense_kernel"] = (inputs, vocab_size)
+    shapes["dense_bias"] = (vocab_size,)
+    return shapes
+
+
+def keras_weights(model) -> dict[str, np.ndarray]:
+    """The arrays a Sampler needs from a model built by `engine.model.build_model`, named
+    as `weight_shapes` names them and exactly as Keras holds them (float32, not converted)."""
+    weights: dict[str, np.ndarray] = {}
+    lstm_count = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        values = layer.get_weights()
+        if kind == "LSTM" and len(values) == len(_LSTM_PARTS):
+            lstm_count += 1
+            weights.update({f"lstm_{lstm_count}_{part}": np.asarray(value)
+                            for part, value in zip(_LSTM_PARTS, values)})
+        elif kind == "Dense" and len(values) == 2:
+            weights["dense_kernel"], weights["dense_bias"] = (np.asarray(value) for value in values)
+    if not lstm_count or "dense_kernel" not in weights:
+        raise ValueError("the model has no LSTM or no Dense layer: not a charlm-tui model")
+    return weights
 
 
 class Sampler:
@@ -119,14 +158,32 @@ class Sampler:
         return cls(vocab, lstms, dense[0], dense[1], lowercase=lowercase)
 
     @classmethod
+    def from_weights(cls, vocab: Sequence[str], weights: Mapping[str, np.ndarray],
+                     lowercase: bool = True) -> "Sampler":
+        """From arrays named as `keras_weights` names them (a checkpoint's sidecar). They
+        are converted to float64 as `from_keras_model` converts Keras's, so both give
+        bit-identical probabilities for the same weights."""
+        layers = sum(1 for name in weights if name.endswith("_recurrent_kernel"))
+        first_recurrent = np.shape(weights.get("lstm_1_recurrent_kernel", ()))
+        units = first_recurrent[0] if len(first_recurrent) == 2 else 0
+        expected = weight_shapes(len(vocab), layers, units)
+        actual = {name: tuple(np.shape(array)) for name, array in weights.items()}
+        if not layers or actual != expected:
+            raise ValueError(f"the weights do not make an LSTM model of the {len(vocab)} saved characters")
+        as_float64 = {name: np.asarray(array, dtype=np.float64) for name, array in weights.items()}
+        lstms = [_Lstm(*(as_float64[f"lstm_{number}_{part}"] for part in _LSTM_PARTS))
+                 for number in range(1, layers + 1)]
+        return cls(vocab, lstms, as_float64["dense_kernel"], as_float64["dense_bias"], lowercase=lowercase)
+
+    @classmethod
     def load(cls, run_dir, on_notice=None) -> "Sampler":
-        """A sampler for the newest loadable checkpoint of a run directory; `on_notice` is
-        told if model.keras was damaged and model.prev.keras was used."""
+        """A sampler for the newest loadable checkpoint of a run directory (without
+        TensorFlow when its sidecar allows); `on_notice` is told if model.keras was
+        damaged and model.prev.keras was used."""
         from engine.rundir import RunDir
 
-        run = RunDir(run_dir)
-        model = run.load_model(compile=False, on_notice=on_notice)
-        return cls.from_keras_model(model, run.load_vocab(), lowercase=run.load_config().lowercase)
+        sampler, _ = RunDir(run_dir).load_sampler(on_notice=on_notice)
+        return sampler
 
     # -- the recurrent core ----------------------------------------------------------
     def encode(self, text: str) -> list[int]:

@@ -348,7 +348,7 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
         await until_round(pilot, app, after=number)
         await quit_app(pilot, app)
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("samples-")) == \
-        sorted(["config.json", "metrics.jsonl", "model.keras", "vocab.json"]), \
+        sorted(["config.json", "metrics.jsonl", "model.keras", "model.sampler.npz", "vocab.json"]), \
         "sampling only must not write to the run"
 
 

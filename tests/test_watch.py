@@ -19,7 +19,7 @@ slow = pytest.mark.slow
 
 # Everything the trainer itself may leave in its run directory.
 TRAINER_FILES = {".lock", "config.json", "vocab.json", "metrics.jsonl", "state.json",
-                 "model.keras", "model.prev.keras"}
+                 "model.keras", "model.prev.keras", "model.sampler.npz", "model.prev.sampler.npz"}
 
 
 def foreign_files(run_dir: Path, trainer_pid: int | None = None) -> set[str]:

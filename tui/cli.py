@@ -35,7 +35,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.length < 0 or args.length > 1_000_000:
         return _error("--length must be between 0 and 1000000", 2)
-    saved = open_run(args.run, on_notice=lambda message: print(f"charlm-tui: note: {message}", file=sys.stderr))
+    # The checkpoint is read without TensorFlow when its numpy sidecar matches it (engine/sidecar.py).
+    saved = open_run(args.run, on_notice=lambda message: print(f"charlm-tui: note: {message}", file=sys.stderr),
+                     rebuild_sidecar=True)
     seed_text = args.seed_text
     if seed_text is None:
         rng = np.random.default_rng(args.seed)
