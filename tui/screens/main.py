@@ -51,7 +51,6 @@ class MainScreen(Screen):
         self.mode = options.mode        # "train", "saved" or "watch"
         self.source = None              # engine.session.RunSession or engine.follow.RunFollower
         self.generation = 0
-        self.temperatures = tuple(options.temperatures or options.config_defaults().temperatures)
         self.sample_length = options.sample_length or options.config_defaults().sample_length
         self.sampler = None
         self.seed_corpus = None         # for random seed texts: the corpus, when on this machine
@@ -67,7 +66,8 @@ class MainScreen(Screen):
         yield RunHeader(HeaderInfo(corpus=self.options.corpus, run_dir=self.options.run_dir or "",
                                    mode=self.mode), id="header")
         yield TrainingPane(id="training")
-        yield GenerationPane(self.temperatures, id="generation")
+        yield GenerationPane(self.options.temperatures or self.options.config_defaults().temperatures,
+                             id="generation")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -90,6 +90,11 @@ class MainScreen(Screen):
     @property
     def progress(self) -> progress.Progress:
         return self.training_pane.progress
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """One column each: the generation pane holds them."""
+        return self.generation_pane.temperatures
 
     # -- the source of events ---------------------------------------------------------------
     def start(self, request=None) -> None:
@@ -369,8 +374,7 @@ class MainScreen(Screen):
         self.start_round("your seed text")
 
     async def set_temperatures(self, temperatures: tuple[float, ...]) -> None:
-        self.temperatures = tuple(temperatures)
-        await self.generation_pane.set_temperatures(self.temperatures)
+        await self.generation_pane.set_temperatures(temperatures)
         if self.sampler is not None:
             self.start_round("new temperatures")
 
