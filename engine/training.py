@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -78,6 +79,7 @@ class Trainer:
         self._running.set()  # set = not paused
         self._model_lock = threading.Lock()
         self._cut_windows()
+        self.rundir.check_can_train(self._corpus_path())  # before anything is written there
         self.rundir.acquire()
         try:
             self._check_compatible()
@@ -143,6 +145,11 @@ class Trainer:
                 raise RunDirError(
                     f"{self.rundir.path} was trained with {name}={getattr(saved, name)!r}, not "
                     f"{getattr(self.config, name)!r}; pass --fresh to start over or choose another --run")
+
+    def _corpus_path(self) -> str | None:
+        """The file or folder the corpus was read from (None for a built-in one)."""
+        source = self.corpus.source
+        return source if os.path.exists(source) else None
 
     def _corpus_meta(self) -> dict:
         # A few excerpts travel with the run, so sampling from it needs no corpus.

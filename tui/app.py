@@ -764,26 +764,15 @@ def _throttled_progress(post, generation: int):
 
 
 def export_samples(run_dir: Path, name: str, text: str) -> Path:
-    """Write `text` to run_dir/name.txt atomically (a temp file renamed over it)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / f"{name}.txt"
-    counter = 1
-    while path.exists():
-        counter += 1
-        path = run_dir / f"{name}-{counter}.txt"
-    temporary = run_dir / f".{path.name}.tmp-{os.getpid()}"
+    """Write `text` to a new file run_dir/name.txt (name-2.txt... if taken), atomically,
+    with the engine's one writer; a failure is an OSError, as export_samples_to expects."""
+    from engine.errors import RunDirError
+    from engine.rundir import write_new_file
+
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    return path
+        return write_new_file(run_dir, name, text)
+    except RunDirError as error:
+        raise OSError(str(error)) from None
 
 
 # -- entry points -------------------------------------------------------------------------------

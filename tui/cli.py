@@ -159,11 +159,17 @@ def watch_parser() -> argparse.ArgumentParser:
 
 # -- shared helpers ---------------------------------------------------------------------------
 def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
-    """The config to train with: a resumed run keeps its saved settings unless told otherwise."""
+    """The config to train with: a resumed run keeps its saved settings unless told otherwise.
+
+    A directory training could hurt is refused first, before the app opens its log there."""
+    import os
+
     from engine.rundir import RunDir
 
     overrides = _overrides(args)
     run = RunDir(run_dir)
+    corpus = os.path.expanduser(args.corpus) if args.corpus else None  # a named corpus is no path
+    run.check_can_train(corpus if corpus and os.path.exists(corpus) else None)
     if run.config_path.exists() and not args.fresh:
         saved = run.load_config()
         if args.preset is None or args.preset == saved.preset:

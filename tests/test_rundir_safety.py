@@ -1,0 +1,276 @@
+"""The run directory is the user's disk (issue 12, the writing side).
+
+Training starts only in a new or empty directory or in a charlm-tui run, removes only
+the names it writes, never writes through a symbolic link, survives its directory being
+deleted, applies a changed learning rate on resume, and does not count time the process
+was stopped. Through the real `charlm-tui` process wherever a user would meet it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import RunDirError
+from engine.rundir import RunDir, atomic_write_bytes, write_new_file
+from tests.conftest import tiny_config, tiny_text
+from tests.test_reliability import ENV, ROOT, TINY, assert_one_line_refusal, charlm, saved_step
+
+STOPPED_SECONDS = 10  # SIGSTOP to SIGCONT in the clock tests
+BUDGET_SECONDS = 8     # the first epoch (tracing included) takes ~5 s here
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(tiny_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, corpus_file) -> Path:
+    """A run trained for 2 steps through the CLI (lr 0.008, the fast preset's)."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    out = charlm("train", "--corpus", corpus_file, "--run", run, *TINY, "--steps", "2", "--length", "0")
+    assert out.returncode == 0, out.stderr
+    return run
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(base_run, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
+
+
+def everything(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under `folder` (links as their targets, not followed) and its content."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            found[name] = path.read_bytes()
+        else:
+            found[name] = "folder"
+    return found
+
+
+def wait_for_training(process: subprocess.Popen, run: Path, timeout: float = 180) -> float:
+    """Until metrics.jsonl has a row (training is under way); the seconds of training it says."""
+    deadline = time.monotonic() + timeout
+    metrics = run / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if metrics.exists() and metrics.read_bytes().endswith(b"\n"):
+            return json.loads(metrics.read_text().splitlines()[-1])["wall"]
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("training did not start")
+
+
+def start_training(corpus: Path, run: Path, *args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--corpus", str(corpus), "--run", str(run),
+                             *TINY, "--length", "0", "--json", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or ENV, cwd=ROOT)
+
+
+def summary(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# 1. A new run only in a new or empty directory, or in a charlm-tui run
+
+
+def _the_issues_folder(root: Path) -> None:
+    (root / "samples").mkdir()
+    (root / "samples" / "part1.txt").write_text("my novel, part one\n")
+    (root / "samples" / "notes.txt").write_text("notes\n")
+    (root / "state.json").write_text('{"mine": true}\n')
+    (root / "metrics.jsonl").write_text('{"my": "data"}\n')
+
+
+def _a_foreign_config(root: Path) -> None:
+    (root / "config.json").write_text('{"editor.fontSize": 14}\n')
+
+
+def _one_document(root: Path) -> None:
+    (root / "thesis.tex").write_text("\\documentclass{article}\n")
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+@pytest.mark.parametrize("make, expected", [
+    (_the_issues_folder, "not a charlm-tui run"),
+    (_a_foreign_config, "its config.json is not one charlm-tui wrote"),
+    (_one_document, "'thesis.tex'"),
+])
+def test_a_directory_that_is_not_a_run_is_refused_and_left_exactly_as_it_was(make, expected, fresh,
+                                                                              corpus_file, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    make(folder)
+    before = everything(folder)
+    out = charlm("train", "--corpus", corpus_file, "--run", folder, *TINY, "--steps", "3",
+                 *(["--fresh"] if fresh else []))
+    assert_one_line_refusal(out, str(folder), expected, "choose a new or empty directory for --run")
+    assert everything(folder) == before  # not even a .lock
+
+
+def test_the_app_refuses_it_before_opening_its_log_there(corpus_file, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _the_issues_folder(folder)
+    before = everything(folder)
+    out = charlm("--corpus", corpus_file, "--run", folder, *TINY, timeout=120)
+    assert_one_line_refusal(out, str(folder), "not a charlm-tui run")
+    assert everything(folder) == before
+
+
+def test_new_empty_interrupted_and_existing_runs_are_accepted(run_copy, tmp_path):
+    interrupted = tmp_path / "interrupted"  # killed after the lock and vocab.json, before config.json
+    interrupted.mkdir()
+    (interrupted / ".lock").write_text("")
+    (interrupted / "vocab.json").write_text("{}")
+    (interrupted / f".vocab.json.tmp-{os.getpid() + 1}").write_text("")
+    (tmp_path / "empty").mkdir()
+    (run_copy / "my notes.txt").write_text("a run may hold the user's files too")
+    for folder in (tmp_path / "new", tmp_path / "empty", interrupted, run_copy):
+        RunDir(folder).check_can_train()
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_corpus_inside_the_run_directory_is_refused_and_kept(fresh, run_copy):
+    (run_copy / "samples").mkdir(exist_ok=True)
+    corpus = run_copy / "samples"
+    (corpus / "book.txt").write_text(tiny_text(seed=3), encoding="utf-8")
+    before = everything(run_copy)
+    out = charlm("train", "--corpus", corpus, "--run", run_copy, *TINY, "--steps", "1", "--length", "0",
+                 *(["--fresh"] if fresh else []))
+    assert_one_line_refusal(out, "lies inside the run directory", "move it out or choose another --run")
+    assert everything(run_copy) == before
+
+
+# ---------------------------------------------------------------------------------------
+# 2. --fresh (and the app's retrain) remove only what the project wrote
+
+
+def test_fresh_refuses_a_samples_link_and_never_deletes_what_it_points_to(run_copy, corpus_file, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "epoch-0001.txt").write_text("mine, whatever its name\n")
+    (elsewhere / "chapter.txt").write_text("mine\n")
+    shutil.rmtree(run_copy / "samples", ignore_errors=True)
+    (run_copy / "samples").symlink_to(elsewhere, target_is_directory=True)
+    before = everything(elsewhere)
+    out = charlm("train", "--corpus", corpus_file, "--run", run_copy, "--fresh", *TINY, "--steps", "1")
+    assert_one_line_refusal(out, "samples is a symbolic link", "remove the link or choose another --run")
+    RunDir(run_copy).clear_history()  # the engine call behind --fresh and the app's retrain, on its own
+    assert everything(elsewhere) == before
+    assert (run_copy / "samples").is_symlink()
+
+
+def test_clear_history_removes_only_the_projects_own_names(run_copy):
+    samples = run_copy / "samples"
+    samples.mkdir(exist_ok=True)
+    ours = [samples / "epoch-0001.txt", samples / "epoch-0012.txt", samples / f".epoch-0002.txt.tmp-{os.getpid()}"]
+    theirs = [samples / "notes.txt", samples / "epoch-1.txt", samples / "epoch-0003.txt.bak",
+              run_copy / "metrics.jsonl.old", run_copy / "state.json.txt"]
+    for path in ours + theirs:
+        path.write_text("x")
+    (samples / "drafts").mkdir()
+    (samples / "drafts" / "epoch-0004.txt").write_text("in a subfolder")
+    RunDir(run_copy).clear_history()
+    assert not any(path.exists() for path in ours)
+    assert not (run_copy / "metrics.jsonl").exists() and not (run_copy / "state.json").exists()
+    assert all(path.read_text() == "x" for path in theirs)
+    assert (samples / "drafts" / "epoch-0004.txt").read_text() == "in a subfolder"
+    assert (run_copy / "model.keras").exists() and (run_copy / "config.json").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Never through a symbolic link
+
+
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl", "state.json", "model.prev.keras", "charlm-tui.log"])
+def test_a_run_file_that_is_a_link_is_refused_and_its_target_untouched(name, run_copy, corpus_file, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_copy / name).unlink(missing_ok=True)
+    (run_copy / name).symlink_to(victim)
+    out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", "--length", "0")
+    assert_one_line_refusal(out, f"{run_copy / name} is a symbolic link", "remove the link")
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_fifo_as_a_run_file_is_refused_without_hanging(run_copy, corpus_file):
+    os.unlink(run_copy / "metrics.jsonl")
+    os.mkfifo(run_copy / "metrics.jsonl")
+    out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", timeout=120)
+    assert_one_line_refusal(out, "metrics.jsonl is not a regular file")
+
+
+def test_the_writers_never_follow_a_link_planted_in_the_run_directory(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    # A temporary name another process (or a planted link) holds: removed, never written through.
+    (run.path / f".state.json.tmp-{os.getpid()}").symlink_to(victim)
+    run.write_state({"step": 1})
+    assert json.loads(run.state_path.read_text()) == {"step": 1} and not run.state_path.is_symlink()
+    # A link at the final name is replaced by the file, its target left alone.
+    (run.path / "vocab.json").symlink_to(victim)
+    atomic_write_bytes(run.path / "vocab.json", b"{}")
+    assert not (run.path / "vocab.json").is_symlink()
+    run.metrics_path.symlink_to(victim)
+    with pytest.raises(RunDirError, match="symbolic link"):
+        run.append_metrics({"step": 1})
+    run.lock_path.symlink_to(victim)
+    with pytest.raises(RunDirError, match="symbolic link"):
+        run.acquire()
+    run.samples_dir.symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(RunDirError, match="link or not a folder"):
+        run.write_samples("epoch-0001", "text")
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "epoch-0001.txt").exists()
+
+
+def test_a_planted_link_at_the_checkpoints_temporary_name_is_not_written_through(tmp_path):
+    from engine.model import build_model
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / f".model-{os.getpid()}.tmp.keras").symlink_to(victim)  # Keras writes to this name
+    run.save_model(build_model(20, tiny_config()))
+    assert victim.read_bytes() == b"precious\n"
+    assert saved_step(run.model_path) == 0
+
+
+def test_exports_take_a_new_name_and_never_replace_or_follow(tmp_path):
+    from tui.app import export_samples
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "samples.txt").write_text("an earlier export\n")
+    (folder / "samples-2.txt").symlink_to(victim)
+    assert export_samples(folder, "samples", "new text\n") == folder / "samples-3.txt"
+    assert write_new_file(folder, "samples", "newer text\n") == folder / "samples-4.txt"
+    assert (folder / "samples-3.txt").read_text() == "new text\n"
+    assert (folder / "samples.txt").read_text() == "an earlier export\n"
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["samples-2.txt", "samples-3.txt", "samples-4.txt",
+                                                        "samples.txt"]  # no temporary left
