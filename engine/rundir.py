@@ -31,7 +31,10 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
+import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -144,6 +147,33 @@ def write_new_file(folder, name: str, text: str) -> Path:
         return path
     raise RunDirError(f"could not write {folder / name}.txt: {MAX_NEW_FILE_ATTEMPTS} files of that name "
                       "are there already")
+
+
+def save_rescue_run(save) -> Path:
+    """Save what a run directory could not take in a new folder charlm-tui-rescue-DATE-XXXX,
+    in the user's cache (it survives a reboot), else in the temporary folder: `save(run)`
+    writes into the RunDir given. Returns the folder; raises RunDirError if neither takes it
+    (a folder that failed is removed: it is a new one of ours)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    parents = [Path(tempfile.gettempdir())]
+    with contextlib.suppress(RuntimeError):  # no home directory
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        parents.insert(0, Path(cache).expanduser() / "charlm-tui")
+    problems = []
+    for parent in parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"charlm-tui-rescue-{stamp}-", dir=parent))
+        except OSError as error:
+            problems.append(str(_explain(error, "create a folder in", parent)))
+            continue
+        try:
+            save(RunDir(folder))
+            return folder
+        except RunDirError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            problems.append(str(error))
+    raise RunDirError("; ".join(problems))
 
 
 def _is_real_directory(path: Path) -> bool:
@@ -379,6 +409,17 @@ class RunDir:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def holds_lock(self) -> bool:
+        """Whether this process's lock is still the run directory's .lock: false once the
+        directory was deleted, moved or replaced (rm -rf RUN while training)."""
+        if self._lock_fd is None:
+            return False
+        try:
+            ours, there = os.fstat(self._lock_fd), os.stat(self.lock_path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
 
     def release(self) -> None:
         if self._lock_fd is not None:

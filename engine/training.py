@@ -25,7 +25,7 @@ from engine import events
 from engine.config import TrainConfig
 from engine.errors import CorpusError, RunDirError, TrainingError
 from engine.multiworker import WorkerLost
-from engine.rundir import RunDir
+from engine.rundir import RunDir, save_rescue_run
 from engine.windows import Windows, count_windows, split_point
 
 if TYPE_CHECKING:  # engine.corpus is imported by whoever builds the Corpus
@@ -150,6 +150,26 @@ class Trainer:
         """The file or folder the corpus was read from (None for a built-in one)."""
         source = self.corpus.source
         return source if os.path.exists(source) else None
+
+    def _reclaim_run_dir(self) -> None:
+        """Write only into a run directory whose lock this process holds. If it was deleted
+        or moved away while training (rm -rf RUN), make it again, lock it and write
+        vocab.json and config.json, so the checkpoint that follows lands in a run that
+        resumes; raises RunDirError when that cannot be done (the path is a file now,
+        another process took it...)."""
+        if not self.chief or self.rundir.holds_lock():
+            return
+        existed = self.rundir.path.is_dir()
+        self.rundir.release()
+        self.rundir.check_can_train(self._corpus_path())
+        self.rundir.acquire()
+        self.rundir.write_vocab(self.corpus.vocab)
+        self.rundir.write_config(self.config, self._corpus_meta())
+        if existed:
+            self._notice(f"{self.rundir.lock_path} was removed or replaced during training; took the lock again")
+        else:
+            self._notice(f"{self.rundir.path} was deleted or moved during training; made it again, and the "
+                         "checkpoints go on there (metrics and samples written before are not in it)")
 
     def _corpus_meta(self) -> dict:
         # A few excerpts travel with the run, so sampling from it needs no corpus.
@@ -309,6 +329,8 @@ class Trainer:
         else:
             reason = "epochs"
         clock.pause()
+        if self.checkpoint_error is not None and self.chief:
+            self._rescue(model, step, clock)
         return self._finish(reason or "epochs", step, train_loss, val_loss, clock, progress)
 
     # -- pieces of the run ------------------------------------------------------------------
@@ -361,6 +383,7 @@ class Trainer:
                "chars": step * self.config.batch_size * self.config.targets_per_window,
                "train_loss": train_loss, "val_loss": val_loss}
         try:
+            self._reclaim_run_dir()
             self.rundir.append_metrics(row)
         except RunDirError as error:  # metrics are a log: losing a line must not stop training
             self._emit(events.Notice(str(error)))
@@ -373,6 +396,7 @@ class Trainer:
         if model is None:
             raise TrainingError("the model is not built yet")
         step = int(model.optimizer.iterations.numpy())
+        self._reclaim_run_dir()
         self.rundir.save_model(model)
         self.checkpoint_error = None
         self._emit(events.CheckpointSaved(str(self.rundir.model_path), step,
@@ -382,9 +406,9 @@ class Trainer:
         if not self.chief:  # the chief's checkpoint has the same weights
             return True
         try:
+            self._reclaim_run_dir()
             self.rundir.save_model(model)
-            self.rundir.write_state({"step": step, "epoch": epoch, "elapsed": clock.elapsed,
-                                  "chars": step * self.config.batch_size * self.config.targets_per_window})
+            self.rundir.write_state(self._state(step, epoch, clock))
         except RunDirError as error:
             # The weights are still in memory: say so and carry on; the next checkpoint retries.
             self._emit(events.Notice(f"{error}; training goes on and the next checkpoint will retry"))
@@ -395,6 +419,32 @@ class Trainer:
         return True
 
     checkpoint_error: RunDirError | None = None
+    rescue_dir = None  # where the model went when the run directory could not take it
+
+    def _state(self, step: int, epoch: int, clock: "_Clock") -> dict:
+        return {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
+                "chars": step * self.config.batch_size * self.config.targets_per_window}
+
+    def _rescue(self, model, step: int, clock: "_Clock") -> None:
+        """The last checkpoint could not be written to the run directory: save the model as
+        a complete run somewhere safe, and say where in checkpoint_error (left as it was if
+        that fails too: it says already that the checkpoint was not saved)."""
+        epoch = step // self.train_windows.batches_per_epoch + 1
+
+        def save(rescue: RunDir) -> None:
+            rescue.write_vocab(self.corpus.vocab)
+            rescue.write_config(self.config, self._corpus_meta())
+            rescue.save_model(model)
+            rescue.write_state(self._state(step, epoch, clock))
+
+        try:
+            self.rescue_dir = save_rescue_run(save)
+        except RunDirError:
+            return
+        self.checkpoint_error = RunDirError(
+            f"{self.checkpoint_error}; the model was saved in {self.rescue_dir} instead (charlm-tui sample "
+            f"--run {self.rescue_dir}, or copy its files back)")
+        self._notice(str(self.checkpoint_error))
 
     def _roll_back(self, failure: str) -> None:
         if self.rundir.has_checkpoint():

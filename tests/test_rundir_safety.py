@@ -274,3 +274,40 @@ def test_exports_take_a_new_name_and_never_replace_or_follow(tmp_path):
     assert victim.read_text() == "precious\n"
     assert sorted(p.name for p in folder.iterdir()) == ["samples-2.txt", "samples-3.txt", "samples-4.txt",
                                                         "samples.txt"]  # no temporary left
+
+
+# ---------------------------------------------------------------------------------------
+# 4. rm -rf RUN while training
+
+
+def test_a_run_directory_deleted_while_training_is_made_again_with_the_work(corpus_file, tmp_path):
+    run = tmp_path / "run"
+    process = start_training(corpus_file, run, "--epochs", "1000", "--time-budget", BUDGET_SECONDS)
+    wait_for_training(process, run)
+    # rm -rf, made atomic (a rename away, then the removal) so it cannot race the trainer's writes
+    os.rename(run, tmp_path / "gone")
+    shutil.rmtree(tmp_path / "gone")
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert f"{run} was deleted or moved during training; made it again" in stdout
+    assert saved_step(run / "model.keras") == summary(stdout)["step"]
+    sampled = charlm("sample", "--run", run, "--length", "10", "--seed", "1")
+    assert sampled.returncode == 0, sampled.stderr
+
+
+def test_a_final_checkpoint_that_cannot_be_written_is_saved_elsewhere_and_said_where(corpus_file, tmp_path):
+    run = tmp_path / "run"
+    cache = tmp_path / "cache"
+    process = start_training(corpus_file, run, "--epochs", "1000", "--time-budget", BUDGET_SECONDS,
+                             env={**ENV, "XDG_CACHE_HOME": str(cache)})
+    wait_for_training(process, run)
+    os.rename(run, tmp_path / "gone")
+    run.write_text("a file where the run directory was: it cannot be made again\n")
+    stdout, stderr = process.communicate(timeout=300)
+    out = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert_one_line_refusal(out, "the last checkpoint was not saved", "the model was saved in")
+    rescued = list((cache / "charlm-tui").glob("charlm-tui-rescue-*"))
+    assert len(rescued) == 1 and str(rescued[0]) in stderr
+    assert saved_step(rescued[0] / "model.keras") == summary(stdout)["step"]
+    sampled = charlm("sample", "--run", rescued[0], "--length", "10", "--seed", "1")
+    assert sampled.returncode == 0, sampled.stderr
