@@ -171,6 +171,25 @@ class Trainer:
             self._notice(f"{self.rundir.path} was deleted or moved during training; made it again, and the "
                          "checkpoints go on there (metrics and samples written before are not in it)")
 
+    def _apply_optimizer_settings(self, model) -> None:
+        """The restored optimizer keeps the learning rate and clipnorm it was saved with,
+        while a resumed run may have changed them (--lr, after a NaN for example): set the
+        run's values on it (its moments and step count are kept) and say so."""
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under loss scaling
+        changes = []
+        saved_lr = float(np.asarray(optimizer.learning_rate))
+        if not math.isclose(saved_lr, self.config.lr, rel_tol=1e-6):  # stored as float32
+            optimizer.learning_rate = self.config.lr
+            changes.append(f"learning rate {saved_lr:.6g} -> {self.config.lr:g}")
+        saved_clipnorm = optimizer.clipnorm or None
+        if (saved_clipnorm is None) != (self.config.clipnorm is None) or (
+                saved_clipnorm is not None and not math.isclose(saved_clipnorm, self.config.clipnorm)):
+            optimizer.clipnorm = self.config.clipnorm  # read when the training step is traced
+            changes.append(f"clipnorm {saved_clipnorm} -> {self.config.clipnorm}")
+        if changes:
+            self._notice(f"resuming with {' and '.join(changes)}, as the run's settings now say "
+                         "(the optimizer's state is kept)")
+
     def _corpus_meta(self) -> dict:
         # A few excerpts travel with the run, so sampling from it needs no corpus.
         rng = np.random.default_rng(self.config.seed)
@@ -243,6 +262,7 @@ class Trainer:
             raise RunDirError(f"the checkpoint in {self.rundir.path} predicts {model.output_shape[-1]} "
                               f"characters but vocab.json lists {len(self.corpus.vocab)}; pass --fresh "
                               "to start over or choose another --run")
+        self._apply_optimizer_settings(model)
         return model
 
     def _start_new_run(self) -> None:

@@ -311,3 +311,34 @@ def test_a_final_checkpoint_that_cannot_be_written_is_saved_elsewhere_and_said_w
     assert saved_step(rescued[0] / "model.keras") == summary(stdout)["step"]
     sampled = charlm("sample", "--run", rescued[0], "--length", "10", "--seed", "1")
     assert sampled.returncode == 0, sampled.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# 5. --lr on resume
+
+
+def test_a_new_learning_rate_on_resume_reaches_the_optimizer(run_copy, corpus_file):
+    from engine.tfsetup import keras
+
+    out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", "--length", "0",
+                 "--lr", "0.002")
+    assert out.returncode == 0, out.stderr
+    assert "resuming with learning rate 0.008 -> 0.002" in out.stdout
+    optimizer = keras().saving.load_model(run_copy / "model.keras", safe_mode=True).optimizer
+    assert int(optimizer.iterations.numpy()) == 3
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(0.002)
+    assert RunDir(run_copy).load_config().lr == 0.002
+
+
+def test_a_new_clipnorm_on_resume_reaches_the_optimizer(tiny_corpus, tmp_path):
+    from engine import events
+    from engine.tfsetup import keras
+    from engine.training import Trainer
+
+    run = tmp_path / "run"
+    Trainer(tiny_corpus, tiny_config(steps=1), run, sample_each_epoch=False).run()
+    received = []
+    Trainer(tiny_corpus, tiny_config(steps=1, clipnorm=0.5), run, on_event=received.append,
+            sample_each_epoch=False).run()
+    assert any("clipnorm 1.0 -> 0.5" in e.message for e in received if isinstance(e, events.Notice))
+    assert keras().saving.load_model(run / "model.keras", safe_mode=True).optimizer.clipnorm == 0.5
