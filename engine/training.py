@@ -288,6 +288,8 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
+        if self._clock is not None:
+            self._clock.close()
         self.rundir.release()
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
@@ -303,7 +305,7 @@ class Trainer:
         if step:  # the resumed run may carry new run-length settings
             self.rundir.write_config(config, self._corpus_meta())
         per_epoch = self.train_windows.batches_per_epoch
-        clock = _Clock(self.rundir.load_state().get("elapsed", 0.0) if step else 0.0)
+        clock = self._clock = _Clock(self.rundir.load_state().get("elapsed", 0.0) if step else 0.0)
         self._emit(events.TrainingStarted(
             corpus_name=self.corpus.name, corpus_chars=len(self.corpus), vocab_size=len(self.corpus.vocab),
             windows_total=count_windows(len(self.corpus), config.maxlen, config.step),
@@ -387,6 +389,7 @@ class Trainer:
         self.on_event(event)
 
     _tensorboard = None
+    _clock: "_Clock | None" = None
 
     def _start_tensorboard(self) -> None:
         if self.tensorboard_dir:
@@ -501,24 +504,69 @@ class Trainer:
 
 
 class _Clock:
-    """Seconds of training, accumulated across resumes, not counting pauses."""
+    """Seconds of training, accumulated across resumes, counting neither pauses nor time
+    the process could not run (stopped by SIGSTOP or Ctrl-Z, a suspended machine).
+
+    CLOCK_MONOTONIC leaves out a suspend on Linux, but goes on while a process is stopped.
+    A SIGCONT handler cannot tell us (Python runs handlers on the main thread only, the
+    app trains on a worker thread, and Textual has its own), a gap between two batch ends
+    cannot either (the first batch traces, an epoch end evaluates, a GPU step may take
+    seconds), and process_time() counts every thread's CPU, not seconds of training. So a
+    heartbeat thread that only sleeps notes the time every HEARTBEAT seconds (readers of
+    `elapsed` note it too, so the first read after a SIGCONT is right): it can be late only
+    if the whole process did not run, or if another thread held the GIL inside C code. A
+    gap over STOPPED_AFTER in which the process used less CPU than CPU_FRACTION of it is
+    the first kind, and its excess is taken off the clock; in the second the holder was
+    running, using the CPU, and the gap counts."""
+
+    HEARTBEAT = 0.1
+    STOPPED_AFTER = 1.0
+    CPU_FRACTION = 0.25
 
     def __init__(self, already: float = 0.0):
+        self._lock = threading.Lock()
         self._already = float(already)
         self._since: float | None = time.monotonic()
+        self._last_note = (self._since, time.process_time())
+        self._closed = threading.Event()
+        threading.Thread(target=self._heartbeat, name="charlm-clock", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._closed.wait(self.HEARTBEAT):
+            self._note_time()
+
+    def _note_time(self) -> None:
+        """Take the time since the last note off the clock if the process was stopped."""
+        with self._lock:
+            now, cpu = time.monotonic(), time.process_time()
+            (last_now, last_cpu), self._last_note = self._last_note, (now, cpu)
+            gap = now - last_now
+            if self._since is None or gap <= self.STOPPED_AFTER or cpu - last_cpu >= self.CPU_FRACTION * gap:
+                return
+            self._since = min(now, self._since + gap - self.HEARTBEAT)
 
     @property
     def elapsed(self) -> float:
-        running = time.monotonic() - self._since if self._since is not None else 0.0
-        return self._already + running
+        self._note_time()
+        with self._lock:
+            running = time.monotonic() - self._since if self._since is not None else 0.0
+            return self._already + running
 
     def pause(self) -> None:
-        if self._since is not None:
-            self._already, self._since = self.elapsed, None
+        self._note_time()
+        with self._lock:
+            if self._since is not None:
+                self._already += time.monotonic() - self._since
+                self._since = None
 
     def resume(self) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+
+    def close(self) -> None:
+        """Stop the heartbeat thread."""
+        self._closed.set()
 
 
 def _progress(trainer: Trainer, clock: _Clock, step: int):
@@ -557,7 +605,7 @@ class _ProgressMixin:
         self.interval_sum = 0.0
         self.interval_batches = 0
         self.last_event = 0.0
-        self.rate_mark = (time.monotonic(), self.step)
+        self.rate_mark = (self.clock.elapsed, self.step)  # training seconds: stops and pauses left out
         self.rate = 0.0
 
     def epoch_loss(self) -> float | None:
@@ -581,11 +629,12 @@ class _ProgressMixin:
         self.interval_sum += batch_loss
         self.interval_batches += 1
         now = time.monotonic()
-        if now - self.rate_mark[0] >= 1.0:
-            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / (now - self.rate_mark[0])
-            self.rate_mark = (now, self.step)
+        trained = self.clock.elapsed  # the rate is per training second: stops and pauses left out
+        if trained - self.rate_mark[0] >= 1.0:
+            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / (trained - self.rate_mark[0])
+            self.rate_mark = (trained, self.step)
         elif not self.rate:
-            seconds = now - self.rate_mark[0]
+            seconds = trained - self.rate_mark[0]
             self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / seconds if seconds else 0.0
 
         if self.step % config.log_every == 0:
@@ -604,7 +653,6 @@ class _ProgressMixin:
             self.clock.pause()
             trainer._running.wait()
             self.clock.resume()
-            self.rate_mark = (time.monotonic(), self.step)
         if trainer._stop.is_set():
             self.stop_reason = "stopped"
         elif config.steps is not None and self.step - self.run_start_step >= config.steps:

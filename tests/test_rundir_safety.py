@@ -342,3 +342,49 @@ def test_a_new_clipnorm_on_resume_reaches_the_optimizer(tiny_corpus, tmp_path):
             sample_each_epoch=False).run()
     assert any("clipnorm 1.0 -> 0.5" in e.message for e in received if isinstance(e, events.Notice))
     assert keras().saving.load_model(run / "model.keras", safe_mode=True).optimizer.clipnorm == 0.5
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Time stopped is not training time
+
+WORKER_THREAD_TRAINING = """
+import json, sys, threading
+from engine.corpus import load_corpus
+from engine.training import Trainer
+from tests.conftest import tiny_config
+
+corpus, run = load_corpus(sys.argv[1]), sys.argv[2]
+config = tiny_config(epochs=1000, log_every=2, time_budget=float(sys.argv[3]))
+result = {}
+thread = threading.Thread(target=lambda: result.update(
+    finished=Trainer(corpus, config, run, sample_each_epoch=False).run()))
+thread.start()
+thread.join()
+print(json.dumps({"elapsed": result["finished"].elapsed, "chars_per_sec": result["finished"].chars_per_sec}))
+"""
+
+
+@pytest.mark.parametrize("where", ["command line", "worker thread"])
+def test_time_stopped_by_sigstop_counts_neither_toward_the_budget_nor_the_rate(where, corpus_file, tmp_path):
+    run = tmp_path / "run"
+    if where == "command line":
+        process = start_training(corpus_file, run, "--epochs", "1000", "--time-budget", BUDGET_SECONDS)
+    else:  # as in the app: Trainer.run() on a thread that is not the main one
+        process = subprocess.Popen([sys.executable, "-c", WORKER_THREAD_TRAINING, str(corpus_file), str(run),
+                                    str(BUDGET_SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env={**ENV, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    trained_before = wait_for_training(process, run)
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(STOPPED_SECONDS)
+    process.send_signal(signal.SIGCONT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    # The budget is met in training seconds: had the stop counted, the clock would have
+    # passed trained_before + STOPPED_SECONDS > BUDGET_SECONDS at the first batch after it.
+    elapsed = summary(stdout)["elapsed"]
+    assert BUDGET_SECONDS <= elapsed < trained_before + STOPPED_SECONDS
+    state = json.loads((run / "state.json").read_text())
+    assert BUDGET_SECONDS <= state["elapsed"] < trained_before + STOPPED_SECONDS
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    walls = [row["wall"] for row in rows]
+    assert max(b - a for a, b in zip(walls, walls[1:])) < STOPPED_SECONDS / 2  # no row spans the stop
