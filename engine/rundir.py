@@ -9,13 +9,19 @@
     vocab.json        the characters, in id order
     state.json        wall-clock seconds and counters (informational)
     metrics.jsonl     one JSON object per logging interval and per epoch
-    samples/          the text generated after each epoch
+    samples/          the text generated after each epoch (epoch-NNNN.txt)
     .lock             held by the process that trains here
+    charlm-tui.log    the app's log; samples-*.txt are the app's exports
 
 Every file is written to a temporary name, flushed to disk and renamed over the old
 one, so a kill at any moment leaves the previous complete version in place.
 metrics.jsonl is append-only, one whole line per write; a torn last line (kill -9
 mid-write on a full disk) is ignored by readers and cut off on resume.
+
+The run directory is the user's disk: training starts only in a new or empty directory
+or in a charlm-tui run (`RunDir.check_can_train`), writes and deletes only the names
+above, and never writes through a symbolic link (files are created with O_NOFOLLOW,
+temporaries with O_EXCL, and renaming over a link replaces the link, not its target).
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ import fcntl
 import json
 import math
 import os
+import re
+import shutil
+import stat
+import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -49,18 +60,56 @@ def _fsync_dir(path: Path) -> None:
 def _explain(error: OSError, action: str, path: Path) -> RunDirError:
     reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
               errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded",
-              errno.EFBIG: "the file size limit is reached (ulimit -f)"}
+              errno.EFBIG: "the file size limit is reached (ulimit -f)",
+              errno.ELOOP: "it is a symbolic link, and charlm-tui does not write through links",
+              errno.ENXIO: "it is not a regular file"}
     return RunDirError(f"could not {action} {path}: {reason.get(error.errno, error.strerror or str(error))}")
 
 
+# Every name charlm-tui writes in a run directory; nothing else there is written or deleted.
+PROJECT_FILES = ("model.keras", "model.prev.keras", "config.json", "vocab.json", "state.json",
+                 "metrics.jsonl", ".lock", "charlm-tui.log")
+# What a first start writes before config.json (which marks a run from then on): a
+# directory holding only these is a start that was interrupted, and may be used.
+STARTING_FILES = frozenset({".lock", "charlm-tui.log", "vocab.json"})
+SAMPLE_NAME = re.compile(r"epoch-\d{4,}\.txt")
+# .NAME.tmp-PID (atomic_write_bytes), .model-PID.tmp.keras and .model-prev-PID.tmp (save_model)
+TEMPORARY_NAME = re.compile(r"\..+\.tmp-\d+|\.model-\d+\.tmp\.keras|\.model-prev-\d+\.tmp")
+MAX_NEW_FILE_ATTEMPTS = 1000
+RUN_CONFIG_PEEK_BYTES = 4 << 20  # a config.json we wrote is a few KB
+
+
+def _create_exclusive(path: Path) -> int:
+    """A new file at `path`, open for writing: O_EXCL fails on anything already there, a
+    symbolic link included, so nothing outside is ever written through a planted link."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step: the one way the engine writes a file.
+
+    The data goes to a new temporary (.NAME.tmp-PID, created with O_EXCL), is flushed to
+    disk and renamed over `path`; a rename replaces a link at `path` itself, never the
+    file it points to."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            fd = _create_exclusive(temporary)
+        except FileExistsError:  # left by a killed process that had our pid: ours to remove
+            temporary.unlink()   # (unlink removes a link itself, never its target)
+            fd = _create_exclusive(temporary)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except OSError as error:
         with contextlib.suppress(OSError):
@@ -71,6 +120,118 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, data) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_new_file(folder, name: str, text: str) -> Path:
+    """Write `text` to a new file folder/NAME.txt, or NAME-2.txt, NAME-3.txt... when the
+    name is taken (exports): nothing already there is replaced or followed.
+
+    The name is reserved with O_EXCL (an empty file), then filled by atomic_write_bytes,
+    so a reader never sees half the text. Raises RunDirError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _explain(error, "create", folder) from None
+    for attempt in range(1, MAX_NEW_FILE_ATTEMPTS + 1):
+        path = folder / (f"{name}.txt" if attempt == 1 else f"{name}-{attempt}.txt")
+        try:
+            os.close(_create_exclusive(path))
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise _explain(error, "write", path) from None
+        try:
+            atomic_write_bytes(path, text.encode("utf-8"))
+        except RunDirError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return path
+    raise RunDirError(f"could not write {folder / name}.txt: {MAX_NEW_FILE_ATTEMPTS} files of that name "
+                      "are there already")
+
+
+def save_rescue_run(save) -> Path:
+    """Save what a run directory could not take in a new folder charlm-tui-rescue-DATE-XXXX,
+    in the user's cache (it survives a reboot), else in the temporary folder: `save(run)`
+    writes into the RunDir given. Returns the folder; raises RunDirError if neither takes it
+    (a folder that failed is removed: it is a new one of ours)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    parents = [Path(tempfile.gettempdir())]
+    with contextlib.suppress(RuntimeError):  # no home directory
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        parents.insert(0, Path(cache).expanduser() / "charlm-tui")
+    problems = []
+    for parent in parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"charlm-tui-rescue-{stamp}-", dir=parent))
+        except OSError as error:
+            problems.append(str(_explain(error, "create a folder in", parent)))
+            continue
+        try:
+            save(RunDir(folder))
+            return folder
+        except RunDirError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            problems.append(str(error))
+    raise RunDirError("; ".join(problems))
+
+
+def _is_real_directory(path: Path) -> bool:
+    """A directory of its own: not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _open_directory(path: Path, *, follow_link: bool) -> int | None:
+    """A descriptor for the directory `path` (None if it is not one, or is a link and
+    `follow_link` is false), so the names read and removed through it stay in it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow_link else os.O_NOFOLLOW)
+    try:
+        return os.open(path, flags)
+    except OSError:
+        return None
+
+
+def _remove_names(folder: Path, wanted, *, follow_link: bool = False) -> None:
+    """Remove the files (or links: unlink never touches a target) in `folder` itself whose
+    names `wanted` accepts. A `folder` that is a link is left alone unless `follow_link`
+    (the run directory itself, which --run may name through a link)."""
+    fd = _open_directory(folder, follow_link=follow_link)
+    if fd is None:
+        return
+    try:
+        for entry in os.scandir(fd):
+            if wanted(entry.name) and not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=fd)
+    except OSError as error:
+        raise _explain(error, "remove old files in", folder) from None
+    finally:
+        os.close(fd)
+
+
+def _looks_like_run_config(path: Path) -> bool:
+    """Whether `path` is a config.json that charlm-tui wrote (a JSON object with the format
+    and the config), read only if it is a small regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > RUN_CONFIG_PEEK_BYTES:
+            return False
+        data = json.loads(os.read(fd, RUN_CONFIG_PEEK_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(data, dict) and "format" in data and isinstance(data.get("config"), dict)
 
 
 def _read_json(path: Path):
@@ -157,6 +318,70 @@ class RunDir:
         self._lock_fd: int | None = None
 
     # -- creation and locking ---------------------------------------------------------
+    def check_can_train(self, corpus_path=None) -> None:
+        """Refuse, before anything is written, a directory that training could hurt.
+
+        Training may use a directory that does not exist yet or is empty, one that is a
+        charlm-tui run (its config.json is one charlm-tui wrote; other files next to it are
+        left alone), or one holding only what a first start writes before config.json
+        (.lock, charlm-tui.log, vocab.json, temporaries). The project's own files there must
+        be regular files, not links (samples/ a real folder), and the corpus must not lie
+        inside the directory. Raises RunDirError with a sentence saying what to do."""
+        self._refuse_corpus_inside(corpus_path)
+        try:
+            status = os.stat(self.path)  # followed: --run may name a link to a folder
+        except (FileNotFoundError, NotADirectoryError):
+            return  # a new run directory
+        except OSError as error:
+            raise _explain(error, "open", self.path) from None
+        if not stat.S_ISDIR(status.st_mode):
+            raise RunDirError(f"{self.path} exists and is not a directory; choose another --run")
+        self._refuse_links_and_oddities()
+        if _looks_like_run_config(self.config_path):
+            return
+        foreign = self._first_name_not_of_a_start()
+        if foreign is None:
+            return
+        why = ("its config.json is not one charlm-tui wrote" if foreign == "config.json"
+               else f"it holds {foreign!r}")
+        raise RunDirError(f"{self.path} is not a charlm-tui run and is not empty ({why}); choose a new or "
+                          "empty directory for --run, so that no file of yours is replaced or deleted")
+
+    def _refuse_corpus_inside(self, corpus_path) -> None:
+        if corpus_path is None:
+            return
+        corpus, run = Path(os.path.realpath(corpus_path)), Path(os.path.realpath(self.path))
+        if corpus == run or run in corpus.parents:
+            raise RunDirError(f"the corpus {corpus_path} lies inside the run directory {self.path}, where "
+                              "training replaces and deletes files; move it out or choose another --run")
+
+    def _refuse_links_and_oddities(self) -> None:
+        for name in (*PROJECT_FILES, "samples"):
+            path = self.path / name
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise _explain(error, "open", path) from None
+            if stat.S_ISLNK(mode):
+                raise RunDirError(f"{path} is a symbolic link and charlm-tui writes only real files in its run "
+                                  "directory; remove the link or choose another --run")
+            wanted = stat.S_ISDIR if name == "samples" else stat.S_ISREG
+            if not wanted(mode):
+                kind = "a folder" if name == "samples" else "a regular file"
+                raise RunDirError(f"{path} is not {kind}; remove it or choose another --run")
+
+    def _first_name_not_of_a_start(self) -> str | None:
+        try:
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    if entry.name not in STARTING_FILES and not TEMPORARY_NAME.fullmatch(entry.name):
+                        return entry.name
+        except OSError as error:
+            raise _explain(error, "list", self.path) from None
+        return None
+
     def create(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -168,10 +393,14 @@ class RunDir:
     def acquire(self) -> None:
         """Take the run directory for this process, or say which process has it."""
         self.create()
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link; O_NONBLOCK: a FIFO there cannot hang us
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         0o644)
         except OSError as error:
-            raise _explain(error, "lock", self.path) from None
+            raise _explain(error, "lock", self.lock_path) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(f"{self.lock_path} is not a regular file; remove it or choose another --run")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -183,6 +412,17 @@ class RunDir:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def holds_lock(self) -> bool:
+        """Whether this process's lock is still the run directory's .lock: false once the
+        directory was deleted, moved or replaced (rm -rf RUN while training)."""
+        if self._lock_fd is None:
+            return False
+        try:
+            ours, there = os.fstat(self._lock_fd), os.stat(self.lock_path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -247,8 +487,10 @@ class RunDir:
 
     def append_metrics(self, row: dict) -> None:
         line = (json.dumps(row, sort_keys=True) + "\n").encode()
-        try:
-            fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:  # never through a link; O_NONBLOCK: a FIFO there fails instead of hanging
+            fd = os.open(self.metrics_path,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         0o644)
             try:
                 os.write(fd, line)  # one write: a reader never sees half a line from us
             finally:
@@ -267,19 +509,22 @@ class RunDir:
                                "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
     def clear_history(self) -> None:
-        """Start over: forget metrics and samples (the old model is replaced at the first checkpoint)."""
-        for path in (self.metrics_path, self.state_path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        if self.samples_dir.is_dir():
-            for sample in self.samples_dir.glob("*.txt"):
-                sample.unlink()
+        """Start over: forget metrics, state and the epoch samples (the old model is replaced
+        at the first checkpoint). Only the project's own names are removed, in the run
+        directory itself: unlink removes a link, never its target, and a `samples` that is a
+        link or not a folder is left alone (check_can_train refuses such a directory)."""
+        _remove_names(self.path, lambda name: name in (self.metrics_path.name, self.state_path.name),
+                      follow_link=True)
+        _remove_names(self.samples_dir, lambda name: bool(SAMPLE_NAME.fullmatch(name)
+                                                          or TEMPORARY_NAME.fullmatch(name)))
 
     def write_samples(self, name: str, text: str) -> Path:
         try:
             self.samples_dir.mkdir(exist_ok=True)
         except OSError as error:
             raise _explain(error, "create", self.samples_dir) from None
+        if not _is_real_directory(self.samples_dir):
+            raise RunDirError(f"could not write the samples: {self.samples_dir} is a link or not a folder")
         path = self.samples_dir / f"{name}.txt"
         atomic_write_bytes(path, text.encode("utf-8"))
         return path
@@ -296,13 +541,18 @@ class RunDir:
         temporary = self.path / f".model-{os.getpid()}.tmp.keras"  # Keras wants the suffix
         memoize_keras_skipsets()
         try:
+            with contextlib.suppress(FileNotFoundError):  # Keras opens it by name: no link may be there
+                temporary.unlink()
             try:
                 model.save(temporary)
             except Exception as error:  # Keras may wrap the OSError of a full disk
                 raise _os_error_in(error) or RunDirError(
                     f"could not save the checkpoint {self.model_path}: {error}") from None
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
+            fd = os.open(temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             # Link, not move: model.keras never goes missing. A damaged one is not kept.
             if self.model_path.exists() and self._model_intact():
                 previous_temporary = self.path / f".model-prev-{os.getpid()}.tmp"
@@ -369,10 +619,10 @@ class RunDir:
         return sidecar.load_sampler(self, on_notice=on_notice, rebuild=rebuild_sidecar)
 
     def cleanup_temporaries(self) -> None:
-        """Remove temp files a killed process left behind (never the real ones)."""
-        for leftover in self.path.glob(".*.tmp*"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        """Remove temp files a killed process left behind (only the names we give them)."""
+        for folder, follow_link in ((self.path, True), (self.samples_dir, False)):
+            with contextlib.suppress(RunDirError):
+                _remove_names(folder, lambda name: bool(TEMPORARY_NAME.fullmatch(name)), follow_link=follow_link)
 
 
 def fallback_notice(why: str) -> str:
@@ -457,27 +707,3 @@ def load_config(run_dir) -> TrainConfig:
 
 def load_vocab(run_dir) -> tuple[str, ...]:
     return RunDir(run_dir).load_vocab()
-
-
-def write_new_file(folder, stem: str, suffix: str, text: str) -> Path:
-    """Write `text` to a new file folder/stem[-N]suffix (never replacing one), atomically."""
-    folder = Path(folder)
-    for counter in range(1, 1000):
-        path = folder / f"{stem}{'' if counter == 1 else f'-{counter}'}{suffix}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        except FileExistsError:
-            continue
-        except OSError as error:
-            raise _explain(error, "write", path) from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise _explain(error, "write", path) from None
-        return path
-    raise RunDirError(f"could not find a free file name for {stem}{suffix} in {folder}")

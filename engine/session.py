@@ -59,6 +59,12 @@ class RunRequest:
     tensorboard_dir: Path | str | None = None  # "": RUN/tensorboard
     sample_each_epoch: bool = True      # generate and save samples/epoch-NNNN.txt after each epoch
 
+    def _corpus_path(self) -> Path | None:
+        """The corpus as a path on disk (a named corpus is none)."""
+        corpus = self.corpus if isinstance(self.corpus, str) else getattr(self.corpus, "source", None)
+        path = Path(corpus).expanduser() if corpus else None
+        return path if path is not None and path.exists() else None
+
     def check(self) -> None:
         """Raise ValueError for settings that cannot work, before anything is loaded."""
         preset(self.preset or "fast", **self.overrides)
@@ -69,6 +75,7 @@ class RunRequest:
         from engine.rundir import RunDir
 
         run = RunDir(run_dir)
+        run.check_can_train(self._corpus_path())  # before anything is written there
         if run.config_path.exists() and not self.fresh:
             saved = run.load_config()
             if self.preset is None or self.preset == saved.preset:

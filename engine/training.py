@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from engine import events
 from engine.config import TrainConfig
 from engine.errors import CorpusError, RunDirError, TrainingError
 from engine.multiworker import WorkerLost
-from engine.rundir import RunDir
+from engine.rundir import RunDir, save_rescue_run
 from engine.windows import Windows, count_windows, split_point
 
 if TYPE_CHECKING:  # engine.corpus is imported by whoever builds the Corpus
@@ -78,6 +79,7 @@ class Trainer:
         self._running.set()  # set = not paused
         self._model_lock = threading.Lock()
         self._cut_windows()
+        self.rundir.check_can_train(self._corpus_path())  # before anything is written there
         self.rundir.acquire()
         try:
             self._check_compatible()
@@ -143,6 +145,50 @@ class Trainer:
                 raise RunDirError(
                     f"{self.rundir.path} was trained with {name}={getattr(saved, name)!r}, not "
                     f"{getattr(self.config, name)!r}; pass --fresh to start over or choose another --run")
+
+    def _corpus_path(self) -> str | None:
+        """The file or folder the corpus was read from (None for a built-in one)."""
+        source = self.corpus.source
+        return source if os.path.exists(source) else None
+
+    def _reclaim_run_dir(self) -> None:
+        """Write only into a run directory whose lock this process holds. If it was deleted
+        or moved away while training (rm -rf RUN), make it again, lock it and write
+        vocab.json and config.json, so the checkpoint that follows lands in a run that
+        resumes; raises RunDirError when that cannot be done (the path is a file now,
+        another process took it...)."""
+        if not self.chief or self.rundir.holds_lock():
+            return
+        existed = self.rundir.path.is_dir()
+        self.rundir.release()
+        self.rundir.check_can_train(self._corpus_path())
+        self.rundir.acquire()
+        self.rundir.write_vocab(self.corpus.vocab)
+        self.rundir.write_config(self.config, self._corpus_meta())
+        if existed:
+            self._notice(f"{self.rundir.lock_path} was removed or replaced during training; took the lock again")
+        else:
+            self._notice(f"{self.rundir.path} was deleted or moved during training; made it again, and the "
+                         "checkpoints go on there (metrics and samples written before are not in it)")
+
+    def _apply_optimizer_settings(self, model) -> None:
+        """The restored optimizer keeps the learning rate and clipnorm it was saved with,
+        while a resumed run may have changed them (--lr, after a NaN for example): set the
+        run's values on it (its moments and step count are kept) and say so."""
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under loss scaling
+        changes = []
+        saved_lr = float(np.asarray(optimizer.learning_rate))
+        if not math.isclose(saved_lr, self.config.lr, rel_tol=1e-6):  # stored as float32
+            optimizer.learning_rate = self.config.lr
+            changes.append(f"learning rate {saved_lr:.6g} -> {self.config.lr:g}")
+        saved_clipnorm = optimizer.clipnorm or None
+        if (saved_clipnorm is None) != (self.config.clipnorm is None) or (
+                saved_clipnorm is not None and not math.isclose(saved_clipnorm, self.config.clipnorm)):
+            optimizer.clipnorm = self.config.clipnorm  # read when the training step is traced
+            changes.append(f"clipnorm {saved_clipnorm} -> {self.config.clipnorm}")
+        if changes:
+            self._notice(f"resuming with {' and '.join(changes)}, as the run's settings now say "
+                         "(the optimizer's state is kept)")
 
     def _corpus_meta(self) -> dict:
         # A few excerpts travel with the run, so sampling from it needs no corpus.
@@ -216,6 +262,7 @@ class Trainer:
             raise RunDirError(f"the checkpoint in {self.rundir.path} predicts {model.output_shape[-1]} "
                               f"characters but vocab.json lists {len(self.corpus.vocab)}; pass --fresh "
                               "to start over or choose another --run")
+        self._apply_optimizer_settings(model)
         return model
 
     def _start_new_run(self) -> None:
@@ -241,6 +288,8 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
+        if self._clock is not None:
+            self._clock.close()
         self.rundir.release()
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
@@ -256,7 +305,7 @@ class Trainer:
         if step:  # the resumed run may carry new run-length settings
             self.rundir.write_config(config, self._corpus_meta())
         per_epoch = self.train_windows.batches_per_epoch
-        clock = _Clock(self.rundir.load_state().get("elapsed", 0.0) if step else 0.0)
+        clock = self._clock = _Clock(self.rundir.load_state().get("elapsed", 0.0) if step else 0.0)
         self._emit(events.TrainingStarted(
             corpus_name=self.corpus.name, corpus_chars=len(self.corpus), vocab_size=len(self.corpus.vocab),
             windows_total=count_windows(len(self.corpus), config.maxlen, config.step),
@@ -307,6 +356,8 @@ class Trainer:
         else:
             reason = "epochs"
         clock.pause()
+        if self.checkpoint_error is not None and self.chief:
+            self._rescue(model, step, clock)
         return self._finish(reason or "epochs", step, train_loss, val_loss, clock, progress)
 
     # -- pieces of the run ------------------------------------------------------------------
@@ -343,6 +394,7 @@ class Trainer:
         self.on_event(event)
 
     _tensorboard = None
+    _clock: "_Clock | None" = None
 
     def _start_tensorboard(self) -> None:
         if self.tensorboard_dir:
@@ -359,6 +411,7 @@ class Trainer:
                "chars": step * self.config.batch_size * self.config.targets_per_window,
                "train_loss": train_loss, "val_loss": val_loss, **more}
         try:
+            self._reclaim_run_dir()
             self.rundir.append_metrics(row)
         except RunDirError as error:  # metrics are a log: losing a line must not stop training
             self._emit(events.Notice(str(error)))
@@ -371,6 +424,7 @@ class Trainer:
         if model is None:
             raise TrainingError("the model is not built yet")
         step = int(model.optimizer.iterations.numpy())
+        self._reclaim_run_dir()
         self.rundir.save_model(model)
         self.checkpoint_error = None
         self._emit(events.CheckpointSaved(str(self.rundir.model_path), step,
@@ -380,9 +434,9 @@ class Trainer:
         if not self.chief:  # the chief's checkpoint has the same weights
             return True
         try:
+            self._reclaim_run_dir()
             self.rundir.save_model(model)
-            self.rundir.write_state({"step": step, "epoch": epoch, "elapsed": clock.elapsed,
-                                  "chars": step * self.config.batch_size * self.config.targets_per_window})
+            self.rundir.write_state(self._state(step, epoch, clock))
         except RunDirError as error:
             # The weights are still in memory: say so and carry on; the next checkpoint retries.
             self._emit(events.Notice(f"{error}; training goes on and the next checkpoint will retry"))
@@ -393,6 +447,32 @@ class Trainer:
         return True
 
     checkpoint_error: RunDirError | None = None
+    rescue_dir = None  # where the model went when the run directory could not take it
+
+    def _state(self, step: int, epoch: int, clock: "_Clock") -> dict:
+        return {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
+                "chars": step * self.config.batch_size * self.config.targets_per_window}
+
+    def _rescue(self, model, step: int, clock: "_Clock") -> None:
+        """The last checkpoint could not be written to the run directory: save the model as
+        a complete run somewhere safe, and say where in checkpoint_error (left as it was if
+        that fails too: it says already that the checkpoint was not saved)."""
+        epoch = step // self.train_windows.batches_per_epoch + 1
+
+        def save(rescue: RunDir) -> None:
+            rescue.write_vocab(self.corpus.vocab)
+            rescue.write_config(self.config, self._corpus_meta())
+            rescue.save_model(model)
+            rescue.write_state(self._state(step, epoch, clock))
+
+        try:
+            self.rescue_dir = save_rescue_run(save)
+        except RunDirError:
+            return
+        self.checkpoint_error = RunDirError(
+            f"{self.checkpoint_error}; the model was saved in {self.rescue_dir} instead (charlm-tui sample "
+            f"--run {self.rescue_dir}, or copy its files back)")
+        self._notice(str(self.checkpoint_error))
 
     def _roll_back(self, failure: str) -> None:
         if self.rundir.has_checkpoint():
@@ -433,24 +513,69 @@ class Trainer:
 
 
 class _Clock:
-    """Seconds of training, accumulated across resumes, not counting pauses."""
+    """Seconds of training, accumulated across resumes, counting neither pauses nor time
+    the process could not run (stopped by SIGSTOP or Ctrl-Z, a suspended machine).
+
+    CLOCK_MONOTONIC leaves out a suspend on Linux, but goes on while a process is stopped.
+    A SIGCONT handler cannot tell us (Python runs handlers on the main thread only, the
+    app trains on a worker thread, and Textual has its own), a gap between two batch ends
+    cannot either (the first batch traces, an epoch end evaluates, a GPU step may take
+    seconds), and process_time() counts every thread's CPU, not seconds of training. So a
+    heartbeat thread that only sleeps notes the time every HEARTBEAT seconds (readers of
+    `elapsed` note it too, so the first read after a SIGCONT is right): it can be late only
+    if the whole process did not run, or if another thread held the GIL inside C code. A
+    gap over STOPPED_AFTER in which the process used less CPU than CPU_FRACTION of it is
+    the first kind, and its excess is taken off the clock; in the second the holder was
+    running, using the CPU, and the gap counts."""
+
+    HEARTBEAT = 0.1
+    STOPPED_AFTER = 1.0
+    CPU_FRACTION = 0.25
 
     def __init__(self, already: float = 0.0):
+        self._lock = threading.Lock()
         self._already = float(already)
         self._since: float | None = time.monotonic()
+        self._last_note = (self._since, time.process_time())
+        self._closed = threading.Event()
+        threading.Thread(target=self._heartbeat, name="charlm-clock", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._closed.wait(self.HEARTBEAT):
+            self._note_time()
+
+    def _note_time(self) -> None:
+        """Take the time since the last note off the clock if the process was stopped."""
+        with self._lock:
+            now, cpu = time.monotonic(), time.process_time()
+            (last_now, last_cpu), self._last_note = self._last_note, (now, cpu)
+            gap = now - last_now
+            if self._since is None or gap <= self.STOPPED_AFTER or cpu - last_cpu >= self.CPU_FRACTION * gap:
+                return
+            self._since = min(now, self._since + gap - self.HEARTBEAT)
 
     @property
     def elapsed(self) -> float:
-        running = time.monotonic() - self._since if self._since is not None else 0.0
-        return self._already + running
+        self._note_time()
+        with self._lock:
+            running = time.monotonic() - self._since if self._since is not None else 0.0
+            return self._already + running
 
     def pause(self) -> None:
-        if self._since is not None:
-            self._already, self._since = self.elapsed, None
+        self._note_time()
+        with self._lock:
+            if self._since is not None:
+                self._already += time.monotonic() - self._since
+                self._since = None
 
     def resume(self) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+
+    def close(self) -> None:
+        """Stop the heartbeat thread."""
+        self._closed.set()
 
 
 def _progress(trainer: Trainer, clock: _Clock, step: int):
@@ -489,7 +614,7 @@ class _ProgressMixin:
         self.interval_sum = 0.0
         self.interval_batches = 0
         self.last_event = 0.0
-        self.rate_mark = (time.monotonic(), self.step)
+        self.rate_mark = (self.clock.elapsed, self.step)  # training seconds: stops and pauses left out
         self.rate = 0.0
 
     def epoch_loss(self) -> float | None:
@@ -513,11 +638,12 @@ class _ProgressMixin:
         self.interval_sum += batch_loss
         self.interval_batches += 1
         now = time.monotonic()
-        if now - self.rate_mark[0] >= 1.0:
-            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / (now - self.rate_mark[0])
-            self.rate_mark = (now, self.step)
+        trained = self.clock.elapsed  # the rate is per training second: stops and pauses left out
+        if trained - self.rate_mark[0] >= 1.0:
+            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / (trained - self.rate_mark[0])
+            self.rate_mark = (trained, self.step)
         elif not self.rate:
-            seconds = now - self.rate_mark[0]
+            seconds = trained - self.rate_mark[0]
             self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / seconds if seconds else 0.0
 
         if self.step % config.log_every == 0:
@@ -536,7 +662,6 @@ class _ProgressMixin:
             self.clock.pause()
             trainer._running.wait()
             self.clock.resume()
-            self.rate_mark = (time.monotonic(), self.step)
         if trainer._stop.is_set():
             self.stop_reason = "stopped"
         elif config.steps is not None and self.step - self.run_start_step >= config.steps:

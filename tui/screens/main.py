@@ -484,7 +484,7 @@ class MainScreen(Screen):
                 f"# corpus {info.corpus} · model LSTM {info.layers}x{info.units} · "
                 f"epoch {shown.epoch} · step {shown.step:,}\n" + self.generation_pane.export_text())
         try:
-            path = write_new_file(folder, f"samples-{time.strftime('%Y%m%d-%H%M%S')}", ".txt", text)
+            path = write_new_file(folder, f"samples-{time.strftime('%Y%m%d-%H%M%S')}", text)
         except CharlmError as error:
             self.app.notify(str(error), title="Export failed", severity="error", timeout=10)
             return
