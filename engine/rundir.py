@@ -28,7 +28,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from engine.config import TrainConfig
+from engine.config import SettingError, TrainConfig
 from engine.errors import RunDirError
 
 FORMAT_VERSION = 1
@@ -203,6 +203,9 @@ class RunDir:
                 raise ValueError("no config object in it")
             _check_config_types(data["config"])
             return TrainConfig.from_json(data["config"])
+        except SettingError as error:  # name the field, whatever the sentence calls it
+            detail = str(error) if str(error).startswith(error.field) else f"{error.field}: {error}"
+            raise RunDirError(f"{self.config_path} is not a valid charlm-tui config ({detail})") from None
         except (KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{self.config_path} is not a valid charlm-tui config ({error})") from None
 
