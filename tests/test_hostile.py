@@ -119,3 +119,65 @@ def test_resuming_a_run_with_a_deeply_nested_extra_is_one_line(run_copy, corpus_
     assert (run_copy / "config.json").read_bytes() == before
 
 
+# ---------------------------------------------------------------------------------------
+# 6. A checkpoint holding NaN weights
+
+
+def test_a_model_with_nan_weights_is_said_to_be_broken(run_copy):
+    poison(run_copy / "model.keras")
+    out = charlm("sample", "--run", run_copy, "--length", "20", "--seed", "1")
+    assert_one_line_refusal(out, str(run_copy), "holds NaN or infinite weights: it is broken")
+
+
+def tiny_sampler(**replace) -> Sampler:
+    rng = np.random.default_rng(0)
+    weights = {"kernel": rng.normal(size=(3, 8)), "recurrent": rng.normal(size=(2, 8)), "bias": np.zeros(8),
+               "dense_kernel": rng.normal(size=(2, 3)), "dense_bias": np.zeros(3)}
+    weights.update(replace)
+    lstm = _Lstm(weights["kernel"], weights["recurrent"], weights["bias"])
+    return Sampler("abc", [lstm], weights["dense_kernel"], weights["dense_bias"], lowercase=False)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_sampler_refuses_weights_that_are_not_finite(bad):
+    assert tiny_sampler().generate("ab", [1.0], 5, seed=1)
+    with pytest.raises(ValueError, match="holds NaN or infinite weights"):
+        tiny_sampler(dense_bias=np.array([0.0, bad, 0.0]))
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Sampling options are refused, not accepted and then ignored
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--top-k", "0"), ("--top-k", "-5"),
+    ("--top-p", "nan"), ("--top-p", "2"), ("--top-p", "-1"), ("--top-p", "0"),
+    ("--temperatures", "1e-320"), ("--temperatures", "0.5,0.001"),
+    ("--seed", "-1"), ("--seed", "99999999999"),
+])
+def test_a_sampling_option_outside_its_rule_is_refused_naming_it(option, value, run_copy):
+    out = charlm("sample", "--run", run_copy, "--length", "20", option, value)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stdout
+    assert f"error: argument {option}: " in out.stderr.strip().splitlines()[-1]
+    assert "RuntimeWarning" not in out.stderr
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"top_k": 0}, "--top-k"), ({"top_k": -5}, "--top-k"), ({"top_p": float("nan")}, "--top-p"),
+    ({"top_p": 2.0}, "--top-p"), ({"top_p": -1.0}, "--top-p"), ({"seed": -1}, "--seed"),
+    ({"temperatures": [1e-320]}, "--temperatures"), ({"temperatures": [float("inf")]}, "--temperatures"),
+    ({"length": -1}, "--length"),
+])
+def test_the_sampler_refuses_the_same_options_for_every_front_end(options, named):
+    sampler = tiny_sampler()
+    arguments = {"seed_text": "ab", "temperatures": [1.0], "length": 5, **options}
+    with pytest.raises(ValueError, match=f"^{named} must be "):
+        sampler.stream(**arguments)  # at once, before anything is generated
+    with pytest.raises(ValueError, match=f"^{named} must be "):
+        sampler.generate(**arguments)
+
+
+def test_the_edges_of_the_sampling_rules_are_accepted():
+    texts = tiny_sampler().generate("ab", [0, 0.01, 10], 5, seed=0, top_k=1, top_p=1.0)
+    assert all(len(text) == 5 for text in texts.values())
+    assert tiny_sampler().generate("ab", [1.0], 5, seed=2**32 - 1, top_k=99, top_p=1e-9)
