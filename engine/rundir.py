@@ -24,8 +24,10 @@ import functools
 import json
 import math
 import os
+import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.config import SettingError, TrainConfig
@@ -70,12 +72,78 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
+# Run files are read only as regular files, never through a link, never blocking, and
+# at most as large as charlm-tui could have written them: a run directory may come from
+# anywhere, and /dev/zero behind a link or a FIFO must not exhaust memory or hang.
+MAX_JSON_BYTES = 4 << 20           # config.json, vocab.json, state.json (ours: a few KB)
+READ_CHUNK_BYTES = 1 << 20         # metrics.jsonl is read this much at a time
+MAX_METRICS_LINE_BYTES = 64 << 10  # our rows are ~300 bytes; longer lines are skipped unread
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file of this st_mode is, if it is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
+def _refuse_irregular(path: Path, mode: int) -> None:
+    kind = _not_regular(mode)
+    if kind is not None:
+        raise RunDirError(f"{path} is {kind}, not a regular file: charlm-tui reads run files only as "
+                          "regular files, never through links, so put the real file there or choose "
+                          "another run directory")
+
+
+def open_run_file(path: Path, max_bytes: int | None = None):
+    """A run file opened for binary reading: only a regular file, never through a symbolic
+    link, never blocking (a FIFO or device is refused before it is read), and at most
+    `max_bytes` long. FileNotFoundError passes through: callers say what missing means."""
+    path = Path(path)
+    try:
+        _refuse_irregular(path, os.lstat(path).st_mode)  # look first: a device is never opened
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # it became a link after the look
+            _refuse_irregular(path, stat.S_IFLNK)
+        raise _explain(error, "read", path) from None
+    try:
+        info = os.fstat(fd)
+        _refuse_irregular(path, info.st_mode)  # replaced between the look and the open
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise RunDirError(f"{path} is {info.st_size:,} bytes, more than charlm-tui ever writes "
+                              f"there ({max_bytes:,} at most): refused")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_run_file(path: Path, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The whole of a small run file (see open_run_file); FileNotFoundError passes through."""
+    with open_run_file(path, max_bytes) as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise _explain(error, "read", path) from None
+    if len(data) > max_bytes:  # it grew while being read
+        raise RunDirError(f"{path} grew past {max_bytes:,} bytes while being read, more than charlm-tui "
+                          "ever writes there: refused")
+    return data
+
+
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = _read_run_file(path)
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing: is {path.parent} a charlm-tui run directory?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise RunDirError(f"{path} is damaged or not JSON ({error})") from None
 
 
@@ -231,10 +299,11 @@ class RunDir:
         atomic_write_json(self.state_path, state)
 
     def load_state(self) -> dict:
-        """state.json is informational: anything missing or malformed in it reads as absent."""
+        """state.json is informational: anything missing or malformed in it reads as absent
+        (a link, a FIFO or a huge file is refused, as every run file is)."""
         try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            data = json.loads(_read_run_file(self.state_path).decode("utf-8"))
+        except (FileNotFoundError, ValueError, RecursionError):
             return {}
         if not isinstance(data, dict):
             return {}
@@ -255,11 +324,32 @@ class RunDir:
         return read_metrics(self.path)
 
     def keep_metrics_up_to(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint (they will be redone)."""
-        rows = [row for row in self.read_metrics() if _is_number(row.get("step")) and row["step"] <= step]
-        if self.metrics_path.exists():
-            atomic_write_bytes(self.metrics_path,
-                               "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        """On resume: drop rows logged after the checkpoint (they will be redone).
+
+        Streamed: the lines of the rows kept are copied as they are into a temporary file
+        that then replaces metrics.jsonl, so memory does not depend on the file's length
+        and the file never grows (torn, foreign and absurdly long lines go)."""
+        if not os.path.lexists(self.metrics_path):
+            return
+        temporary = self.path / f".{self.metrics_path.name}.tmp-{os.getpid()}"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()  # left by a killed process that had our pid
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "wb") as kept:
+                for line, row in _metrics_lines(self.metrics_path):
+                    if _is_number(row.get("step")) and row["step"] <= step:
+                        kept.write(line + b"\n")
+                kept.flush()
+                os.fsync(kept.fileno())
+            os.replace(temporary, self.metrics_path)
+        except (OSError, RunDirError) as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            if isinstance(error, RunDirError):
+                raise
+            raise _explain(error, "rewrite", self.metrics_path) from None
+        _fsync_dir(self.path)
 
     def clear_history(self) -> None:
         """Start over: forget metrics and samples (the old model is replaced at the first checkpoint)."""
@@ -417,29 +507,124 @@ def _check_config_types(data: dict) -> None:
 
 def read_metrics(run_dir) -> list[dict]:
     """Every complete row of metrics.jsonl (a torn or foreign line is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    return list(iter_metrics(Path(run_dir) / "metrics.jsonl"))
+
+
+def iter_metrics(path) -> Iterator[dict]:
+    """The JSON-object rows of a metrics.jsonl file, read a chunk at a time: memory does
+    not depend on the file's length. A missing file has no rows."""
+    for _line, row in _metrics_lines(path):
+        yield row
+
+
+def _metrics_lines(path) -> Iterator[tuple[bytes, dict]]:
+    """(line, row) for each line of the file that is a JSON object (see iter_metrics)."""
+    path = Path(path)
     try:
-        raw = path.read_bytes()
+        handle = open_run_file(path)
     except FileNotFoundError:
-        return []
-    except OSError as error:
-        raise _explain(error, "read", path) from None
-    return parse_metrics(raw)
+        return
+    with handle:
+        lines = _LineSplitter()
+        while True:
+            try:
+                chunk = handle.read(READ_CHUNK_BYTES)
+            except OSError as error:
+                raise _explain(error, "read", path) from None
+            complete = lines.feed(chunk) if chunk else lines.finish()
+            for line in complete:
+                row = _parse_row(line)
+                if row is not None:
+                    yield line, row
+            if not chunk:
+                return
+
+
+class _LineSplitter:
+    """Cuts a byte stream into lines, holding at most MAX_METRICS_LINE_BYTES of a line
+    not yet finished: a longer line is dropped as it comes, up to its newline."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+        self.skipping = False  # inside a line too long to keep
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines that `data` finishes (without their newlines)."""
+        *finished, rest = data.split(b"\n")
+        lines = []
+        for piece in finished:
+            line, self.partial = self.partial + piece, b""
+            if self.skipping:
+                self.skipping = False  # that was the end of the long line
+            elif len(line) <= MAX_METRICS_LINE_BYTES:
+                lines.append(line)
+        if not self.skipping:
+            self.partial += rest
+            if len(self.partial) > MAX_METRICS_LINE_BYTES:
+                self.partial, self.skipping = b"", True
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """At the end of the file: the last line, if it has no newline (a row whose write
+        was torn does not parse and is skipped by the callers)."""
+        line, self.partial = self.partial, b""
+        return [line] if line and not self.skipping else []
+
+
+def _parse_row(line: bytes) -> dict | None:
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def parse_metrics(raw: bytes) -> list[dict]:
     """The JSON-object rows of metrics.jsonl bytes; torn or foreign lines are skipped."""
-    rows = []
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
+    return [row for row in map(_parse_row, raw.split(b"\n")) if row is not None]
+
+
+class MetricsTail:
+    """Follows metrics.jsonl while another process appends to it. Each poll() reads at
+    most `chunk_bytes` more, so a watcher's memory stays bounded however large the file
+    is or grows (a long file is caught up over several polls)."""
+
+    def __init__(self, path: Path, chunk_bytes: int = READ_CHUNK_BYTES) -> None:
+        self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
+        self._forget()
+
+    def _forget(self) -> None:
+        self.offset, self.lines = 0, _LineSplitter()
+        self.inode: int | None = None
+        self.size = self.mtime = -1
+
+    def poll(self) -> tuple[list[dict], bool]:
+        """(new rows, reset): reset when the file was rewritten or replaced (a resumed
+        run trims it, a fresh run clears it): the rows are then read from its start."""
         try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+            handle = open_run_file(self.path)
+        except FileNotFoundError:
+            reset = self.offset > 0
+            self._forget()
+            return [], reset
+        with handle:
+            info = os.fstat(handle.fileno())
+            if (info.st_ino, info.st_size, info.st_mtime_ns) == (self.inode, self.size, self.mtime) \
+                    and self.offset >= info.st_size:
+                return [], False
+            reset = (self.inode is not None and info.st_ino != self.inode) or info.st_size < self.offset
+            if reset:
+                self._forget()
+            self.inode, self.size, self.mtime = info.st_ino, info.st_size, info.st_mtime_ns
+            handle.seek(self.offset)
+            data = handle.read(self.chunk_bytes)
+        self.offset += len(data)
+        rows = [row for row in map(_parse_row, self.lines.feed(data))
+                if row is not None and isinstance(row.get("step"), int)]
+        return rows, reset
 
 
 def load_config(run_dir) -> TrainConfig:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from engine.errors import RunDirError
-from engine.rundir import RunDir
+from engine.rundir import MetricsTail, RunDir, iter_metrics, read_metrics
 from engine.sampler import Sampler, _Lstm
 from tests.test_reliability import (ENV, ROOT, TINY, assert_one_line_refusal, base_run, charlm,  # noqa: F401
                                     corpus_file, poison, run_copy)
@@ -67,6 +67,157 @@ def both_checkpoints(run: Path, data: bytes) -> None:
     """Make model.keras and model.prev.keras both `data`: no fallback hides the refusal."""
     (run / "model.keras").write_bytes(data)
     (run / "model.prev.keras").write_bytes(data)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Run files that are not regular files: links, FIFOs, devices
+
+
+def make_link_to_dev_zero(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.symlink_to("/dev/zero")
+
+
+def make_fifo(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def make_zero_device(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # what /dev/zero is
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+
+
+@pytest.mark.parametrize("name, make, expected", [
+    ("config.json", make_link_to_dev_zero, "is a symbolic link, not a regular file"),
+    ("vocab.json", make_link_to_dev_zero, "is a symbolic link, not a regular file"),
+    ("vocab.json", make_fifo, "is a FIFO, not a regular file"),
+    ("vocab.json", make_zero_device, "is a device, not a regular file"),
+])
+def test_a_run_file_that_is_not_a_regular_file_is_refused_without_reading_it(name, make, expected, run_copy):
+    make(run_copy / name)
+    out = limited("sample", "--run", run_copy, "--length", "5")
+    assert_one_line_refusal(out, name, expected)
+
+
+READERS = {
+    "state.json": "RunDir(run).load_state()",
+    "metrics.jsonl": "RunDir(run).read_metrics()",
+    "metrics.jsonl (resume)": "RunDir(run).keep_metrics_up_to(3)",
+    "metrics.jsonl (watch)": "MetricsTail(run / 'metrics.jsonl').poll()",
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("make", [make_link_to_dev_zero, make_fifo])
+def test_state_and_metrics_that_are_not_regular_files_are_refused(reader, make, run_copy):
+    name = reader.split()[0]
+    make(run_copy / name)
+    refusal = refusal_in_child(run_copy, READERS[reader])
+    assert f"{name} is a " in refusal and "not a regular file" in refusal
+    assert stat.S_ISLNK(os.lstat(run_copy / name).st_mode) or stat.S_ISFIFO(os.lstat(run_copy / name).st_mode)
+
+
+@pytest.mark.parametrize("name", ["config.json", "vocab.json", "state.json"])
+def test_a_json_run_file_of_more_than_4_mb_is_refused_unread(name, run_copy):
+    with open(run_copy / name, "wb") as handle:
+        handle.truncate(8 << 30)  # sparse: 8 GiB of zeros on no disk space
+    reader = {"config.json": "load_config", "vocab.json": "load_vocab", "state.json": "load_state"}[name]
+    refusal = refusal_in_child(run_copy, f"RunDir(run).{reader}()")
+    assert f"{name} is 8,589,934,592 bytes, more than charlm-tui ever writes there" in refusal
+
+
+# ---------------------------------------------------------------------------------------
+# 3. metrics.jsonl as a stream: memory independent of its length, long lines skipped
+
+
+def peak_memory(action) -> tuple[object, int]:
+    """(result, peak bytes Python allocated while `action` ran)."""
+    tracemalloc.start()
+    try:
+        result = action()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def row(step: int, padding: int = 0) -> bytes:
+    return (json.dumps({"kind": "interval", "step": step, "train_loss": 3.0, "note": "x" * padding},
+                       sort_keys=True) + "\n").encode()
+
+
+@pytest.fixture
+def long_metrics(tmp_path) -> tuple[Path, list[bytes]]:
+    """A 64 MB metrics.jsonl: a few real rows, then 8 KB rows logged after the checkpoint,
+    a 16 MB line, compact rows as another writer might format them, and a torn last row."""
+    run = tmp_path / "run"
+    run.mkdir()
+    kept = [row(1), row(2), b'{"step":3,"kind":"interval"}\n']  # copied as they are, never re-spaced
+    with open(run / "metrics.jsonl", "wb") as handle:
+        handle.write(kept[0] + kept[1])
+        for step in range(4, 4000):
+            handle.write(row(step, padding=8000))
+        handle.write(b'{"step": 1, "x": "' + b"y" * (16 << 20) + b'"}\n')
+        handle.write(kept[2])
+        for step in range(4000, 6000):
+            handle.write(row(step, padding=8000))
+        handle.write(b'{"step": 2, "torn": ')
+    return run, kept
+
+
+def test_resume_trims_metrics_as_a_stream_and_never_grows_the_file(long_metrics):
+    run, kept = long_metrics
+    size = (run / "metrics.jsonl").stat().st_size
+    assert size > 60 << 20
+    _, peak = peak_memory(lambda: RunDir(run).keep_metrics_up_to(3))
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB to trim a {size / 2**20:.0f} MiB file"
+    assert (run / "metrics.jsonl").read_bytes() == b"".join(kept)
+    assert not list(run.glob(".*tmp*"))
+
+
+def test_reading_metrics_takes_memory_independent_of_the_files_length(long_metrics):
+    run, _ = long_metrics
+    steps, peak = peak_memory(lambda: [r["step"] for r in iter_metrics(run / "metrics.jsonl")])
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB"
+    # The 16 MB line is skipped unread; the torn last row does not parse.
+    assert steps == [1, 2, *range(4, 4000), 3, *range(4000, 6000)]
+    assert [r["step"] for r in read_metrics(run)] == steps
+
+
+def test_a_watcher_reads_a_bounded_chunk_per_poll_and_catches_up(long_metrics):
+    run, _ = long_metrics
+    tail = MetricsTail(run / "metrics.jsonl")
+    steps, polls, peak = [], 0, 0
+    tracemalloc.start()
+    try:
+        while True:
+            rows, reset = tail.poll()
+            polls += 1
+            peak = max(peak, tracemalloc.get_traced_memory()[1])
+            tracemalloc.reset_peak()
+            assert not reset
+            if not rows and tail.offset >= (run / "metrics.jsonl").stat().st_size:
+                break
+            steps += [r["step"] for r in rows]
+    finally:
+        tracemalloc.stop()
+    assert steps == [1, 2, *range(4, 4000), 3, *range(4000, 6000)]
+    assert polls > 60 and peak < 8 << 20, (polls, peak)
+    with open(run / "metrics.jsonl", "ab") as handle:  # the torn row is finished, and one more comes
+        handle.write(b'"yes"}\n' + row(6000))
+    assert [r["step"] for r in tail.poll()[0]] == [2, 6000]
+    RunDir(run).keep_metrics_up_to(3)  # a resume replaces the file: the watcher starts over
+    rows, reset = tail.poll()
+    assert reset and [r["step"] for r in rows] == [1, 2, 3, 2]
+
+
+def test_a_metrics_line_nested_deep_enough_to_break_json_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(row(1) + b"[" * 60_000 + b"\n" + row(2))
+    assert [r["step"] for r in iter_metrics(path)] == [1, 2]
 
 
 # ---------------------------------------------------------------------------------------

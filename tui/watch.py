@@ -34,7 +34,7 @@ from textual.message import Message
 from textual.widgets import Footer
 
 from engine.errors import CharlmError
-from engine.rundir import parse_metrics
+from engine.rundir import MetricsTail
 from tui.app import (AppOptions, CharlmApp, Run, quiet_tensorflow, run_in_terminal)
 from tui.messages import SamplerReady
 from tui.widgets.generation import GenerationPane
@@ -91,43 +91,6 @@ class WatchHeader(RunHeader):
             watching.append_text(last)
             parts[-1] = watching
         return parts
-
-
-class MetricsFollower:
-    """Reads the complete lines appended to metrics.jsonl since the last call."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-        self.inode: int | None = None
-        self.size = -1
-        self.mtime = -1
-
-    def poll(self) -> tuple[list[dict], bool]:
-        """(new rows, reset): reset when the file was rewritten or replaced (a resumed
-        run trims it, a fresh run clears it): the rows then are the whole file."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            reset = self.offset > 0
-            self.offset, self.partial, self.inode, self.size, self.mtime = 0, b"", None, -1, -1
-            return [], reset
-        if st.st_ino == self.inode and st.st_size == self.size and st.st_mtime_ns == self.mtime:
-            return [], False
-        reset = False
-        if (self.inode is not None and st.st_ino != self.inode) or st.st_size < self.offset:
-            reset = True
-            self.offset, self.partial = 0, b""
-        self.inode, self.size, self.mtime = st.st_ino, st.st_size, st.st_mtime_ns
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read()
-        self.offset += len(data)
-        data = self.partial + data
-        complete, _, self.partial = data.rpartition(b"\n")
-        rows = [row for row in parse_metrics(complete) if isinstance(row.get("step"), int)]
-        return rows, reset
 
 
 def _signature(path: Path):
@@ -196,7 +159,7 @@ class WatchApp(CharlmApp):
                     if run.stop.wait(POLL_INTERVAL):
                         return
             post(WatchOpened(config, meta, len(vocab), device_name(), generation))
-            metrics = MetricsFollower(saved.metrics_path)
+            metrics = MetricsTail(saved.metrics_path)
             loaded_sig = attempted_sig = None
             last_load = 0.0
             corpus = None
