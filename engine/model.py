@@ -87,3 +87,13 @@ def heldout_loss(model, windows, max_batches: int | None = None) -> float:
         total += float(-np.log(np.maximum(picked, 1e-12)).sum())
         count += picked.size
     return total / max(count, 1)
+
+
+def parameter_count(vocab_size: int, config: TrainConfig) -> int:
+    """What build_model's network holds, without Keras: LSTM 4(u(i+u)+u), Dense uV+V."""
+    total, inputs = 0, vocab_size
+    for _ in range(config.layers):
+        total += 4 * (config.units * (inputs + config.units) + config.units)
+        inputs = config.units
+    return total + inputs * vocab_size + vocab_size
+

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import io
 import json
 import math
 import os
@@ -158,31 +159,128 @@ KERAS_CLASSES = {
     "GlorotUniform", "Orthogonal", "Zeros", "Ones", "__keras_tensor__",
 }
 MAX_CONFIG_BYTES = 4 << 20
+MAX_METADATA_BYTES = 1 << 20
+# Keras stores the members uncompressed; a zip tool may have deflated them. Nothing else
+# is ever decompressed: bzip2 and LZMA reach a million to one, so 2 KB of either can
+# fill the memory. Every size is checked as the archive declares it before a byte is
+# decompressed, and reading stops at the declared sizes.
+ARCHIVE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+MAX_DEFLATE_RATIO = 100            # ours deflate ~1.1:1 (weights) to ~10:1 (JSON)
+MAX_CHECKPOINT_BYTES = 8 << 30     # the weights of any run, whatever its settings say
+MAX_WEIGHT_OBJECTS = 10_000        # groups and datasets in model.weights.h5 (ours: a few dozen)
 
 
-def archive_problem(path: Path) -> str | None:
+def checkpoint_bytes_bound(config: TrainConfig, vocab_size: int) -> int:
+    """The most bytes the weights file of this run's checkpoint may declare: the weights
+    and the optimizer's slots (three float32 copies at most: Adam's two moments), four
+    times over for HDF5's bookkeeping, plus 1 MiB; never more than MAX_CHECKPOINT_BYTES."""
+    from engine.model import parameter_count
+
+    return min(MAX_CHECKPOINT_BYTES, 4 * 3 * 4 * parameter_count(vocab_size, config) + (1 << 20))
+
+
+def archive_problem(path: Path, config: TrainConfig | None = None, vocab_size: int | None = None) -> str | None:
     """Why `path` is not a loadable charlm-tui checkpoint, or None if it looks whole and
-    holds only our layers (checked without Keras: zip CRCs and config.json)."""
+    holds only our layers (checked without Keras: declared sizes and compression methods,
+    then CRCs, then config.json). Given the run's config and vocabulary size, the weights
+    may be no larger than such a model needs (checkpoint_bytes_bound)."""
+    weights_limit = MAX_CHECKPOINT_BYTES if config is None else checkpoint_bytes_bound(config, vocab_size)
+    file_limit = weights_limit + MAX_CONFIG_BYTES + MAX_METADATA_BYTES + (64 << 10)  # + zip headers
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if not {"config.json", "model.weights.h5"} <= names:
-                return "not a complete .keras archive"
-            if names - ARCHIVE_MEMBERS:
-                return f"unexpected files in the archive ({', '.join(sorted(names - ARCHIVE_MEMBERS))})"
-            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
-                return "its config.json is implausibly large"
-            damaged = archive.testzip()
-            if damaged is not None:
-                return f"{damaged} in the archive is damaged (CRC mismatch)"
-            config = json.loads(archive.read("config.json"))
+        with open_run_file(path, file_limit) as handle, zipfile.ZipFile(handle) as archive:
+            problem = _members_problem(archive.infolist(), weights_limit) or _damaged_member(archive)
+            if problem is None and config is not None:  # loading, not checking our own save
+                problem = _weights_problem(archive, weights_limit)
+            if problem:
+                return problem
+            keras_config = json.loads(archive.read("config.json"))
     except FileNotFoundError:
         return "missing"
-    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error):
+    except RunDirError as error:  # a link, a FIFO, a device, or far too large
+        return str(error)
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError):
         return "not a .keras archive (truncated or damaged)"
     except (ValueError, RecursionError):
         return "its config.json is damaged"
-    return _foreign_object(config)
+    return _foreign_object(keras_config)
+
+
+def _members_problem(members: list[zipfile.ZipInfo], weights_limit: int) -> str | None:
+    """What is wrong with the archive's directory: its names, declared sizes, methods."""
+    limits = {"metadata.json": MAX_METADATA_BYTES, "config.json": MAX_CONFIG_BYTES,
+              "model.weights.h5": weights_limit}
+    names = [member.filename for member in members]
+    if not {"config.json", "model.weights.h5"} <= set(names):
+        return "not a complete .keras archive"
+    if set(names) - ARCHIVE_MEMBERS:
+        return f"unexpected files in the archive ({', '.join(sorted(set(names) - ARCHIVE_MEMBERS))})"
+    if len(names) != len(set(names)):
+        return "the archive lists a file twice"
+    for member in members:
+        name, size = member.filename, member.file_size
+        if member.compress_type not in ARCHIVE_METHODS:
+            method = METHOD_NAMES.get(member.compress_type, f"method {member.compress_type}")
+            return (f"{name} in the archive is compressed with {method}; charlm-tui checkpoints are "
+                    "stored or deflated, and other methods can hide a decompression bomb")
+        if member.flag_bits & 0x1:
+            return f"{name} in the archive is encrypted"
+        if size > limits[name]:
+            return (f"{name} in the archive declares {size:,} bytes, more than a checkpoint of this "
+                    f"run ever holds ({limits[name]:,} at most)")
+        if member.compress_type == zipfile.ZIP_STORED and member.compress_size != size:
+            return f"{name} in the archive is damaged (its stored and declared sizes differ)"
+        if size > MAX_DEFLATE_RATIO * max(member.compress_size, 1):
+            return (f"{name} in the archive declares {size:,} bytes from {member.compress_size:,} "
+                    "compressed, a ratio no checkpoint has (a decompression bomb?)")
+    return None
+
+
+def _damaged_member(archive: zipfile.ZipFile) -> str | None:
+    """The first member whose CRC does not match, read a chunk at a time; zipfile stops
+    each read at the size the directory declares, which _members_problem has bounded."""
+    for member in archive.infolist():
+        try:
+            with archive.open(member) as data:
+                while data.read(READ_CHUNK_BYTES):
+                    pass
+        except zipfile.BadZipFile:
+            return f"{member.filename} in the archive is damaged (CRC mismatch)"
+    return None
+
+
+def _weights_problem(archive: zipfile.ZipFile, limit: int) -> str | None:
+    """What in model.weights.h5 could make reading it cost more than `limit` bytes or
+    reach outside it: an HDF5 dataset declares its shape apart from what it stores (a
+    few KB can declare gigabytes of fill value), and may point at other files. Checked
+    with h5py, which runs nothing from the file, before Keras reads a single weight."""
+    import h5py
+
+    declared, objects = 0, 0
+    try:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            groups = [weights]
+            while groups:
+                group = groups.pop()
+                for name in group:
+                    objects += 1
+                    if objects > MAX_WEIGHT_OBJECTS:
+                        return "its weights file holds far more objects than a charlm-tui model has"
+                    if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                        return "its weights file links to other places or files"
+                    item = group[name]
+                    if isinstance(item, h5py.Group):
+                        groups.append(item)
+                        continue
+                    if not isinstance(item, h5py.Dataset) or item.external or item.is_virtual:
+                        return "its weights file holds data stored outside it"
+                    declared += item.size * item.dtype.itemsize
+                    if declared > limit:
+                        return (f"its weights file declares more than {limit:,} bytes of weights, more "
+                                "than a model of this run's size holds")
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        return f"its weights file is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return None
 
 
 def _foreign_object(node) -> str | None:
@@ -414,16 +512,19 @@ class RunDir:
         so; neither file is changed or deleted."""
         from engine.tfsetup import keras
 
-        keras()
-        _memoize_keras_skipsets()
+        # The archive is checked against the run's settings before Keras (or TensorFlow) is
+        # even imported: a hostile file costs neither memory nor time.
+        config, vocab = self.load_config(), self.load_vocab()
         errors = []
         for path in (self.model_path, self.previous_model_path):
-            if not path.exists():
+            if not os.path.lexists(path):
                 continue
             try:
-                problem = archive_problem(path)
+                problem = archive_problem(path, config, len(vocab))
                 if problem:
                     raise ValueError(problem)
+                keras()
+                _memoize_keras_skipsets()
                 model = keras().saving.load_model(path, safe_mode=True, compile=compile)
             except Exception as error:  # any failure to load is reported, never executed around
                 errors.append(f"{path.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")

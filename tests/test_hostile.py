@@ -70,6 +70,106 @@ def both_checkpoints(run: Path, data: bytes) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# 1. model.keras: declared sizes, compression methods and ratios, before any decompression
+
+
+@pytest.fixture(scope="module")
+def bzip2_bomb(base_run, tmp_path_factory) -> bytes:
+    """A real .keras archive whose weights are 1 GiB of zeros in bzip2 (under 1 KB)."""
+    path = tmp_path_factory.mktemp("bomb") / "model.keras"
+    zeros = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members_of(base_run / "model.keras").items():
+            if name != "model.weights.h5":
+                archive.writestr(name, data)
+        weights = zipfile.ZipInfo("model.weights.h5")
+        weights.compress_type = zipfile.ZIP_BZIP2
+        with archive.open(weights, "w", force_zip64=True) as member:
+            for _ in range(1024):
+                member.write(zeros)
+    return path.read_bytes()
+
+
+def hand_made_zip(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
+    """A zip built byte by byte from (name, method, payload, crc, declared size), every
+    size in a zip64 field, so that a member can declare any size at all."""
+    out, directory = bytearray(), bytearray()
+    for name, method, payload, crc, declared in entries:
+        encoded, extra = name.encode(), struct.pack("<HHQQ", 1, 16, declared, len(payload))
+        offset = len(out)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 45, 0, method, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                           len(encoded), len(extra)) + encoded + extra + payload
+        directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45, 45, 0, method, 0, 0, crc, 0xFFFFFFFF,
+                                 0xFFFFFFFF, len(encoded), len(extra), 0, 0, 0, 0, offset) + encoded + extra
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), len(out), 0)
+    return bytes(out + directory + end)
+
+
+def declaring_one_tib(model_path: Path) -> bytes:
+    """The run's own archive, but its weights: 1 MiB of zeros, deflated, declared as 1 TiB."""
+    members = members_of(model_path)
+    zeros = bytes(1 << 20)
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = squeezer.compress(zeros) + squeezer.flush()
+    return hand_made_zip([
+        ("metadata.json", zipfile.ZIP_STORED, members["metadata.json"], zlib.crc32(members["metadata.json"]),
+         len(members["metadata.json"])),
+        ("config.json", zipfile.ZIP_STORED, members["config.json"], zlib.crc32(members["config.json"]),
+         len(members["config.json"])),
+        ("model.weights.h5", zipfile.ZIP_DEFLATED, deflated, zlib.crc32(zeros), 1 << 40),
+    ])
+
+
+def test_a_bzip2_bomb_is_refused_before_anything_is_decompressed(bzip2_bomb, run_copy):
+    assert len(bzip2_bomb) < 16_000
+    both_checkpoints(run_copy, bzip2_bomb)
+    out = limited("sample", "--run", run_copy, "--length", "5")
+    assert_one_line_refusal(out, "no loadable checkpoint", "compressed with bzip2", "decompression bomb")
+
+
+def test_a_checkpoint_declaring_a_terabyte_is_refused_before_anything_is_decompressed(run_copy):
+    hostile = declaring_one_tib(run_copy / "model.keras")
+    with zipfile.ZipFile(io.BytesIO(hostile)) as archive:  # well formed: zipfile reads what it declares
+        assert len(hostile) < 64_000 and archive.getinfo("model.weights.h5").file_size == 1 << 40
+    both_checkpoints(run_copy, hostile)
+    out = limited("sample", "--run", run_copy, "--length", "5")
+    assert_one_line_refusal(out, "model.weights.h5 in the archive declares 1,099,511,627,776 bytes",
+                            "more than a checkpoint of this run ever holds")
+
+
+def test_a_weights_file_larger_than_the_run_needs_is_refused(run_copy):
+    """Stored (Keras's own method) but 64 MiB: far more than an 8-unit model's weights."""
+    members = members_of(run_copy / "model.keras")
+    members["model.weights.h5"] += bytes(64 << 20)
+    with zipfile.ZipFile(run_copy / "model.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    (run_copy / "model.prev.keras").unlink()
+    out = limited("sample", "--run", run_copy, "--length", "5")
+    assert_one_line_refusal(out, "model.keras is", "bytes, more than charlm-tui ever writes there")
+
+
+def test_a_weights_dataset_declaring_a_gigabyte_of_fill_value_is_refused(run_copy):
+    """HDF5 lets a dataset that stores nothing declare any shape (its fill value fills
+    it): a few KB that Keras, assigning the weight, would turn into a gigabyte."""
+    import h5py
+
+    members = members_of(run_copy / "model.keras")
+    weights = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as h5:
+        del h5["layers/dense/vars/1"]  # the output bias
+        h5.create_dataset("layers/dense/vars/1", shape=(1 << 28,), dtype="f4", chunks=(1 << 16,))
+    members["model.weights.h5"] = weights.getvalue()
+    assert len(members["model.weights.h5"]) < 256_000
+    with zipfile.ZipFile(run_copy / "model.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    (run_copy / "model.prev.keras").write_bytes((run_copy / "model.keras").read_bytes())
+    out = limited("sample", "--run", run_copy, "--length", "5")
+    assert_one_line_refusal(out, "its weights file declares more than", "more than a model of this run's size holds")
+
+
+# ---------------------------------------------------------------------------------------
 # 2. Run files that are not regular files: links, FIFOs, devices
 
 
@@ -96,11 +196,22 @@ def make_zero_device(path: Path) -> None:
     ("vocab.json", make_link_to_dev_zero, "is a symbolic link, not a regular file"),
     ("vocab.json", make_fifo, "is a FIFO, not a regular file"),
     ("vocab.json", make_zero_device, "is a device, not a regular file"),
+    ("model.keras", make_fifo, "is a FIFO, not a regular file"),
+    ("model.keras", make_link_to_dev_zero, "is a symbolic link, not a regular file"),
 ])
 def test_a_run_file_that_is_not_a_regular_file_is_refused_without_reading_it(name, make, expected, run_copy):
+    if name == "model.keras":
+        (run_copy / "model.prev.keras").unlink()  # else it is used instead, with a note
     make(run_copy / name)
     out = limited("sample", "--run", run_copy, "--length", "5")
     assert_one_line_refusal(out, name, expected)
+
+
+def test_a_fifo_model_keras_falls_back_to_the_previous_checkpoint_with_a_note(run_copy):
+    make_fifo(run_copy / "model.keras")
+    out = charlm("sample", "--run", run_copy, "--length", "5", "--seed", "1", timeout=120)  # TensorFlow loads
+    assert out.returncode == 0, out.stderr
+    assert "model.keras is a FIFO" in out.stderr and "using the previous one, model.prev.keras" in out.stderr
 
 
 READERS = {
