@@ -184,7 +184,8 @@ def archive_problem(path: Path, config: TrainConfig | None = None, vocab_size: i
     """Why `path` is not a loadable charlm-tui checkpoint, or None if it looks whole and
     holds only our layers (checked without Keras: declared sizes and compression methods,
     then CRCs, then config.json). Given the run's config and vocabulary size, the weights
-    may be no larger than such a model needs (checkpoint_bytes_bound)."""
+    may be no larger than such a model needs (checkpoint_bytes_bound) and the network
+    must be exactly the one engine.model.build_model makes for them."""
     weights_limit = MAX_CHECKPOINT_BYTES if config is None else checkpoint_bytes_bound(config, vocab_size)
     file_limit = weights_limit + MAX_CONFIG_BYTES + MAX_METADATA_BYTES + (64 << 10)  # + zip headers
     try:
@@ -203,7 +204,12 @@ def archive_problem(path: Path, config: TrainConfig | None = None, vocab_size: i
         return "not a .keras archive (truncated or damaged)"
     except (ValueError, RecursionError):
         return "its config.json is damaged"
-    return _foreign_object(keras_config)
+    problem = _foreign_object(keras_config)
+    if problem is None and config is not None:
+        from engine.model import architecture_problem
+
+        problem = architecture_problem(keras_config, config, vocab_size)
+    return problem
 
 
 def _members_problem(members: list[zipfile.ZipInfo], weights_limit: int) -> str | None:

@@ -382,6 +382,59 @@ def test_resuming_a_run_with_a_deeply_nested_extra_is_one_line(run_copy, corpus_
 
 
 # ---------------------------------------------------------------------------------------
+# 5. Only the exact network charlm-tui builds is accepted
+
+
+def foreign_model(vocab_size: int, twist: str):
+    """build_model's network with one twist, built and saved by Keras itself."""
+    from engine.tfsetup import keras
+
+    layers = keras().layers
+    inputs = keras().Input(shape=(None,), dtype="int32", name="char_ids")
+    x = layers.Reshape((-1, 1), name="ids_column")(inputs)
+    x = layers.CategoryEncoding(num_tokens=vocab_size, output_mode="one_hot", name="one_hot")(x)
+    lstm_options = {"relu": {"activation": "relu"}, "backwards": {"go_backwards": True}}.get(twist, {})
+    x = layers.LSTM(8, return_sequences=True, name="lstm_1", **lstm_options)(x)
+    if twist == "extra dense":
+        x = layers.Dense(8, name="hidden")(x)
+    outputs = layers.Dense(vocab_size + (twist == "wrong dense"), activation="softmax", name="next_char")(x)
+    model = keras().Model(inputs, outputs, name="charlm_fast")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+@pytest.mark.parametrize("twist, expected", [
+    ("relu", "'lstm_1' has activation='relu', not 'tanh'"),
+    ("backwards", "'lstm_1' has go_backwards=True, not False"),
+    ("wrong dense", "'next_char' has units="),
+    ("extra dense", "layers InputLayer > Reshape > CategoryEncoding > LSTM > Dense > Dense, "
+                    "not InputLayer > Reshape > CategoryEncoding > LSTM > Dense"),
+])
+def test_a_network_charlm_tui_did_not_build_is_refused_before_keras_loads_it(twist, expected, run_copy):
+    vocab_size = len(RunDir(run_copy).load_vocab())
+    foreign_model(vocab_size, twist).save(run_copy / "model.keras")
+    (run_copy / "model.prev.keras").unlink()
+    with pytest.raises(RunDirError, match="it is not the network charlm-tui builds for this run") as refusal:
+        RunDir(run_copy).load_model(compile=False)
+    assert expected in str(refusal.value)
+    assert_one_line_refusal(limited("sample", "--run", run_copy, "--length", "5"), expected)
+
+
+def test_the_networks_charlm_tui_builds_are_accepted(tmp_path):
+    from engine.model import build_model
+    from engine.rundir import archive_problem
+    from tests.conftest import tiny_config
+
+    for settings in ({"layers": 2, "dropout": 0.1}, {"preset": "book", "units": 8}, {"layers": 3}):
+        config = tiny_config(**settings)
+        path = tmp_path / "model.keras"
+        build_model(30, config).save(path)
+        assert archive_problem(path, config, 30) is None, settings
+        assert "num_tokens=30, not 31" in archive_problem(path, config, 31)
+
+
+# ---------------------------------------------------------------------------------------
 # 6. A checkpoint holding NaN weights
 
 
