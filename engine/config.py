@@ -9,11 +9,50 @@ forward pass, with gradient clipping to keep it stable.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 PRESETS = ("book", "fast")
 OBJECTIVES = ("last", "all")  # predict the char after the window / every next char
 STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.distribute
+
+MAX_SEED = 2**32 - 1  # what numpy's and Keras's global seeding accept
+# A temperature is 0 (greedy: always the likeliest character) or at least 0.01: below
+# that 1/T overflows or leaves nothing but the argmax anyway.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
+TEMPERATURE_RULE = f"0 (greedy) or a number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}"
+MAX_EXTRA_DEPTH = 32  # `extra` is reserved for flat settings; deeper nesting only breaks recursion
+
+
+class SettingError(ValueError):
+    """A setting that cannot work; `field` is the TrainConfig field it is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def valid_temperature(value) -> bool:
+    return _finite(value) and (value == 0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE)
+
+
+def _nesting_depth(value, limit: int = MAX_EXTRA_DEPTH) -> int:
+    """How deep lists and dicts nest in `value` (counted without recursion, and only up to
+    just past `limit`, so a hostile 100,000-deep object costs nothing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 @dataclass
@@ -48,32 +87,47 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # reserved for future settings
 
     def validate(self) -> None:
-        """Raise ValueError with a helpful sentence for a setting that cannot work."""
-        checks = [
-            (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
-            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
-            (self.optimizer in ("rmsprop", "adam"), "optimizer must be rmsprop or adam"),
-            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
-            (2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
-            (1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
-            (1 <= self.units <= 8192, "--units must be between 1 and 8192"),
-            (1 <= self.layers <= 16, "--layers must be between 1 and 16"),
-            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (1 <= self.batch_size <= 65_536, "--batch-size must be between 1 and 65536"),
-            (0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
-            (self.clipnorm is None or self.clipnorm > 0, "clipnorm must be positive"),
-            (1 <= self.epochs <= 100_000, "--epochs must be between 1 and 100000"),
-            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
-            (self.steps is None or self.steps > 0, "--steps must be positive"),
-            (0.0 < self.val_fraction < 0.5, "--val-fraction must be in (0, 0.5)"),
-            (1 <= len(self.temperatures) <= 6, "give between 1 and 6 temperatures"),
-            (all(0.0 <= t <= 10.0 for t in self.temperatures), "temperatures must be in [0, 10]"),
-            (0 <= self.sample_length <= 100_000, "sample length must be in [0, 100000]"),
-            (self.log_every >= 1, "log_every must be at least 1"),
-        ]
-        for ok, message in checks:
+        """Raise SettingError (a ValueError naming the field) with a helpful sentence for a
+        setting that cannot work. The same rules hold for a command-line option, a preset
+        and a config.json read back, so nothing accepted on the way in is refused later."""
+        for name, ok, message in self._rules():
             if not ok:
-                raise ValueError(message)
+                raise SettingError(name, message)
+
+    def _rules(self):
+        """(field, holds, sentence) for every field: every number finite and in range."""
+        return [
+            ("preset", self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
+            ("objective", self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
+            ("optimizer", self.optimizer in ("rmsprop", "adam"), "optimizer must be rmsprop or adam"),
+            ("strategy", self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
+            ("maxlen", 2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
+            ("step", 1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
+            ("units", 1 <= self.units <= 8192, "--units must be between 1 and 8192"),
+            ("layers", 1 <= self.layers <= 16, "--layers must be between 1 and 16"),
+            ("dropout", _finite(self.dropout) and 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            ("batch_size", 1 <= self.batch_size <= 65_536, "--batch-size must be between 1 and 65536"),
+            ("lr", _finite(self.lr) and 0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
+            ("clipnorm", self.clipnorm is None or (_finite(self.clipnorm) and self.clipnorm > 0),
+             "clipnorm must be a positive finite number (or null: no clipping)"),
+            ("epochs", 1 <= self.epochs <= 100_000, "--epochs must be between 1 and 100000"),
+            ("time_budget", self.time_budget is None or (_finite(self.time_budget) and self.time_budget > 0),
+             "--time-budget must be a positive finite number of seconds"),
+            ("steps", self.steps is None or self.steps > 0, "--steps must be positive"),
+            ("val_fraction", _finite(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
+             "--val-fraction must be in (0, 0.5)"),
+            ("seed", 0 <= self.seed <= MAX_SEED, f"--seed must be a whole number from 0 to {MAX_SEED}"),
+            ("temperatures", 1 <= len(self.temperatures) <= 6, "give between 1 and 6 temperatures"),
+            ("temperatures", all(valid_temperature(t) for t in self.temperatures),
+             f"each temperature must be {TEMPERATURE_RULE}"),
+            ("sample_length", 0 <= self.sample_length <= 100_000, "sample length must be in [0, 100000]"),
+            ("log_every", self.log_every >= 1, "log_every must be at least 1"),
+            ("checkpoint_every", _finite(self.checkpoint_every) and self.checkpoint_every >= 0,
+             "--checkpoint-every must be a finite number of seconds, 0 or more"),
+            ("val_max_windows", self.val_max_windows >= 1, "val_max_windows must be at least 1"),
+            ("extra", isinstance(self.extra, dict) and _nesting_depth(self.extra) <= MAX_EXTRA_DEPTH,
+             f"extra must be an object nested at most {MAX_EXTRA_DEPTH} levels deep"),
+        ]
 
     @property
     def targets_per_window(self) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from engine import events
 from engine.config import TrainConfig
 from engine.errors import CharlmError, RunDirError
-from engine.rundir import RunDir, parse_metrics
+from engine.rundir import MetricsTail, RunDir
 from engine.windows import Windows, split_point
 
 log = logging.getLogger("charlm.engine")
@@ -326,44 +326,6 @@ class RunFollower:
         self.on_events([events.CheckpointSaved(str(RunDir(saved.path).model_path), step,
                                                step // saved.steps_per_epoch + 1 if saved.steps_per_epoch else 0)])
         return True
-
-
-class MetricsTail:
-    """The complete lines appended to metrics.jsonl since the last poll, at most
-    `chunk` bytes a poll (memory stays bounded however long the file grows)."""
-
-    def __init__(self, path: Path, chunk: int = 1 << 20) -> None:
-        self.path = path
-        self.chunk = chunk
-        self.offset = 0
-        self.partial = b""
-        self.pending = False      # more bytes wait beyond this poll's chunk
-        self._identity = None     # (inode, size, mtime) at the last poll
-
-    def poll(self) -> tuple[list[dict], bool]:
-        """(new rows, reset): reset when the file was rewritten or replaced (a resumed
-        run trims it, a fresh run clears it): the rows then start from its beginning."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            reset = self.offset > 0
-            self.offset, self.partial, self._identity, self.pending = 0, b"", None, False
-            return [], reset
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if identity == self._identity and not self.pending:
-            return [], False
-        reset = False
-        if (self._identity is not None and st.st_ino != self._identity[0]) or st.st_size < self.offset:
-            reset, self.offset, self.partial = True, 0, b""
-        self._identity = identity
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read(self.chunk)
-        self.offset += len(data)
-        self.pending = self.offset < st.st_size
-        complete, _, partial = (self.partial + data).rpartition(b"\n")
-        self.partial = partial if len(partial) <= self.chunk else b""  # an absurd line is dropped
-        return parse_metrics(complete), reset
 
 
 def _signature(path: Path):

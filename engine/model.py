@@ -98,3 +98,147 @@ def under_a_strategy(model) -> bool:
 
     tf = tensorflow()
     return tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy()
+
+
+def parameter_count(vocab_size: int, config: TrainConfig) -> int:
+    """What build_model's network holds, without Keras: LSTM 4(u(i+u)+u), Dense uV+V."""
+    total, inputs = 0, vocab_size
+    for _ in range(config.layers):
+        total += 4 * (config.units * (inputs + config.units) + config.units)
+        inputs = config.units
+    return total + inputs * vocab_size + vocab_size
+
+
+# -- is a saved network ours? -----------------------------------------------------------------
+# The numpy sampler and the resumed training assume exactly the network build_model makes:
+# LSTMs with tanh/sigmoid read forwards, a softmax over the vocabulary. A .keras file
+# holding only allowed layer types but another network (relu, go_backwards, an extra
+# Dense) would load and then fail deep inside, or worse, sample wrong text without a word.
+# So the checkpoint's config.json is compared with build_model's shape before Keras
+# builds anything from it. Dropout is not compared with config.json (a resumed run may
+# change --dropout; the network keeps its first layers), nor are dtype policies.
+
+
+class _NotOurs(Exception):
+    """A difference between a saved network and the one build_model makes."""
+
+
+def _require(holds: bool, difference: str) -> None:
+    if not holds:
+        raise _NotOurs(difference)
+
+
+def architecture_problem(saved: dict, config: TrainConfig, vocab_size: int) -> str | None:
+    """Why the Keras config.json of a checkpoint is not the network that
+    build_model(vocab_size, config) makes, as a phrase, or None if it is."""
+    try:
+        _check_network(saved, config, vocab_size)
+    except _NotOurs as difference:
+        return f"it is not the network charlm-tui builds for this run ({difference}); refused"
+    return None
+
+
+def _check_network(saved, config: TrainConfig, vocab_size: int) -> None:
+    _require(isinstance(saved, dict) and saved.get("class_name") == "Functional"
+             and isinstance(saved.get("config"), dict), "not a functional model")
+    layers = saved["config"].get("layers")
+    _require(isinstance(layers, list) and all(isinstance(layer, dict) and isinstance(layer.get("config"), dict)
+                                              for layer in layers), "no list of layers")
+    kinds = [layer.get("class_name") for layer in layers]
+    expected = _layer_kinds(config.layers, dropout="Dropout" in kinds)
+    _require(kinds == expected, f"layers {_shown(kinds)}, not {_shown(expected)}")
+    names = [layer.get("name") for layer in layers]
+    _require(all(isinstance(name, str) for name in names) and len(set(names)) == len(names),
+             "layers without names of their own")
+    for previous, layer in zip(names, layers[1:]):
+        _require(_single_input(layer) == previous, f"{layer.get('name')!r} does not read {previous!r} alone")
+    _require(_node_name(saved["config"].get("input_layers")) == names[0]
+             and _node_name(saved["config"].get("output_layers")) == names[-1], "other inputs or outputs")
+    lstm_index = 0
+    for layer in layers:
+        checks = _LAYER_CHECKS[layer["class_name"]]
+        if layer["class_name"] == "LSTM":
+            lstm_index += 1
+            sequences = lstm_index < config.layers or config.objective == "all"
+            checks = checks(config.units, sequences)
+        elif layer["class_name"] in ("CategoryEncoding", "Dense"):
+            checks = checks(vocab_size)
+        for key, wanted in checks.items():
+            value = layer["config"].get(key, _ABSENT)
+            holds = wanted(value) if callable(wanted) else (value == wanted and type(value) is type(wanted))
+            expected = "" if callable(wanted) else f", not {_shown_value(wanted)}"
+            _require(holds, f"{layer['name']!r} has {key}={_shown_value(value)}{expected}")
+
+
+def _layer_kinds(lstm_layers: int, dropout: bool) -> list[str]:
+    kinds = ["InputLayer", "Reshape", "CategoryEncoding"]
+    for _ in range(lstm_layers):
+        kinds += ["LSTM", "Dropout"] if dropout else ["LSTM"]
+    return kinds + ["Dense"]
+
+
+_ABSENT = object()
+
+
+def _absent_or(*allowed):
+    return lambda value: value is _ABSENT or any(value is a or (value == a and type(value) is type(a))
+                                                 for a in allowed)
+
+
+def _rate(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+
+
+# Per layer type: config key -> the value build_model writes (or a test of it).
+_LAYER_CHECKS = {
+    "InputLayer": {"batch_shape": [None, None], "dtype": "int32", "sparse": _absent_or(False),
+                   "ragged": _absent_or(False), "optional": _absent_or(False)},
+    "Reshape": {"target_shape": [-1, 1]},
+    "CategoryEncoding": lambda vocab_size: {"num_tokens": vocab_size, "output_mode": "one_hot",
+                                            "sparse": _absent_or(False)},
+    "LSTM": lambda units, sequences: {
+        "units": units, "activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
+        "return_sequences": sequences, "return_state": False, "go_backwards": False, "stateful": False,
+        "unroll": False, "dropout": _absent_or(0.0, 0), "recurrent_dropout": _absent_or(0.0, 0)},
+    "Dropout": {"rate": _rate, "noise_shape": _absent_or(None)},
+    "Dense": lambda vocab_size: {"units": vocab_size, "activation": "softmax", "use_bias": True,
+                                 "lora_rank": _absent_or(None), "quantization_config": _absent_or(None)},
+}
+
+
+def _single_input(layer: dict):
+    """The name of the one layer whose output `layer` reads, or None if it reads anything
+    else (several inputs, several calls, extra tensors such as an LSTM's initial state)."""
+    nodes = layer.get("inbound_nodes")
+    if not (isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], dict)):
+        return None
+    args, kwargs = nodes[0].get("args"), nodes[0].get("kwargs", {})
+    if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict)
+            and args[0].get("class_name") == "__keras_tensor__" and isinstance(args[0].get("config"), dict)):
+        return None
+    if not (isinstance(kwargs, dict) and set(kwargs) <= {"training", "mask"}
+            and all(value is None or value is False for value in kwargs.values())):
+        return None
+    return _node_name(args[0]["config"].get("keras_history"))
+
+
+def _node_name(reference):
+    """"name" from a Keras node reference ["name", 0, 0] (or [["name", 0, 0]])."""
+    if isinstance(reference, list) and len(reference) == 1 and isinstance(reference[0], list):
+        reference = reference[0]
+    if isinstance(reference, list) and len(reference) == 3 and reference[1:] == [0, 0] \
+            and isinstance(reference[0], str):
+        return reference[0]
+    return None
+
+
+def _shown(kinds: list) -> str:
+    text = " > ".join(str(kind) for kind in kinds[:8])
+    return text + (f" > ... ({len(kinds)} in all)" if len(kinds) > 8 else "")
+
+
+def _shown_value(value) -> str:
+    if value is _ABSENT:
+        return "(missing)"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import io
 import json
 import math
 import os
@@ -39,10 +41,11 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.compat import memoize_keras_skipsets
-from engine.config import TrainConfig
+from engine.config import SettingError, TrainConfig
 from engine.errors import RunDirError
 
 FORMAT_VERSION = 1
@@ -234,12 +237,78 @@ def _looks_like_run_config(path: Path) -> bool:
     return isinstance(data, dict) and "format" in data and isinstance(data.get("config"), dict)
 
 
+# Run files are read only as regular files, never through a link, never blocking, and
+# at most as large as charlm-tui could have written them: a run directory may come from
+# anywhere, and /dev/zero behind a link or a FIFO must not exhaust memory or hang.
+MAX_JSON_BYTES = 4 << 20           # config.json, vocab.json, state.json (ours: a few KB)
+READ_CHUNK_BYTES = 1 << 20         # metrics.jsonl is read this much at a time
+MAX_METRICS_LINE_BYTES = 64 << 10  # our rows are ~300 bytes; longer lines are skipped unread
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file of this st_mode is, if it is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
+def _refuse_irregular(path: Path, mode: int) -> None:
+    kind = _not_regular(mode)
+    if kind is not None:
+        raise RunDirError(f"{path} is {kind}, not a regular file: charlm-tui reads run files only as "
+                          "regular files, never through links, so put the real file there or choose "
+                          "another run directory")
+
+
+def open_run_file(path: Path, max_bytes: int | None = None):
+    """A run file opened for binary reading: only a regular file, never through a symbolic
+    link, never blocking (a FIFO or device is refused before it is read), and at most
+    `max_bytes` long. FileNotFoundError passes through: callers say what missing means."""
+    path = Path(path)
+    try:
+        _refuse_irregular(path, os.lstat(path).st_mode)  # look first: a device is never opened
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # it became a link after the look
+            _refuse_irregular(path, stat.S_IFLNK)
+        raise _explain(error, "read", path) from None
+    try:
+        info = os.fstat(fd)
+        _refuse_irregular(path, info.st_mode)  # replaced between the look and the open
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise RunDirError(f"{path} is {info.st_size:,} bytes, more than charlm-tui ever writes "
+                              f"there ({max_bytes:,} at most): refused")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_run_file(path: Path, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The whole of a small run file (see open_run_file); FileNotFoundError passes through."""
+    with open_run_file(path, max_bytes) as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise _explain(error, "read", path) from None
+    if len(data) > max_bytes:  # it grew while being read
+        raise RunDirError(f"{path} grew past {max_bytes:,} bytes while being read, more than charlm-tui "
+                          "ever writes there: refused")
+    return data
+
+
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = _read_run_file(path)
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing: is {path.parent} a charlm-tui run directory?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise RunDirError(f"{path} is damaged or not JSON ({error})") from None
 
 
@@ -254,31 +323,134 @@ KERAS_CLASSES = {
     "GlorotUniform", "Orthogonal", "Zeros", "Ones", "__keras_tensor__",
 }
 MAX_CONFIG_BYTES = 4 << 20
+MAX_METADATA_BYTES = 1 << 20
+# Keras stores the members uncompressed; a zip tool may have deflated them. Nothing else
+# is ever decompressed: bzip2 and LZMA reach a million to one, so 2 KB of either can
+# fill the memory. Every size is checked as the archive declares it before a byte is
+# decompressed, and reading stops at the declared sizes.
+ARCHIVE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+MAX_DEFLATE_RATIO = 100            # ours deflate ~1.1:1 (weights) to ~10:1 (JSON)
+MAX_CHECKPOINT_BYTES = 8 << 30     # the weights of any run, whatever its settings say
+MAX_WEIGHT_OBJECTS = 10_000        # groups and datasets in model.weights.h5 (ours: a few dozen)
 
 
-def archive_problem(path: Path) -> str | None:
+def checkpoint_bytes_bound(config: TrainConfig, vocab_size: int) -> int:
+    """The most bytes the weights file of this run's checkpoint may declare: the weights
+    and the optimizer's slots (three float32 copies at most: Adam's two moments), four
+    times over for HDF5's bookkeeping, plus 1 MiB; never more than MAX_CHECKPOINT_BYTES."""
+    from engine.model import parameter_count
+
+    return min(MAX_CHECKPOINT_BYTES, 4 * 3 * 4 * parameter_count(vocab_size, config) + (1 << 20))
+
+
+def archive_problem(path: Path, config: TrainConfig | None = None, vocab_size: int | None = None) -> str | None:
     """Why `path` is not a loadable charlm-tui checkpoint, or None if it looks whole and
-    holds only our layers (checked without Keras: zip CRCs and config.json)."""
+    holds only our layers (checked without Keras: declared sizes and compression methods,
+    then CRCs, then config.json). Given the run's config and vocabulary size, the weights
+    may be no larger than such a model needs (checkpoint_bytes_bound) and the network
+    must be exactly the one engine.model.build_model makes for them."""
+    weights_limit = MAX_CHECKPOINT_BYTES if config is None else checkpoint_bytes_bound(config, vocab_size)
+    file_limit = weights_limit + MAX_CONFIG_BYTES + MAX_METADATA_BYTES + (64 << 10)  # + zip headers
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if not {"config.json", "model.weights.h5"} <= names:
-                return "not a complete .keras archive"
-            if names - ARCHIVE_MEMBERS:
-                return f"unexpected files in the archive ({', '.join(sorted(names - ARCHIVE_MEMBERS))})"
-            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
-                return "its config.json is implausibly large"
-            damaged = archive.testzip()
-            if damaged is not None:
-                return f"{damaged} in the archive is damaged (CRC mismatch)"
-            config = json.loads(archive.read("config.json"))
+        with open_run_file(path, file_limit) as handle, zipfile.ZipFile(handle) as archive:
+            problem = _members_problem(archive.infolist(), weights_limit) or _damaged_member(archive)
+            if problem is None and config is not None:  # loading, not checking our own save
+                problem = _weights_problem(archive, weights_limit)
+            if problem:
+                return problem
+            keras_config = json.loads(archive.read("config.json"))
     except FileNotFoundError:
         return "missing"
-    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error):
+    except RunDirError as error:  # a link, a FIFO, a device, or far too large
+        return str(error)
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError):
         return "not a .keras archive (truncated or damaged)"
     except (ValueError, RecursionError):
         return "its config.json is damaged"
-    return _foreign_object(config)
+    problem = _foreign_object(keras_config)
+    if problem is None and config is not None:
+        from engine.model import architecture_problem
+
+        problem = architecture_problem(keras_config, config, vocab_size)
+    return problem
+
+
+def _members_problem(members: list[zipfile.ZipInfo], weights_limit: int) -> str | None:
+    """What is wrong with the archive's directory: its names, declared sizes, methods."""
+    limits = {"metadata.json": MAX_METADATA_BYTES, "config.json": MAX_CONFIG_BYTES,
+              "model.weights.h5": weights_limit}
+    names = [member.filename for member in members]
+    if not {"config.json", "model.weights.h5"} <= set(names):
+        return "not a complete .keras archive"
+    if set(names) - ARCHIVE_MEMBERS:
+        return f"unexpected files in the archive ({', '.join(sorted(set(names) - ARCHIVE_MEMBERS))})"
+    if len(names) != len(set(names)):
+        return "the archive lists a file twice"
+    for member in members:
+        name, size = member.filename, member.file_size
+        if member.compress_type not in ARCHIVE_METHODS:
+            method = METHOD_NAMES.get(member.compress_type, f"method {member.compress_type}")
+            return (f"{name} in the archive is compressed with {method}; charlm-tui checkpoints are "
+                    "stored or deflated, and other methods can hide a decompression bomb")
+        if member.flag_bits & 0x1:
+            return f"{name} in the archive is encrypted"
+        if size > limits[name]:
+            return (f"{name} in the archive declares {size:,} bytes, more than a checkpoint of this "
+                    f"run ever holds ({limits[name]:,} at most)")
+        if member.compress_type == zipfile.ZIP_STORED and member.compress_size != size:
+            return f"{name} in the archive is damaged (its stored and declared sizes differ)"
+        if size > MAX_DEFLATE_RATIO * max(member.compress_size, 1):
+            return (f"{name} in the archive declares {size:,} bytes from {member.compress_size:,} "
+                    "compressed, a ratio no checkpoint has (a decompression bomb?)")
+    return None
+
+
+def _damaged_member(archive: zipfile.ZipFile) -> str | None:
+    """The first member whose CRC does not match, read a chunk at a time; zipfile stops
+    each read at the size the directory declares, which _members_problem has bounded."""
+    for member in archive.infolist():
+        try:
+            with archive.open(member) as data:
+                while data.read(READ_CHUNK_BYTES):
+                    pass
+        except zipfile.BadZipFile:
+            return f"{member.filename} in the archive is damaged (CRC mismatch)"
+    return None
+
+
+def _weights_problem(archive: zipfile.ZipFile, limit: int) -> str | None:
+    """What in model.weights.h5 could make reading it cost more than `limit` bytes or
+    reach outside it: an HDF5 dataset declares its shape apart from what it stores (a
+    few KB can declare gigabytes of fill value), and may point at other files. Checked
+    with h5py, which runs nothing from the file, before Keras reads a single weight."""
+    import h5py
+
+    declared, objects = 0, 0
+    try:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            groups = [weights]
+            while groups:
+                group = groups.pop()
+                for name in group:
+                    objects += 1
+                    if objects > MAX_WEIGHT_OBJECTS:
+                        return "its weights file holds far more objects than a charlm-tui model has"
+                    if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                        return "its weights file links to other places or files"
+                    item = group[name]
+                    if isinstance(item, h5py.Group):
+                        groups.append(item)
+                        continue
+                    if not isinstance(item, h5py.Dataset) or item.external or item.is_virtual:
+                        return "its weights file holds data stored outside it"
+                    declared += item.size * item.dtype.itemsize
+                    if declared > limit:
+                        return (f"its weights file declares more than {limit:,} bytes of weights, more "
+                                "than a model of this run's size holds")
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        return f"its weights file is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return None
 
 
 def _foreign_object(node) -> str | None:
@@ -451,6 +623,9 @@ class RunDir:
                 raise ValueError("no config object in it")
             _check_config_types(data["config"])
             return TrainConfig.from_json(data["config"])
+        except SettingError as error:  # name the field, whatever the sentence calls it
+            detail = str(error) if str(error).startswith(error.field) else f"{error.field}: {error}"
+            raise RunDirError(f"{self.config_path} is not a valid charlm-tui config ({detail})") from None
         except (KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{self.config_path} is not a valid charlm-tui config ({error})") from None
 
@@ -476,10 +651,11 @@ class RunDir:
         atomic_write_json(self.state_path, state)
 
     def load_state(self) -> dict:
-        """state.json is informational: anything missing or malformed in it reads as absent."""
+        """state.json is informational: anything missing or malformed in it reads as absent
+        (a link, a FIFO or a huge file is refused, as every run file is)."""
         try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            data = json.loads(_read_run_file(self.state_path).decode("utf-8"))
+        except (FileNotFoundError, ValueError, RecursionError):
             return {}
         if not isinstance(data, dict):
             return {}
@@ -502,11 +678,32 @@ class RunDir:
         return read_metrics(self.path)
 
     def keep_metrics_up_to(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint (they will be redone)."""
-        rows = [row for row in self.read_metrics() if _is_number(row.get("step")) and row["step"] <= step]
-        if self.metrics_path.exists():
-            atomic_write_bytes(self.metrics_path,
-                               "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        """On resume: drop rows logged after the checkpoint (they will be redone).
+
+        Streamed: the lines of the rows kept are copied as they are into a temporary file
+        that then replaces metrics.jsonl, so memory does not depend on the file's length
+        and the file never grows (torn, foreign and absurdly long lines go)."""
+        if not os.path.lexists(self.metrics_path):
+            return
+        temporary = self.path / f".{self.metrics_path.name}.tmp-{os.getpid()}"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()  # left by a killed process that had our pid
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "wb") as kept:
+                for line, row in _metrics_lines(self.metrics_path):
+                    if _is_number(row.get("step")) and row["step"] <= step:
+                        kept.write(line + b"\n")
+                kept.flush()
+                os.fsync(kept.fileno())
+            os.replace(temporary, self.metrics_path)
+        except (OSError, RunDirError) as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            if isinstance(error, RunDirError):
+                raise
+            raise _explain(error, "rewrite", self.metrics_path) from None
+        _fsync_dir(self.path)
 
     def clear_history(self) -> None:
         """Start over: forget metrics, state and the epoch samples (the old model is replaced
@@ -583,16 +780,19 @@ class RunDir:
         so; neither file is changed or deleted."""
         from engine.tfsetup import keras
 
-        keras()
-        memoize_keras_skipsets()
+        # The archive is checked against the run's settings before Keras (or TensorFlow) is
+        # even imported: a hostile file costs neither memory nor time.
+        config, vocab = self.load_config(), self.load_vocab()
         errors = []
         for path in (self.model_path, self.previous_model_path):
-            if not path.exists():
+            if not os.path.lexists(path):
                 continue
             try:
-                problem = archive_problem(path)
+                problem = archive_problem(path, config, len(vocab))
                 if problem:
                     raise ValueError(problem)
+                keras()
+                memoize_keras_skipsets()
                 model = keras().saving.load_model(path, safe_mode=True, compile=compile)
             except Exception as error:  # any failure to load is reported, never executed around
                 errors.append(f"{path.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
@@ -676,29 +876,129 @@ def _check_config_types(data: dict) -> None:
 
 def read_metrics(run_dir) -> list[dict]:
     """Every complete row of metrics.jsonl (a torn or foreign line is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    return list(iter_metrics(Path(run_dir) / "metrics.jsonl"))
+
+
+def iter_metrics(path) -> Iterator[dict]:
+    """The JSON-object rows of a metrics.jsonl file, read a chunk at a time: memory does
+    not depend on the file's length. A missing file has no rows."""
+    for _line, row in _metrics_lines(path):
+        yield row
+
+
+def _metrics_lines(path) -> Iterator[tuple[bytes, dict]]:
+    """(line, row) for each line of the file that is a JSON object (see iter_metrics)."""
+    path = Path(path)
     try:
-        raw = path.read_bytes()
+        handle = open_run_file(path)
     except FileNotFoundError:
-        return []
-    except OSError as error:
-        raise _explain(error, "read", path) from None
-    return parse_metrics(raw)
+        return
+    with handle:
+        lines = _LineSplitter()
+        while True:
+            try:
+                chunk = handle.read(READ_CHUNK_BYTES)
+            except OSError as error:
+                raise _explain(error, "read", path) from None
+            complete = lines.feed(chunk) if chunk else lines.finish()
+            for line in complete:
+                row = _parse_row(line)
+                if row is not None:
+                    yield line, row
+            if not chunk:
+                return
+
+
+class _LineSplitter:
+    """Cuts a byte stream into lines, holding at most MAX_METRICS_LINE_BYTES of a line
+    not yet finished: a longer line is dropped as it comes, up to its newline."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+        self.skipping = False  # inside a line too long to keep
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines that `data` finishes (without their newlines)."""
+        *finished, rest = data.split(b"\n")
+        lines = []
+        for piece in finished:
+            line, self.partial = self.partial + piece, b""
+            if self.skipping:
+                self.skipping = False  # that was the end of the long line
+            elif len(line) <= MAX_METRICS_LINE_BYTES:
+                lines.append(line)
+        if not self.skipping:
+            self.partial += rest
+            if len(self.partial) > MAX_METRICS_LINE_BYTES:
+                self.partial, self.skipping = b"", True
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """At the end of the file: the last line, if it has no newline (a row whose write
+        was torn does not parse and is skipped by the callers)."""
+        line, self.partial = self.partial, b""
+        return [line] if line and not self.skipping else []
+
+
+def _parse_row(line: bytes) -> dict | None:
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def parse_metrics(raw: bytes) -> list[dict]:
     """The JSON-object rows of metrics.jsonl bytes; torn or foreign lines are skipped."""
-    rows = []
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
+    return [row for row in map(_parse_row, raw.split(b"\n")) if row is not None]
+
+
+class MetricsTail:
+    """Follows metrics.jsonl while another process appends to it. Each poll() reads at
+    most `chunk_bytes` more, so a watcher's memory stays bounded however large the file
+    is or grows (a long file is caught up over several polls)."""
+
+    def __init__(self, path: Path, chunk_bytes: int = READ_CHUNK_BYTES) -> None:
+        self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
+        self._forget()
+
+    def _forget(self) -> None:
+        self.offset, self.lines = 0, _LineSplitter()
+        self.inode: int | None = None
+        self.size = self.mtime = -1
+
+    @property
+    def pending(self) -> bool:
+        """Whether the file held more than the last poll read (poll again to catch up)."""
+        return self.offset < self.size
+
+    def poll(self) -> tuple[list[dict], bool]:
+        """(new rows, reset): reset when the file was rewritten or replaced (a resumed
+        run trims it, a fresh run clears it): the rows are then read from its start."""
         try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+            handle = open_run_file(self.path)
+        except FileNotFoundError:
+            reset = self.offset > 0
+            self._forget()
+            return [], reset
+        with handle:
+            info = os.fstat(handle.fileno())
+            if (info.st_ino, info.st_size, info.st_mtime_ns) == (self.inode, self.size, self.mtime) \
+                    and self.offset >= info.st_size:
+                return [], False
+            reset = (self.inode is not None and info.st_ino != self.inode) or info.st_size < self.offset
+            if reset:
+                self._forget()
+            self.inode, self.size, self.mtime = info.st_ino, info.st_size, info.st_mtime_ns
+            handle.seek(self.offset)
+            data = handle.read(self.chunk_bytes)
+        self.offset += len(data)
+        rows = [row for row in map(_parse_row, self.lines.feed(data))
+                if row is not None and isinstance(row.get("step"), int)]
+        return rows, reset
 
 
 def load_config(run_dir) -> TrainConfig:

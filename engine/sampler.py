@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.config import MAX_SEED, TEMPERATURE_RULE, valid_temperature
+
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -64,6 +66,39 @@ def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | N
         np.put_along_axis(drop, order, drop_sorted, axis=-1)
         logits[drop] = -np.inf
     return logits
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
+
+
+# The sampling options as the command line spells them: (rule, what it must be). The
+# engine refuses a value outside its rule from any front end, and the command line's
+# argument types use the same rules, so nothing is accepted and then silently ignored.
+SAMPLING_RULES = {
+    "--top-k": (lambda k: _whole(k) and k >= 1, "a whole number of at least 1"),
+    "--top-p": (lambda p: _real(p) and 0 < p <= 1, "a number above 0 and at most 1"),
+    "--seed": (lambda s: _whole(s) and 0 <= s <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
+    "--temperatures": (lambda t: _real(t) and valid_temperature(float(t)), TEMPERATURE_RULE),
+    "--length": (lambda n: _whole(n) and n >= 0, "a whole number, 0 or more"),
+}
+
+
+def option_problem(option: str, value) -> str | None:
+    """"must be ..." if `value` breaks the rule of the sampling option, else None."""
+    holds, rule = SAMPLING_RULES[option]
+    return None if holds(value) else f"must be {rule}"
+
+
+def check_option(option: str, value) -> None:
+    problem = option_problem(option, value)
+    if problem:
+        raise ValueError(f"{option} {problem}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +167,11 @@ class Sampler:
 
     def __init__(self, vocab: Sequence[str], lstms: list[_Lstm], dense_kernel: np.ndarray,
                  dense_bias: np.ndarray, lowercase: bool = True):
+        weights = [w for lstm in lstms for w in (lstm.kernel, lstm.recurrent_kernel, lstm.bias)]
+        if not all(np.isfinite(w).all() for w in [*weights, dense_kernel, dense_bias]):
+            # Such a model samples the same character forever (NaN wins every argmax).
+            raise ValueError("the model holds NaN or infinite weights: it is broken (its training diverged); "
+                             "train it again with --fresh or a lower --lr")
         self.vocab = tuple(vocab)
         self.lowercase = lowercase
         self._index = {ch: i for i, ch in enumerate(self.vocab)}
@@ -231,7 +271,19 @@ class Sampler:
                seed: int | None = None, top_k: int | None = None,
                top_p: float | None = None) -> Iterator[tuple[tuple[str, ...], tuple[float, ...]]]:
         """Yield `length` steps; each step is one char per temperature and the
-        probability the model (at temperature 1) gave each chosen char."""
+        probability the model (at temperature 1) gave each chosen char. Options outside
+        their rules (SAMPLING_RULES) raise ValueError here, before anything is generated."""
+        check_option("--length", length)
+        if not temperatures:
+            raise ValueError("give at least one temperature")
+        for temperature in temperatures:
+            check_option("--temperatures", temperature)
+        for option, value in (("--seed", seed), ("--top-k", top_k), ("--top-p", top_p)):
+            if value is not None:
+                check_option(option, value)
+        return self._stream(seed_text, temperatures, length, seed, top_k, top_p)
+
+    def _stream(self, seed_text, temperatures, length, seed, top_k, top_p):
         rng = np.random.default_rng(seed)
         temperatures = [float(t) for t in temperatures]
         logits, state = self.prime(seed_text)

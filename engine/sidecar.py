@@ -222,23 +222,25 @@ def load_sampler(run: RunDir, on_notice=None, rebuild: bool = True) -> tuple[Sam
     """See RunDir.load_sampler."""
     config, vocab = run.load_config(), run.load_vocab()
     shapes = weight_shapes(len(vocab), config.layers, config.units)
-    weights = _weights_from_sidecars(run, shapes, on_notice)
+    weights = _weights_from_sidecars(run, shapes, config, len(vocab), on_notice)
     if weights is None:
         return _sampler_from_keras(run, config, vocab, shapes, on_notice, rebuild)
     sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
     return sampler, sum(array.size for array in weights.values())
 
 
-def _weights_from_sidecars(run: RunDir, shapes, on_notice) -> dict[str, np.ndarray] | None:
-    """The fast path, taking the same decisions as RunDir.load_model: model.keras if it is
-    whole, else model.prev.keras with a notice; None where only Keras can tell."""
+def _weights_from_sidecars(run: RunDir, shapes, config, vocab_size: int, on_notice) -> dict[str, np.ndarray] | None:
+    """The fast path, taking the same decisions as RunDir.load_model (the same vetting of
+    the archive, network included): model.keras if it is whole, else model.prev.keras
+    with a notice; None where only Keras can tell."""
     if run.model_path.exists():
-        latest_problem = archive_problem(run.model_path)
+        latest_problem = archive_problem(run.model_path, config, vocab_size)
         if latest_problem is None:
             return _read_sidecar(run.model_path, shapes)  # None: Keras decides, may fall back itself
     else:
         latest_problem = "missing"
-    if not run.previous_model_path.exists() or archive_problem(run.previous_model_path) is not None:
+    if not run.previous_model_path.exists() or \
+            archive_problem(run.previous_model_path, config, vocab_size) is not None:
         return None
     weights = _read_sidecar(run.previous_model_path, shapes)
     if weights is not None and on_notice is not None:

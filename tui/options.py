@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import PRESETS, TrainConfig, preset
+from engine.config import PRESETS, TEMPERATURE_RULE, TrainConfig, preset, valid_temperature
 from engine.session import RunRequest
 
 EXAMPLES = """\
@@ -36,9 +36,28 @@ def _temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not 1 <= len(values) <= 6 or any(not 0 <= t <= 10 for t in values):
-        raise argparse.ArgumentTypeError("give 1 to 6 temperatures between 0 and 10, e.g. 0.2,0.5,1.0,1.2")
+    if not 1 <= len(values) <= 6 or not all(map(valid_temperature, values)):
+        raise argparse.ArgumentTypeError(f"give 1 to 6 temperatures, each {TEMPERATURE_RULE}, "
+                                         "e.g. 0.2,0.5,1.0,1.2")
     return values
+
+
+def _sampling_option(option: str, convert):
+    """An argparse type: `convert`, then the rule the engine's sampler applies to `option`,
+    so a value is refused here (argparse names the option) rather than ignored later."""
+    def parse(text: str):
+        from engine.sampler import option_problem
+
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None  # breaks every rule
+        problem = option_problem(option, value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, not {text!r}")
+        return value
+
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -77,7 +96,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
     group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps")
     group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
-    group.add_argument("--seed", type=int, help="random seed for shuffling and sampling (1337)")
+    group.add_argument("--seed", type=_sampling_option("--seed", int),
+                       help="random seed for shuffling and sampling (1337)")
     group.add_argument("--temperatures", type=_temperatures, help="sampling temperatures (0.2,0.5,1.0,1.2)")
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default=None,
                        help="mirrored: every local GPU (tf.distribute.MirroredStrategy); multiworker: "
@@ -134,9 +154,12 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
     parser.add_argument("--seed-text", default=None, metavar="T",
                         help="text to start from (default: an excerpt of the training corpus)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest")
-    parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible output)")
+    parser.add_argument("--top-k", type=_sampling_option("--top-k", int), default=None, metavar="K",
+                        help="sample among the K likeliest")
+    parser.add_argument("--top-p", type=_sampling_option("--top-p", float), default=None, metavar="P",
+                        help="nucleus sampling mass, above 0 and at most 1")
+    parser.add_argument("--seed", type=_sampling_option("--seed", int), default=None,
+                        help="random seed (reproducible output)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -152,7 +175,8 @@ def watch_parser() -> argparse.ArgumentParser:
                         help="sampling temperatures (default: the run's)")
     parser.add_argument("--length", type=int, default=None,
                         help="characters sampled per temperature (default: the run's, else 400)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for seed texts and sampling")
+    parser.add_argument("--seed", type=_sampling_option("--seed", int), default=None,
+                        help="random seed for seed texts and sampling")
     return parser
 
 
