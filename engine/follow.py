@@ -72,7 +72,7 @@ def read_run(run_dir) -> SavedRun:
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise RunDirError(f"no such run directory: {run.path}")
-    if not run.config_path.is_file():
+    if not os.path.lexists(run.config_path):  # (anything else there is refused by load_config)
         raise RunDirError(f"{run.path} is not a charlm-tui run directory (no config.json)")
     config, vocab, meta = run.load_config(), run.load_vocab(), run.corpus_meta()
     excerpts = meta.get("excerpts") if isinstance(meta.get("excerpts"), list) else []

@@ -604,7 +604,7 @@ class RunDir:
             self._lock_fd = None
 
     @property
-    def holds_lock(self) -> bool:
+    def acquired(self) -> bool:
         """Whether this RunDir has taken the run directory (acquire)."""
         return self._lock_fd is not None
 

@@ -66,8 +66,13 @@ class RunRequest:
         return path if path is not None and path.exists() else None
 
     def check(self) -> None:
-        """Raise ValueError for settings that cannot work, before anything is loaded."""
+        """Refuse, before anything is loaded or written, settings that cannot work
+        (ValueError) and a given run directory that training could hurt (RunDirError)."""
         preset(self.preset or "fast", **self.overrides)
+        if self.run_dir is not None:
+            from engine.rundir import RunDir
+
+            RunDir(self.run_dir).check_can_train(self._corpus_path())
 
     def settings(self, run_dir: Path) -> TrainConfig:
         """The config to train with: a resumed run keeps its saved settings unless this

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import RunDirError
-from engine.rundir import RunDir, archive_problem, atomic_write_bytes, fallback_notice
+from engine.rundir import RunDir, archive_problem, atomic_write_bytes, fallback_notice, open_run_file
 from engine.sampler import Sampler, keras_weights, weight_shapes
 
 FORMAT = 1
@@ -83,11 +83,11 @@ def fingerprint(path: Path) -> Fingerprint | None:
 def _file_version(path: Path) -> _FileVersion | None:
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
+        with open_run_file(path) as handle:  # a regular file only: never a FIFO that would hang
             status = os.fstat(handle.fileno())
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-    except OSError:
+    except (OSError, RunDirError):
         return None
     return _FileVersion(status.st_ino, status.st_mtime_ns, Fingerprint(status.st_size, digest.digest()))
 
@@ -159,9 +159,9 @@ def _read_sidecar(keras_path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[
     """The weights in the sidecar of `keras_path` if it matches that file's bytes, else None."""
     path = sidecar_path(keras_path)
     try:
-        with open(path, "rb") as handle:
+        with open_run_file(path) as handle:
             data = handle.read(_size_bound(shapes) + 1)
-    except OSError:
+    except (OSError, RunDirError):
         return None
     source = fingerprint(keras_path)
     if source is None or len(data) > _size_bound(shapes):
@@ -285,7 +285,7 @@ def _rebuild(run: RunDir, model, keras_path: Path, version_before: _FileVersion 
 def _may_write(run: RunDir) -> bool:
     """Readers rebuild a sidecar only where they may write and no trainer is at work: a
     read-only user never writes, and a trainer writes its own sidecars."""
-    if run.holds_lock:
+    if run.acquired:
         return True
     return os.access(run.path, os.W_OK) and not _locked_by_another_process(run.lock_path)
 
@@ -294,7 +294,7 @@ def _locked_by_another_process(lock_path: Path) -> bool:
     """Whether a trainer holds the run's flock. A shared lock is tried and dropped at once:
     a trainer starting in that instant is told the run is in use, a risk of microseconds."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return False  # no trainer has ever run here
     except OSError:

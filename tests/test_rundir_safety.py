@@ -259,15 +259,13 @@ def test_a_planted_link_at_the_checkpoints_temporary_name_is_not_written_through
 
 
 def test_exports_take_a_new_name_and_never_replace_or_follow(tmp_path):
-    from tui.app import export_samples
-
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     folder = tmp_path / "exports"
     folder.mkdir()
     (folder / "samples.txt").write_text("an earlier export\n")
     (folder / "samples-2.txt").symlink_to(victim)
-    assert export_samples(folder, "samples", "new text\n") == folder / "samples-3.txt"
+    assert write_new_file(folder, "samples", "new text\n") == folder / "samples-3.txt"
     assert write_new_file(folder, "samples", "newer text\n") == folder / "samples-4.txt"
     assert (folder / "samples-3.txt").read_text() == "new text\n"
     assert (folder / "samples.txt").read_text() == "an earlier export\n"

@@ -84,7 +84,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
         return run_app(options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved"))
     request = options.run_request(args)
-    request.check()  # bad settings fail here, before the screen opens
+    request.check()  # bad settings and a directory training could hurt: refused before the screen opens
     return run_app(options.AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))
 
 
