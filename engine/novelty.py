@@ -20,7 +20,7 @@ are refused (CorpusError) rather than made slow; callers show "n/a" instead.
 
 `index_for(corpus)` builds an index once per Corpus object and shares it (the trainer
 and the app then hold one copy): the first call takes a while for a big corpus (about
-15 s for 100 MB), so a UI calls it on a worker thread, and `built_index(corpus)` answers
+10 s for 100 MB on 2 cores), so a UI calls it on a worker thread, and `built_index(corpus)` answers
 at once with the index or None. `NoveltyIndex.measure(text)` is a pure function of
 immutable arrays, safe to call from any thread, about 1-3 ms for 400 characters.
 Nothing here imports TensorFlow.
