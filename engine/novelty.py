@@ -1,7 +1,7 @@
 """A memorization check: how much of a generated sample is copied from the training text.
 
-torch-rnn ships a script that finds a sample's substrings that are not in the training
-text; this is its live counterpart. For a sample it reports two figures (`Novelty`):
+torch-rnn users check generated text for novel substrings with a separate tool; this
+one runs live, on every sample. For a sample it reports two figures (`Novelty`):
 
     share    the fraction of the sample's 20-character substrings ("20-grams") that
              occur verbatim somewhere in the training text;
@@ -14,16 +14,17 @@ position, the positions sorted by a 64-bit hash of the 20 characters. The hashes
 themselves are not kept: a lookup recomputes a candidate's hash from the text, so the
 index costs 4 bytes a character (plus 1/4 byte for a directory of every 32nd hash),
 about 425 MB for a 100 MB corpus; building it needs 12 bytes a character for a moment
-(bench/novelty_index.py measures both, and the time). Every hit is checked against the text itself, so a hash collision can never
-count a 20-gram as copied: it only costs a comparison. Corpora over MAX_CORPUS_CHARS
-are refused (CorpusError) rather than made slow; callers show "n/a" instead.
+(bench/novelty_index.py measures both, and the time). Every hit is checked against the
+text itself, so a hash collision can never count a 20-gram as copied: it only costs a
+comparison. Corpora over MAX_CORPUS_CHARS are refused (CorpusError) rather than made
+slow; callers show "n/a" instead.
 
 `index_for(corpus)` builds an index once per Corpus object and shares it (the trainer
 and the app then hold one copy): the first call takes a while for a big corpus (about
-10 s for 100 MB on 2 cores), so a UI calls it on a worker thread, and `built_index(corpus)` answers
-at once with the index or None. `NoveltyIndex.measure(text)` is a pure function of
-immutable arrays, safe to call from any thread, about 1-3 ms for 400 characters.
-Nothing here imports TensorFlow.
+10 s for 100 MB on 2 cores), so a UI calls it on a worker thread, and
+`built_index(corpus)` answers at once with the index or None. `NoveltyIndex.measure(text)`
+is a pure function of immutable arrays, safe to call from any thread, about 1-3 ms for
+400 characters. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations

@@ -131,14 +131,18 @@ def test_a_text_shorter_than_one_window_finds_nothing():
     assert index.measure("short text and some more words") == Novelty(share=0.0, longest=0, windows=11)
 
 
-def test_one_index_per_corpus_shared_between_threads(corpus):
-    results = []
+def test_one_index_per_corpus_shared_between_threads(tiny_corpus):
+    from engine.novelty import built_index
+
+    assert built_index(tiny_corpus) is None  # never waits, never builds
+    corpus, results = tiny_corpus, []
     threads = [threading.Thread(target=lambda: results.append(index_for(corpus))) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert len(results) == 4 and all(result is index_for(corpus) for result in results)
+    assert built_index(corpus) is results[0]
 
 
 def test_a_corpus_too_big_is_refused_in_one_sentence(corpus, monkeypatch):
