@@ -493,11 +493,23 @@ class Trainer:
                                    seed=int(rng.integers(2**31)))
         self._emit(events.SamplesGenerated(epoch, seed_text, samples))
         text = f"--- seed: {seed_text}\n" + "".join(
-            f"\n--- temperature {t}\n{seed_text}{sample}\n" for t, sample in samples.items())
+            f"\n--- temperature {t}\n{seed_text}{sample}\n{self._copied_line(sample)}\n"
+            for t, sample in samples.items())
         try:
             self.rundir.write_samples(f"epoch-{epoch:04d}", text)
         except RunDirError as error:
             self._emit(events.Notice(str(error)))
+
+    def _copied_line(self, sample: str) -> str:
+        """How much of a sample is copied from the training text (engine/novelty.py); its
+        index is built at the first call, here on the training thread, once per corpus."""
+        from engine.novelty import index_for
+
+        try:
+            measured = index_for(self.corpus).measure(sample).describe()
+        except CorpusError as error:  # a corpus too big to index: say so, in every file
+            measured = f"n/a ({error})"
+        return f"--- copied from the training text: {measured}"
 
     def _finish(self, reason, step, train_loss, val_loss, clock, progress) -> events.TrainingFinished:
         finished = events.TrainingFinished(

@@ -64,6 +64,34 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     assert plain.returncode == 0 and "the will" in plain.stdout
 
 
+def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_text_is_here(
+        tiny_corpus_path, tmp_path, monkeypatch):
+    from engine.corpus import load_corpus
+    from engine.novelty import index_for
+
+    run, no_named_corpora = tmp_path / "run", tmp_path / "corpora"
+    no_named_corpora.mkdir()
+    monkeypatch.setenv("CHARLM_CORPORA", str(no_named_corpora))  # no corpora/tiny.txt to fall back on
+    trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "3", "--length", "0")
+    assert trained.returncode == 0, trained.stderr
+    sampled = charlm("sample", "--run", run, "--length", "300", "--seed", "1", "--json", "--temperatures", "0,1")
+    assert sampled.returncode == 0, sampled.stderr
+    result = json.loads(sampled.stdout)
+    index = index_for(load_corpus(tiny_corpus_path))
+    assert set(result["memorization"]) == set(result["samples"]) == {"0.0", "1.0"}
+    for temperature, sample in result["samples"].items():
+        assert result["memorization"][temperature] == index.measure(sample).as_json()
+        assert set(result["memorization"][temperature]) == {"copied_20gram_share", "longest_copied"}
+
+    tiny_corpus_path.unlink()  # the training text is gone: the samples come with a note instead
+    sampled = charlm("sample", "--run", run, "--length", "30", "--json")
+    assert sampled.returncode == 0, sampled.stderr
+    result = json.loads(sampled.stdout)
+    assert "memorization" not in result
+    assert result["memorization_note"] == ("the training text is not on this machine, so the samples were "
+                                           "not checked for copied text")
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--corpus", "/nonexistent/file.txt"], "no such file"),
     (["train", "--units", "0"], "--units"),

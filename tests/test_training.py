@@ -264,3 +264,26 @@ def test_mirrored_strategy_splits_batches_over_two_devices_and_checkpoints_once(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["step"] == 6
     assert RunDir(tmp_path / "run").load_config().strategy == "mirrored"
+
+
+def test_each_epochs_sample_file_says_how_much_of_each_sample_is_copied(tiny_corpus, tmp_path):
+    from engine.novelty import index_for
+
+    _, received = train(tiny_corpus, tmp_path / "run", epochs=1, sample_length=120)
+    round_ = of(events.SamplesGenerated, received)[0]
+    text = (tmp_path / "run" / "samples" / "epoch-0001.txt").read_text()
+    for temperature, sample in round_.samples.items():
+        block = f"--- temperature {temperature}\n{round_.seed_text}{sample}\n--- copied from the training text: "
+        assert block + index_for(tiny_corpus).measure(sample).describe() + "\n" in text
+    assert text.count("--- copied from the training text: ") == len(round_.samples) == 4
+
+
+def test_a_corpus_too_big_for_the_memorization_check_says_so_in_the_sample_file(tiny_corpus, tmp_path,
+                                                                                monkeypatch):
+    from engine import novelty
+
+    monkeypatch.setattr(novelty, "MAX_CORPUS_CHARS", 1000)
+    train(tiny_corpus, tmp_path / "run", epochs=1)
+    text = (tmp_path / "run" / "samples" / "epoch-0001.txt").read_text()
+    assert text.count("--- copied from the training text: n/a (tiny has 6,000 characters, more than the "
+                      "memorization check handles (1,000); its samples are not checked for copied text)\n") == 4

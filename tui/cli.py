@@ -48,8 +48,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(str(error), 2)
     if args.json:
+        from engine.novelty import memorization_report
+
         print(json.dumps({"run": str(saved.path), "seed_text": seed_text, "preset": saved.config.preset,
-                          "samples": {str(t): text for t, text in samples.items()}}))
+                          "samples": {str(t): text for t, text in samples.items()},
+                          **memorization_report(saved, samples)}))
         return 0
     print(f"--- Generating with seed: {seed_text!r}")
     for temperature, text in samples.items():
