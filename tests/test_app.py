@@ -343,6 +343,15 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
         assert app.check_action("retrain", ()) is False
         assert app.check_action("swap_corpus", ()) is False
         assert app.training_pane.progress.step == 100  # from metrics.jsonl
+        # The memorization check of each column, against the training text (on this machine).
+        await wait_until(pilot, lambda: all("copied" in c.note for c in app.generation_pane.columns),
+                         what="the memorization check in the column titles")
+        from engine.corpus import load_corpus
+        from engine.novelty import index_for
+
+        index = index_for(load_corpus(corpus_path))
+        for column in app.generation_pane.columns:
+            assert column.note.startswith(f"{index.measure(column.generated).share:.0%} copied")
         number = app.generation_pane.round.number
         await pilot.press("s")
         await until_round(pilot, app, after=number)

@@ -43,3 +43,12 @@ class SeedCorpusReady(Message):
 
     corpus: Any  # engine.corpus.Corpus
     generation: int
+
+
+@dataclass
+class SamplesMeasured(Message):
+    """The memorization check of a finished round: one short note per column."""
+
+    round_number: int
+    notes: tuple
+    generation: int

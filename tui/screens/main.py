@@ -26,7 +26,7 @@ from textual.widgets import Footer
 
 from engine import events, progress
 from engine.errors import CharlmError
-from tui.messages import RunEvents, SamplerReady, SeedCorpusReady
+from tui.messages import RunEvents, SamplerReady, SamplesMeasured, SeedCorpusReady
 from tui.widgets.generation import GenerationPane
 from tui.widgets.header import HeaderInfo, RunHeader
 from tui.widgets.training import TrainingPane
@@ -334,10 +334,38 @@ class MainScreen(Screen):
         self.start_round(message.reason)
 
     def on_generation_pane_round_finished(self, message: GenerationPane.RoundFinished) -> None:
+        if self.seed_corpus is not None:
+            texts = tuple(column.generated for column in self.generation_pane.columns)
+            self._measure_copying(self.generation, message.number, self.seed_corpus, texts)
         pending, self._pending_round = self._pending_round, None
         if pending is not None and pending.generation == self.generation:
             self.sampler = pending.sampler
             self.start_round(pending.reason)
+
+    @work(thread=True, group="memorization", exit_on_error=False)
+    def _measure_copying(self, generation: int, round_number: int, corpus, texts: tuple) -> None:
+        """How much of each column is copied from the training text (the index is built
+        once per corpus, on this thread: seconds for a 100 MB corpus)."""
+        from engine.novelty import index_for
+
+        try:
+            index = index_for(corpus)
+        except CharlmError:  # too big to index: the columns say nothing
+            return
+        notes = []
+        for text in texts:
+            novelty = index.measure(text)
+            notes.append("" if novelty.share is None else
+                         f"{novelty.share:.0%} copied, run {novelty.longest}" if novelty.longest else
+                         f"{novelty.share:.0%} copied")
+        self.post_message(SamplesMeasured(round_number, tuple(notes), generation))
+
+    def on_samples_measured(self, message: SamplesMeasured) -> None:
+        pane = self.generation_pane
+        if message.generation == self.generation and pane.round is not None \
+                and pane.round.number == message.round_number:
+            for column, note in zip(pane.columns, message.notes):
+                column.set_note(note)
 
     def on_generation_pane_round_failed(self, message: GenerationPane.RoundFailed) -> None:
         self.app.notify(message.error, title="Cannot sample", severity="error", timeout=8)

@@ -154,6 +154,7 @@ class SampleColumn(Widget, can_focus=True):
         self.colour = False
         self.done = False
         self.back = 0  # lines scrolled back from the end; 0 follows the text as it grows
+        self.note = ""  # after the temperature in the title
         self._text = Text()
         self._reset_wrap()
         self._update_title()
@@ -176,6 +177,7 @@ class SampleColumn(Widget, can_focus=True):
         self.chars, self.probs = [], []
         self.done = False
         self.back = 0
+        self.note = ""
         self._rebuild()
 
     def set_colour(self, colour: bool) -> None:
@@ -228,8 +230,15 @@ class SampleColumn(Widget, can_focus=True):
         self._update_title()
         self.refresh()
 
+    def set_note(self, note: str) -> None:
+        """A few words after the temperature in the title (the memorization check)."""
+        self.note = note
+        self._update_title()
+
     def _update_title(self) -> None:
         title = f"T {format_temperature(self.temperature)}"
+        if getattr(self, "note", ""):
+            title += f" · {self.note}"
         self.border_title = f"{title} ↑{self.back}" if self.back else title
 
     # -- incremental word wrap ------------------------------------------------------------
