@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 PRESETS = ("book", "fast")
 OBJECTIVES = ("last", "all")  # predict the char after the window / every next char
 STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.distribute
+SCHEDULES = ("constant", "cosine")  # see engine.schedule
 
 MAX_SEED = 2**32 - 1  # what numpy's and Keras's global seeding accept
 # A temperature is 0 (greedy: always the likeliest character) or at least 0.01: below
@@ -71,6 +72,13 @@ class TrainConfig:
     optimizer: str = "adam"       # "rmsprop" (book) or "adam"
     lr: float = 0.008
     clipnorm: float | None = 1.0  # gradient clipping by global norm; None: off (book)
+    # The learning rate over the run (engine/schedule.py): "constant" (book), or "cosine":
+    # a linear warm-up over `warmup_steps`, then a cosine decay to lr * lr_floor at the end
+    # of the run as planned (its last epoch, --steps or --time-budget, whichever comes first),
+    # as nanoGPT decays to its max_iters: without it the fast preset overfits after ~4 minutes.
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    lr_floor: float = 0.05
     epochs: int = 60
     time_budget: float | None = None  # stop after this many seconds of training (this session)
     steps: int | None = None          # stop after this many optimizer steps (this session)
@@ -100,6 +108,9 @@ class TrainConfig:
             ("preset", self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
             ("objective", self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
             ("optimizer", self.optimizer in ("rmsprop", "adam"), "optimizer must be rmsprop or adam"),
+            ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000, "warmup_steps must be between 0 and 1000000"),
+            ("lr_floor", _finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
             ("strategy", self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
             ("maxlen", 2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
             ("step", 1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
@@ -145,13 +156,14 @@ class TrainConfig:
             raise ValueError("config is not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs.setdefault("schedule", "constant")  # runs from before schedules trained at a constant rate
         if "temperatures" in kwargs:
             kwargs["temperatures"] = tuple(float(t) for t in kwargs["temperatures"])
         config = cls(**kwargs)
         for f in dataclasses.fields(cls):  # reject wrong types before they reach TensorFlow
             value = getattr(config, f.name)
             if f.name in ("maxlen", "step", "units", "layers", "batch_size", "epochs", "seed",
-                          "sample_length", "log_every", "val_max_windows"):
+                          "sample_length", "log_every", "val_max_windows", "warmup_steps"):
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ValueError(f"config field {f.name} must be an integer")
         config.validate()
@@ -164,7 +176,8 @@ def preset(name: str, **overrides) -> TrainConfig:
         # Deep Learning with Python 8.1: 60-char windows every 3 chars, LSTM(128) +
         # Dense softmax, RMSprop(lr=0.01), batch 128, the next char as the only target.
         base = TrainConfig(preset="book", objective="last", maxlen=60, step=3,
-                           optimizer="rmsprop", lr=0.01, clipnorm=None, batch_size=128)
+                           optimizer="rmsprop", lr=0.01, clipnorm=None, batch_size=128,
+                           schedule="constant")
     elif name == "fast":
         base = TrainConfig()
     else:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine import events
+from engine import events, schedule
 from engine.config import TrainConfig
 from engine.errors import CorpusError, RunDirError, TrainingError
 from engine.multiworker import WorkerLost
@@ -37,6 +37,7 @@ ARCHITECTURE_FIELDS = ("objective", "units", "layers", "maxlen", "step", "batch_
 # Seed texts are the book's 60 chars whatever the window: the stateful sampler reads any length.
 SEED_LENGTH = 60
 PROGRESS_INTERVAL = 0.1  # seconds between BatchProgress events (UIs coalesce anyway)
+SCHEDULE_EVERY = 4       # steps between learning-rate updates (a variable assignment each)
 
 
 def check_length(corpus: "Corpus", config: TrainConfig) -> None:
@@ -178,7 +179,8 @@ class Trainer:
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under loss scaling
         changes = []
         saved_lr = float(np.asarray(optimizer.learning_rate))
-        if not math.isclose(saved_lr, self.config.lr, rel_tol=1e-6):  # stored as float32
+        scheduled = self.config.schedule != "constant"  # (then the schedule sets it at every step)
+        if not scheduled and not math.isclose(saved_lr, self.config.lr, rel_tol=1e-6):  # stored as float32
             optimizer.learning_rate = self.config.lr
             changes.append(f"learning rate {saved_lr:.6g} -> {self.config.lr:g}")
         saved_clipnorm = optimizer.clipnorm or None
@@ -618,6 +620,19 @@ class _ProgressMixin:
         self.targets_per_batch = trainer.config.batch_size * trainer.config.targets_per_window
         self.last_checkpoint = time.monotonic()
 
+    def _schedule_learning_rate(self) -> None:
+        """Set the learning rate for the next step (engine/schedule.py)."""
+        config = self.trainer.config
+        if config.schedule == "constant":
+            return
+        fraction = schedule.fraction_done(
+            config, step=self.step, steps_per_epoch=self.trainer.train_windows.batches_per_epoch,
+            session_steps=self.step - self.run_start_step,
+            session_seconds=self.clock.elapsed - self.run_start_time)
+        optimizer = self.model.optimizer
+        getattr(optimizer, "inner_optimizer", optimizer).learning_rate = \
+            schedule.learning_rate(config, self.step, fraction)
+
     def start_epoch(self, epoch: int, first_batch: int) -> None:
         self.epoch = epoch
         self.first_batch = first_batch
@@ -636,6 +651,9 @@ class _ProgressMixin:
         seconds = self.clock.elapsed - self.run_start_time
         return (self.step - self.run_start_step) * self.targets_per_batch / seconds if seconds > 0 else 0.0
 
+    def on_train_begin(self, logs=None):  # each epoch's fit: the rate for its first step
+        self._schedule_learning_rate()
+
     def on_train_batch_end(self, batch, logs=None):
         trainer, config = self.trainer, self.trainer.config
         self.step += 1
@@ -649,6 +667,8 @@ class _ProgressMixin:
             return
         self.interval_sum += batch_loss
         self.interval_batches += 1
+        if self.step % SCHEDULE_EVERY == 0:
+            self._schedule_learning_rate()
         now = time.monotonic()
         trained = self.clock.elapsed  # the rate is per training second: stops and pauses left out
         if trained - self.rate_mark[0] >= 1.0:
