@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine import events, progress
+from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.session import RunSession
 from engine.training import check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
@@ -101,7 +102,7 @@ class HeadlessTrainer:
                  f"{train} in the training split, the last {config.val_fraction:.0%} held out")
 
     def _dry_run(self, corpus, config) -> int:
-        parameters = options.book_parameter_count(len(corpus.vocab), config)
+        parameters = parameter_count(len(corpus.vocab), config)
         run_dir = self.session.run_dir
         self.say(f"Model: {config.layers} x LSTM({config.units}) + Dense({len(corpus.vocab)}, softmax): "
                  f"{parameters:,} parameters")

@@ -189,15 +189,6 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         tensorboard_dir=tensorboard)  # "": RUN/tensorboard
 
 
-def book_parameter_count(vocab_size: int, config: TrainConfig) -> int:
-    """What Keras will report, without importing it: LSTM 4(u(i+u)+u), Dense uV+V."""
-    total, inputs = 0, vocab_size
-    for _ in range(config.layers):
-        total += 4 * (config.units * (inputs + config.units) + config.units)
-        inputs = config.units
-    return total + inputs * vocab_size + vocab_size
-
-
 @dataclass
 class AppOptions:
     corpus: str = "nietzsche"       # shown until the run says more
