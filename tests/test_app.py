@@ -162,13 +162,13 @@ async def test_e_pins_the_seed_text_and_refuses_unknown_chars(sample_workspace):
     async with running_app(app) as pilot:
         await until_round(pilot, app)
         await pilot.press("e")
-        prompt = app.screen.query_one("Input")
-        prompt.value = "the €uro ☃"
-        await pilot.press("enter")
+        prompt = app.screen.query_one("TextArea")  # (a seed may span lines: ctrl+s applies)
+        prompt.text = "the €uro ☃"
+        await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: notified(app, "€", "error") and notified(app, "☃", "error"),
                          what="the refusal naming the characters")
-        prompt.value = "The will to power"
-        await pilot.press("enter")
+        prompt.text = "The will to power"
+        await pilot.press("ctrl+s")
         await until_round(pilot, app, after=1)
         assert app.generation_pane.round.seed == "the will to power"
         assert all(c.plain.startswith("the will to power") for c in app.generation_pane.columns)

@@ -393,8 +393,9 @@ class MainScreen(Screen):
             return value.lower() if getattr(self.sampler, "lowercase", False) else value, None
 
         self.app.push_screen(PromptScreen(
-            "Seed text", "Every round starts from this text until s picks a random one. "
-            "Only characters the model knows are allowed.", current, check),
+            "Seed text", "Every round starts from this text until s picks a random one. It may "
+            "span lines (a speaker's name and a newline, say). Only characters the model knows "
+            "are allowed.", current, check, multiline=True),
             lambda value: value and self.pin_seed(value))
 
     def edit_temperatures(self) -> None:

@@ -124,6 +124,12 @@ def _shown(ch: str) -> str:
     return " " if ch in "\t\r\x0b\x0c" else "·"
 
 
+def one_line(text: str) -> str:
+    """`text` (a seed, say char-rnn's "ROMEO:\\n") drawn on one line: ⏎ for a newline,
+    and no control character that would move the cursor."""
+    return "".join("⏎" if ch == "\n" else _shown(ch) for ch in text)
+
+
 class SampleColumn(Widget, can_focus=True):
     """The seed (dim, italic) and the text generated from it at one temperature.
 
@@ -221,7 +227,8 @@ class SampleColumn(Widget, can_focus=True):
         self.done = True
 
     def _rebuild(self) -> None:
-        self._text = Text.assemble((self.seed.replace("\t", " "), SEED_STYLE))  # the seed only
+        seed = "".join(_shown(ch) for ch in self.seed)  # (a corpus's \r would garble the column)
+        self._text = Text.assemble((seed, SEED_STYLE))  # the seed only
         for ch, p in zip(self.chars, self.probs):
             self._text.append(_shown(ch), style=prob_style(p) if self.colour else None)
         self._reset_wrap()
@@ -474,7 +481,7 @@ class GenerationPane(Vertical):
                 info.append(" · ")
                 info.append_text(prob_legend())
             info.append(" · seed ")
-            info.append(self.round.seed.replace("\n", "⏎"), style=SEED_STYLE)
+            info.append(one_line(self.round.seed), style=SEED_STYLE)
         self.query_one("#gen-info", Static).update(info)
 
     def export_text(self) -> str:
