@@ -122,3 +122,134 @@ def test_a_seed_is_drawn_on_one_line_without_control_characters():
     from tui.widgets.generation import one_line
 
     assert one_line("ROMEO:\nthe\r\x1b[2Jend\tx") == "ROMEO:⏎the \u00b7[2Jend x"
+
+
+# -- 2. the corpus picker -------------------------------------------------------------------------
+@slow
+async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus_path, tmp_path, monkeypatch,
+                                                                       private_cache_home):
+    from textual.widgets import Input, OptionList
+
+    from tui.screens.corpus_picker import CorpusPicker
+
+    workspace = tmp_path / "work"
+    workspace.mkdir()
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("CHARLM_CORPORA", str(workspace / "corpora"))  # (none)
+    elsewhere = tmp_path / "elsewhere"  # outside the working directory: the tree cannot reach it
+    elsewhere.mkdir()
+    (elsewhere / "shakespeare.txt").write_text(tiny_text(4000, seed=5), encoding="utf-8")
+    app = build(app_options(tiny_corpus_path, workspace / "runs" / "tiny"))
+    async with running_app(app) as pilot:
+        await wait_until(pilot, lambda: app.phase == "training", what="training")
+        recent_file = private_cache_home / "charlm-tui" / "recent.json"
+        assert json.loads(recent_file.read_text()) == [str(tiny_corpus_path.resolve())]
+
+        await pilot.press("c")
+        picker = app.screen
+        assert isinstance(picker, CorpusPicker)
+        options = picker.query_one("#named", OptionList)
+        assert options.get_option_at_index(0).id == "recent:" + str(tiny_corpus_path.resolve())
+        path_input = picker.query_one("#path", Input)
+        path_input.focus()
+        await pilot.press(*"../elsewhere/sha")
+        await wait_until(pilot, lambda: any("../elsewhere/shakespeare.txt" in row for row in screen_rows(app)),
+                         what="the completion, shown after the cursor")
+        await pilot.press("right")  # → takes the completion
+        assert path_input.value == "../elsewhere/shakespeare.txt"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.header.info.corpus == "shakespeare" and app.phase == "training",
+                         what="training on the typed path")
+        await quit_app(pilot, app)
+    assert json.loads(recent_file.read_text()) == [str((elsewhere / "shakespeare.txt").resolve()),
+                                                   str(tiny_corpus_path.resolve())]
+
+
+@slow
+async def test_the_picker_tree_goes_up_a_folder(sample_workspace):
+    from tui.screens.corpus_picker import CorpusPicker
+
+    workspace, _, _ = sample_workspace
+    app = sampling_app()
+    async with running_app(app) as pilot:
+        await pilot.app.push_screen(CorpusPicker("tiny"))
+        tree = app.screen.query_one("#browser")
+        tree.focus()
+        await pilot.press("backspace")
+        assert tree.path == workspace.resolve().parent
+        await wait_until(pilot, lambda: any(child.data.path == workspace.resolve()
+                                            for child in tree.root.children), what="the parent's folders")
+        await pilot.press("backspace")
+        assert tree.path == workspace.resolve().parent.parent
+        await pilot.press("escape")
+        await quit_app(pilot, app)
+
+
+def closed_port_url() -> str:
+    """A URL whose server refuses connections at once, as when offline."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/nietzsche.txt"
+
+
+@slow
+async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sample_workspace, monkeypatch):
+    import engine.corpus
+    from engine import pydocs
+    from tui.screens.corpus_picker import CorpusPicker
+
+    monkeypatch.setattr(engine.corpus, "NIETZSCHE_URL", closed_port_url())
+    app = sampling_app()
+    chosen = []
+    async with running_app(app) as pilot:
+        await pilot.app.push_screen(CorpusPicker("tiny"), chosen.append)
+        picker = app.screen
+        picker.choose("nietzsche")
+        await wait_until(pilot, lambda: not picker.busy, what="the answer")
+        assert app.screen is picker and chosen == [], "the picker must stay open, nothing chosen"
+        assert notified(app, "cannot be downloaded", "error")
+        assert notified(app, "put nietzsche.txt in", "error")
+        assert not pydocs.is_cached(), "no fallback corpus may be built for a refused choice"
+        await pilot.press("escape")
+        await quit_app(pilot, app)
+
+
+@slow
+async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, monkeypatch):
+    """Offline, --corpus nietzsche trains pydocs: the picker then lists pydocs' figures as
+    pydocs', and corpora/nietzsche.txt, once there, with its own."""
+    import engine.corpus
+    from tui.screens.corpus_picker import CorpusPicker
+
+    monkeypatch.chdir(tmp_path)
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    monkeypatch.setenv("CHARLM_CORPORA", str(corpora))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setattr(engine.corpus, "NIETZSCHE_URL", closed_port_url())
+
+    async def picker_rows(app, pilot) -> dict[str, str]:
+        await pilot.press("c")
+        picker = app.screen
+        assert isinstance(picker, CorpusPicker)
+        listed = len(picker.entries) + len(getattr(picker, "recent", ()))
+        await wait_until(pilot, lambda: len(picker.infos) == listed, what="the corpora measured")
+        rows = {option_id: picker.infos[option_id].describe() for option_id in picker.infos}
+        await pilot.press("escape")
+        return rows
+
+    app = build(app_options("nietzsche", tmp_path / "runs" / "nietzsche"))
+    async with running_app(app) as pilot:
+        await wait_until(pilot, lambda: app.header.info.corpus == "pydocs" and app.phase == "training",
+                         timeout=240, what="training on the fallback")
+        pydocs_figures = f"{len(app.main.session.corpus):,} chars"
+        rows = await picker_rows(app, pilot)
+        assert pydocs_figures in rows["pydocs"]
+        assert pydocs_figures not in rows["nietzsche"]
+
+        (corpora / "nietzsche.txt").write_text(tiny_text(5000, seed=8), encoding="utf-8")
+        rows = await picker_rows(app, pilot)
+        assert rows["nietzsche"].startswith("5,000 chars"), rows
+        assert pydocs_figures in rows["recent:pydocs"], "the recent list names what was trained"
+        await quit_app(pilot, app)

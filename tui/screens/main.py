@@ -202,11 +202,13 @@ class MainScreen(Screen):
         source = self.source
         if self.mode == "train":
             self.seed_corpus = source.corpus
-            with contextlib.suppress(Exception):
-                from tui.screens.corpus_picker import remember_corpus
+            # Its figures for the picker, and the recent list (a corpus the picker chose
+            # arrives loaded: the picker has remembered it).
+            if isinstance(source.request.corpus, str):
+                with contextlib.suppress(Exception):
+                    from tui.screens.corpus_picker import remember_corpus
 
-                remember_corpus(source.request.corpus if isinstance(source.request.corpus, str)
-                                else source.corpus.source, source.corpus)
+                    remember_corpus(source.request.corpus, source.corpus, source.request.encoding)
             return
         saved = source.saved
         config = saved.config
