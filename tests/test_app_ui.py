@@ -253,3 +253,75 @@ async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, 
         assert rows["nietzsche"].startswith("5,000 chars"), rows
         assert pydocs_figures in rows["recent:pydocs"], "the recent list names what was trained"
         await quit_app(pilot, app)
+
+
+# -- 3. small things -------------------------------------------------------------------------------
+@slow
+async def test_footer_says_export_and_fits_80_columns_when_training(tiny_corpus_path, tmp_path):
+    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+    async with running_app(app, size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.phase == "training", what="training")
+        await pilot.pause(0.2)
+        footer = screen_rows(app)[-1]
+        assert "x Export" in footer and "Save" not in footer
+        assert footer.rstrip().endswith("q Quit"), footer
+        await quit_app(pilot, app)
+
+
+@slow
+async def test_k_says_when_colouring_is_on(sample_workspace):
+    app = sampling_app()
+    async with running_app(app) as pilot:
+        await wait_until(pilot, lambda: round_done(app), what="a round")
+
+        def info() -> str:
+            return str(app.generation_pane.query_one("#gen-info").render())
+
+        assert "colour on" not in info()
+        await pilot.press("k")
+        assert "colour on" in info()
+        await pilot.press("k")
+        assert "colour on" not in info()
+        await quit_app(pilot, app)
+
+
+@slow
+async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_workspace):
+    from tui.keys import KEYS, TRAINING_ONLY
+    from tui.screens.help import HelpScreen
+
+    app = sampling_app()
+    async with running_app(app, size=(100, 60)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.pause()
+        shown = "\n".join(screen_rows(app))
+        for key in KEYS:
+            listed = re.search(rf"(?<!\S){re.escape(key.key_display or key.key)} {key.label}\b", shown)
+            assert bool(listed) == (key.action not in TRAINING_ONLY), key
+        assert "Scrolling a sample column" in shown
+        for keys in ("Tab", "↑ ↓", "PgUp PgDn", "Home End", "wheel"):
+            assert keys in shown
+        await pilot.press("escape")
+        await quit_app(pilot, app)
+
+
+@slow
+async def test_the_palette_lists_quit_once(sample_workspace):
+    from textual.command import CommandPalette
+
+    app = sampling_app()
+    async with running_app(app) as pilot:
+        await pilot.press("ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"quit")
+        await pilot.pause(0.5)
+        palette = app.screen
+        await wait_until(pilot, lambda: palette.query_one("CommandList").option_count > 0,
+                         what="the palette's hits")
+        await pilot.pause(0.3)  # (hits arrive from every provider)
+        hit_list = palette.query_one("CommandList")
+        hits = [str(hit_list.get_option_at_index(i).prompt) for i in range(hit_list.option_count)]
+        assert sum("Quit" in hit for hit in hits) == 1, hits
+        await pilot.press("escape")
+        await quit_app(pilot, app)

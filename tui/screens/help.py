@@ -43,9 +43,11 @@ def keys_table(bindings: list[tuple[str, str, str]]) -> Table:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
 
-    def __init__(self, bindings: list[tuple[str, str, str]]) -> None:
+    def __init__(self, bindings: list[tuple[str, str, str]],
+                 column_keys: list[tuple[str, str, str]] = ()) -> None:
         super().__init__()
         self.key_rows = bindings
+        self.column_rows = list(column_keys)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="help"):
@@ -53,6 +55,9 @@ class HelpScreen(ModalScreen[None]):
             with VerticalScroll(id="help-body"):
                 yield Static(Text("Keys", style="bold underline"))
                 yield Static(keys_table(self.key_rows), classes="help-paragraph")
+                if self.column_rows:
+                    yield Static(Text("Scrolling a sample column", style="bold underline"))
+                    yield Static(keys_table(self.column_rows), classes="help-paragraph")
                 for title, body in PANES:
                     yield Static(Text(title, style="bold underline"))
                     yield Static(body, markup=False, classes="help-paragraph")

@@ -53,7 +53,8 @@ def prob_style(probability: float) -> str:
 
 
 def prob_legend() -> Text:
-    legend = Text("p", style="dim")
+    """What the colours mean, saying that colouring is on (k turns it off)."""
+    legend = Text("colour on: p", style="dim")
     for label, probability in (("≥.6", 0.7), ("≥.3", 0.4), ("≥.1", 0.2), ("≥.02", 0.05), ("<.02", 0.0)):
         legend.append(" ")
         legend.append(label, style=prob_style(probability))
