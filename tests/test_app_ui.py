@@ -325,3 +325,35 @@ async def test_the_palette_lists_quit_once(sample_workspace):
         assert sum("Quit" in hit for hit in hits) == 1, hits
         await pilot.press("escape")
         await quit_app(pilot, app)
+
+
+# -- 4. the loss plot --------------------------------------------------------------------------
+def test_loss_y_range_clips_the_early_spike():
+    from tui.widgets.training import loss_y_range
+
+    steps = list(range(1, 201))
+    losses = [3.67] + [1.5 + 1.0 / step ** 0.5 for step in steps[1:]]
+    low, top = loss_y_range(steps, losses, [100, 200], [1.62, 1.58])
+    assert low == min(losses) and top < 1.75 < 3.67
+    assert loss_y_range(steps[:9], losses[:9], [], []) is None  # too few points to judge
+    flat = [2.0] * 50
+    assert loss_y_range(list(range(50)), flat, [], []) is None
+
+
+@slow
+async def test_the_loss_plot_shows_the_learning_that_matters_at_80x24(tiny_corpus_path, tmp_path):
+    from tui.widgets.training import LossPlot
+
+    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+    async with running_app(app, size=(80, 24)) as pilot:
+        plot = app.training_pane.query_one(LossPlot)
+        await wait_until(pilot, lambda: len(plot.train.xs) >= 30, what="30 points on the plot")
+        await wait_until(pilot, lambda: not plot._dirty, what="a redraw")
+        await pilot.pause(0.1)
+        lines = str(plot.render()).split("\n")
+        curve_rows = [line for line in lines if any("\u2800" <= ch <= "\u28ff" for ch in line)]
+        assert len(curve_rows) >= 4, lines  # (was 2)
+        top_labels = [float(m) for line in lines for m in re.findall(r"(\d+\.\d+)↑", line)]
+        assert len(top_labels) == 1, lines  # the clipped top is marked...
+        assert top_labels[0] < max(plot.train.ys) - 0.1  # ...below the first steps' losses
+        await quit_app(pilot, app)

@@ -16,8 +16,9 @@ PANES = (
     ("Training", "epoch and batch progress, the train loss (running mean of the epoch) and "
                  "the held-out loss after each epoch, in nats and bits per character, the "
                  "speed in target characters per second, elapsed time and ETA. The plot "
-                 "shows the train loss over steps (line) and held-out losses (x); the "
-                 "history lists finished epochs (* = cut short)."),
+                 "shows the train loss over steps (line) and held-out losses (x); its y "
+                 "axis spans the recent losses, so the first steps' higher ones run along "
+                 "its top edge (marked ↑). The history lists finished epochs (* = cut short)."),
     ("Generation", "one column per temperature. Each starts with the seed text (dim, "
                    "italic) and streams what the model writes after it. Low temperatures "
                    "are safe and repetitive, high ones surprising and noisy. A new round "
