@@ -74,14 +74,19 @@ def test_corpus_picker_80x24(snap_compare, sample_workspace):
     async def open_picker(pilot) -> None:
         from tui.screens.corpus_picker import CorpusPicker
 
+        from pathlib import Path
+
+        from tui.recent import add_recent
+
         await settled(pilot)
+        add_recent(str(Path.cwd() / "corpora" / "other.txt"))  # listed as corpora/other.txt
         # `c` is a training-mode key; the picker is pushed as `c` pushes it.
         await pilot.app.push_screen(CorpusPicker("tiny"))
         picker = pilot.app.screen
         tree = picker.query_one("#browser")
         # (not workers.wait_for_complete(): the DirectoryTree's loader never completes)
         deadline = time.monotonic() + 60
-        while len(picker.infos) < len(picker.entries) or not tree.root.children:
+        while len(picker.infos) < len(picker.entries) + len(picker.recent) or not tree.root.children:
             assert time.monotonic() < deadline, "the picker did not measure its corpora in time"
             await pilot.pause(0.05)
         await pilot.pause(0.1)

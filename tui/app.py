@@ -28,7 +28,7 @@ from engine.errors import CharlmError
 from engine.session import SIGNAL_EXIT_CODES
 from tui import compat
 from tui.commands import CharlmCommands
-from tui.keys import KEYS, NEEDS_SAMPLER, TRAINING_ONLY
+from tui.keys import COLUMN_KEYS, KEYS, NEEDS_SAMPLER, TRAINING_ONLY
 from tui.options import AppOptions
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
@@ -107,6 +107,13 @@ class CharlmApp(App[int]):
             return True if main.sampler is not None else None
         return True
 
+    def get_system_commands(self, screen):
+        """Textual's own commands, less its Quit: ours (in palette_commands) saves a
+        checkpoint first, and one Quit in the palette is enough."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Quit":
+                yield command
+
     def palette_commands(self):
         for key in KEYS:
             if self.check_action(key.action, ()):
@@ -138,9 +145,11 @@ class CharlmApp(App[int]):
         self.main.swap_corpus()
 
     def action_help(self) -> None:
-        rows = [(k.key_display or k.key, k.label, k.detail) for k in KEYS]
+        # Only the keys that can apply here: not p, r and c in --no-train or watch.
+        rows = [(k.key_display or k.key, k.label, k.detail) for k in KEYS
+                if self.check_action(k.action, ()) is not False]
         rows.append(("ctrl+p", "Palette", "every action by name"))
-        self.push_screen(HelpScreen(rows))
+        self.push_screen(HelpScreen(rows, COLUMN_KEYS))
 
     # -- quitting -----------------------------------------------------------------------------------
     async def action_quit(self) -> None:

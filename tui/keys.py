@@ -25,18 +25,28 @@ KEYS = (
     KeyAction("t", "edit_temperatures", "Temps", "Edit the temperatures",
               "1 to 6 comma-separated values in [0, 10], one column each"),
     KeyAction("k", "toggle_colour", "Colour", "Colour by probability",
-              "colour each generated character by the probability the model gave it"),
+              "colour each generated character by the probability the model gave it "
+              "(on: the line above the columns says so)"),
     KeyAction("p", "toggle_pause", "Pause", "Pause or resume training",
               "pauses between batches; sampling keeps working"),
-    KeyAction("r", "retrain", "Retrain", "Retrain from scratch",
+    KeyAction("r", "retrain", "Reset", "Retrain from scratch",
               "checkpoint the current run, then start it over from step 0 (asks first)"),
     KeyAction("c", "swap_corpus", "Corpus", "Swap the corpus",
               "pick another corpus; training goes on in runs/<name>"),
-    KeyAction("x", "export", "Save", "Export the samples",
+    KeyAction("x", "export", "Export", "Export the samples",
               "write the current samples to a text file in the run directory"),
     KeyAction("question_mark", "help", "Help", "Help", "keys and what the panes show",
               key_display="?"),
     KeyAction("q", "quit", "Quit", "Quit", "save a checkpoint and leave"),
+)
+# Keys of a focused sample column (tui/widgets/generation.py SampleColumn), for the help
+# screen: they are not app bindings, so the Footer does not show them.
+COLUMN_KEYS = (
+    ("Tab", "Column", "focus the next sample column (shift+Tab the previous)"),
+    ("↑ ↓", "Scroll", "scroll the focused column back or forward a line"),
+    ("PgUp PgDn", "Page", "scroll it a page (the column's title shows ↑N lines back)"),
+    ("Home End", "Start/end", "its first line; End follows the text as it streams again"),
+    ("wheel", "Scroll", "the mouse wheel scrolls the column under the pointer"),
 )
 TRAINING_ONLY = {"toggle_pause", "retrain", "swap_corpus"}
 NEEDS_SAMPLER = {"resample", "edit_seed", "export"}

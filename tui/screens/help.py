@@ -16,8 +16,9 @@ PANES = (
     ("Training", "epoch and batch progress, the train loss (running mean of the epoch) and "
                  "the held-out loss after each epoch, in nats and bits per character, the "
                  "speed in target characters per second, elapsed time and ETA. The plot "
-                 "shows the train loss over steps (line) and held-out losses (x); the "
-                 "history lists finished epochs (* = cut short)."),
+                 "shows the train loss over steps (line) and held-out losses (x); its y "
+                 "axis spans the recent losses, so the first steps' higher ones run along "
+                 "its top edge (marked ↑). The history lists finished epochs (* = cut short)."),
     ("Generation", "one column per temperature. Each starts with the seed text (dim, "
                    "italic) and streams what the model writes after it. Low temperatures "
                    "are safe and repetitive, high ones surprising and noisy. A new round "
@@ -43,9 +44,11 @@ def keys_table(bindings: list[tuple[str, str, str]]) -> Table:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
 
-    def __init__(self, bindings: list[tuple[str, str, str]]) -> None:
+    def __init__(self, bindings: list[tuple[str, str, str]],
+                 column_keys: list[tuple[str, str, str]] = ()) -> None:
         super().__init__()
         self.key_rows = bindings
+        self.column_rows = list(column_keys)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="help"):
@@ -53,6 +56,9 @@ class HelpScreen(ModalScreen[None]):
             with VerticalScroll(id="help-body"):
                 yield Static(Text("Keys", style="bold underline"))
                 yield Static(keys_table(self.key_rows), classes="help-paragraph")
+                if self.column_rows:
+                    yield Static(Text("Scrolling a sample column", style="bold underline"))
+                    yield Static(keys_table(self.column_rows), classes="help-paragraph")
                 for title, body in PANES:
                     yield Static(Text(title, style="bold underline"))
                     yield Static(body, markup=False, classes="help-paragraph")

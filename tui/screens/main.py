@@ -207,11 +207,13 @@ class MainScreen(Screen):
         source = self.source
         if self.mode == "train":
             self.seed_corpus = source.corpus
-            with contextlib.suppress(Exception):
-                from tui.screens.corpus_picker import remember_corpus
+            # Its figures for the picker, and the recent list (a corpus the picker chose
+            # arrives loaded: the picker has remembered it).
+            if isinstance(source.request.corpus, str):
+                with contextlib.suppress(Exception):
+                    from tui.screens.corpus_picker import remember_corpus
 
-                remember_corpus(source.request.corpus if isinstance(source.request.corpus, str)
-                                else source.corpus.source, source.corpus)
+                    remember_corpus(source.request.corpus, source.corpus, source.request.encoding)
             return
         saved = source.saved
         config = saved.config
@@ -425,8 +427,9 @@ class MainScreen(Screen):
             return value.lower() if getattr(self.sampler, "lowercase", False) else value, None
 
         self.app.push_screen(PromptScreen(
-            "Seed text", "Every round starts from this text until s picks a random one. "
-            "Only characters the model knows are allowed.", current, check),
+            "Seed text", "Every round starts from this text until s picks a random one. It may "
+            "span lines (a speaker's name and a newline, say). Only characters the model knows "
+            "are allowed.", current, check, multiline=True),
             lambda value: value and self.pin_seed(value))
 
     def edit_temperatures(self) -> None:

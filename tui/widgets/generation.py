@@ -53,7 +53,8 @@ def prob_style(probability: float) -> str:
 
 
 def prob_legend() -> Text:
-    legend = Text("p", style="dim")
+    """What the colours mean, saying that colouring is on (k turns it off)."""
+    legend = Text("colour on: p", style="dim")
     for label, probability in (("≥.6", 0.7), ("≥.3", 0.4), ("≥.1", 0.2), ("≥.02", 0.05), ("<.02", 0.0)):
         legend.append(" ")
         legend.append(label, style=prob_style(probability))
@@ -122,6 +123,12 @@ def _shown(ch: str) -> str:
     if ch == "\n" or ch.isprintable():
         return ch
     return " " if ch in "\t\r\x0b\x0c" else "·"
+
+
+def one_line(text: str) -> str:
+    """`text` (a seed, say char-rnn's "ROMEO:\\n") drawn on one line: ⏎ for a newline,
+    and no control character that would move the cursor."""
+    return "".join("⏎" if ch == "\n" else _shown(ch) for ch in text)
 
 
 class SampleColumn(Widget, can_focus=True):
@@ -223,7 +230,8 @@ class SampleColumn(Widget, can_focus=True):
         self.done = True
 
     def _rebuild(self) -> None:
-        self._text = Text.assemble((self.seed.replace("\t", " "), SEED_STYLE))  # the seed only
+        seed = "".join(_shown(ch) for ch in self.seed)  # (a corpus's \r would garble the column)
+        self._text = Text.assemble((seed, SEED_STYLE))  # the seed only
         for ch, p in zip(self.chars, self.probs):
             self._text.append(_shown(ch), style=prob_style(p) if self.colour else None)
         self._reset_wrap()
@@ -483,7 +491,7 @@ class GenerationPane(Vertical):
                 info.append(" · ")
                 info.append_text(prob_legend())
             info.append(" · seed ")
-            info.append(self.round.seed.replace("\n", "⏎"), style=SEED_STYLE)
+            info.append(one_line(self.round.seed), style=SEED_STYLE)
         self.query_one("#gen-info", Static).update(info)
 
     def export_text(self) -> str:

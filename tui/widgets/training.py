@@ -24,6 +24,16 @@ MAX_POINTS = 600
 MAX_EPOCHS = 200
 PLOT_REFRESH = 1.0   # seconds between plot redraws, when it changed (plotext is not free)
 STATS_REFRESH = 0.5  # seconds between redraws of the numbers, when they changed
+# The plot's y range: from the lowest loss to the TOP_QUANTILE of the last RECENT_SHARE of
+# the train points. The first steps' losses (ln(vocab size): 3.7 nats and more) would
+# otherwise set the scale for the whole run and squeeze the learning that matters into
+# the bottom rows. (A log axis would not help: losses span a factor of 2 or 3.) What is
+# above the range is drawn along the top edge, whose label is marked ↑.
+RECENT_SHARE = 0.8
+TOP_QUANTILE = 0.98
+MIN_POINTS_TO_CLIP = 10  # fewer train points: plotext's own range, the whole of them
+FRAMED_FROM = 10         # rows: from there the lower and left axes are drawn (a row)
+STEP_LABEL_FROM = 14     # rows: from there the x axis is labelled "step"
 
 
 def bits(nats: float | None) -> float | None:
@@ -193,6 +203,9 @@ class LossPlot(PlotextPlot):
             return Text("the loss is plotted here from the first steps", style="dim italic")
         return super().render()
 
+    def on_resize(self) -> None:
+        self._dirty = True  # the frame and the y ticks depend on the height
+
     def _redraw_if_dirty(self) -> None:
         if self._dirty:
             self._redraw()
@@ -202,15 +215,57 @@ class LossPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.xlabel("step")
+        height = self.size.height
+        if height >= FRAMED_FROM:
+            plt.xaxes(True, False)  # the lower and left axes only: the others say nothing
+            plt.yaxes(True, False)
+        else:
+            plt.frame(False)
+        if height >= STEP_LABEL_FROM:
+            plt.xlabel("step")
+        y_range = loss_y_range(self.train.xs, self.train.ys, self.heldout.xs, self.heldout.ys)
+        top = y_range[1] if y_range else math.inf
         if self.train.xs:
-            plt.plot(self.train.xs, self.train.ys, marker="braille")
+            plt.plot(self.train.xs, [min(y, top) for y in self.train.ys], marker="braille")
         if self.heldout.xs:
-            plt.scatter(self.heldout.xs, self.heldout.ys, marker="x")
+            plt.scatter(self.heldout.xs, [min(y, top) for y in self.heldout.ys], marker="x")
+        if y_range:
+            plt.ylim(*y_range)
+            # One tick every other row or so: the canvas is the height less the x tick
+            # labels, the lower axis and the "step" label.
+            rows = height - 1 - (height >= FRAMED_FROM) - (height >= STEP_LABEL_FROM)
+            plt.yticks(*_clipped_ticks(*y_range, count=max(2, min(5, rows // 2 + 1))))
         xs = self.train.xs + self.heldout.xs
         if xs:
             plt.xticks(_int_ticks(min(xs), max(xs)))
         self.refresh()
+
+
+def loss_y_range(train_xs: list[float], train_ys: list[float], heldout_xs: list[float],
+                 heldout_ys: list[float]) -> tuple[float, float] | None:
+    """(lowest, top) for the plot's y axis, or None when nothing needs clipping: from the
+    lowest loss to the TOP_QUANTILE of the last RECENT_SHARE of the train losses (and any
+    held-out loss of that stretch), so the early spike does not set the scale. Sorting
+    at most MAX_POINTS numbers: cheap enough for every redraw."""
+    if len(train_ys) < MIN_POINTS_TO_CLIP:
+        return None
+    first = len(train_ys) - max(1, int(len(train_ys) * RECENT_SHARE))
+    recent = sorted(train_ys[first:])
+    top = recent[round(TOP_QUANTILE * (len(recent) - 1))]
+    top = max([top] + [y for x, y in zip(heldout_xs, heldout_ys) if x >= train_xs[first]])
+    everything = train_ys + heldout_ys
+    low = min(everything)
+    if top >= max(everything) or top <= low:
+        return None
+    return low, top
+
+
+def _clipped_ticks(low: float, top: float, count: int) -> tuple[list[float], list[str]]:
+    """`count` y ticks from low to top; the top one marked ↑ (losses above are cut)."""
+    ticks = [low + (top - low) * i / (count - 1) for i in range(count)]
+    labels = [f"{tick:.2f}" for tick in ticks]
+    labels[-1] += "↑"
+    return ticks, labels
 
 
 class EpochHistory(Widget):
