@@ -55,6 +55,7 @@ class MainScreen(Screen):
         self.sampler = None
         self.seed_corpus = None         # for random seed texts: the corpus, when on this machine
         self.excerpts: list[str] = []   # else the excerpts saved with the run
+        self.seed_corpus_known = False  # whether looking for the training text has ended
         self.pinned_seed: str | None = None
         self.preparing = "loading the corpus…"
         self.failure: str | None = None
@@ -102,6 +103,7 @@ class MainScreen(Screen):
         self.generation += 1
         generation = self.generation
         self.sampler = self.seed_corpus = self._pending_round = self.pinned_seed = self.failure = None
+        self.seed_corpus_known = self.mode == "train"  # (training: the corpus is the session's)
         self.excerpts = []
         self.generation_pane.stop_round()
         self.generation_pane.set_placeholder("waiting for the model (TensorFlow is loading)…"
@@ -232,13 +234,19 @@ class MainScreen(Screen):
     def _load_seed_corpus(self, generation: int, saved) -> None:
         from engine.follow import seed_corpus
 
-        corpus = seed_corpus(saved, self.options.encoding)
-        if corpus is not None:
+        corpus = None
+        try:
+            corpus = seed_corpus(saved, self.options.encoding)
+        finally:  # (None too: the first round waits for this answer)
             self.post_message(SeedCorpusReady(corpus, generation))
 
     def on_seed_corpus_ready(self, message: SeedCorpusReady) -> None:
-        if message.generation == self.generation:
-            self.seed_corpus = message.corpus
+        if message.generation != self.generation:
+            return
+        self.seed_corpus, self.seed_corpus_known = message.corpus, True
+        waiting, self._pending_round = self._pending_round, None
+        if waiting is not None and not self.generation_pane.streaming:
+            self.on_sampler_ready(waiting)  # the first round, held until now
 
     def _checkpoint_loaded(self, event: events.CheckpointSaved) -> None:
         saved = self.source.saved
@@ -321,6 +329,11 @@ class MainScreen(Screen):
 
     def on_sampler_ready(self, message: SamplerReady) -> None:
         if message.generation != self.generation or message.sampler is None:
+            return
+        if self.mode != "train" and not self.seed_corpus_known:
+            # The first round's seed text comes from the training text when it is on this
+            # machine: wait for the answer (whichever comes first, the same round follows).
+            self._pending_round = message
             return
         first = self.sampler is None
         self.sampler = message.sampler
