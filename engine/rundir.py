@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.compat import memoize_keras_skipsets
-from engine.config import SettingError, TrainConfig
+from engine.config import SESSION_FIELDS, SettingError, TrainConfig
 from engine.errors import RunDirError
 
 FORMAT_VERSION = 1
@@ -613,7 +613,9 @@ class RunDir:
         return self.model_path.exists() or self.previous_model_path.exists()
 
     def write_config(self, config: TrainConfig, corpus_meta: dict) -> None:
-        atomic_write_json(self.config_path, {"format": FORMAT_VERSION, "config": config.to_json(),
+        # A session's stopping limits are not the run's: a later session must not inherit them.
+        settings = {**config.to_json(), **{name: None for name in SESSION_FIELDS}}
+        atomic_write_json(self.config_path, {"format": FORMAT_VERSION, "config": settings,
                                              "corpus": corpus_meta})
 
     def load_config(self) -> TrainConfig:

@@ -9,6 +9,7 @@ from it, because an epoch's shuffle is a pure function of (seed, epoch).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -56,6 +57,8 @@ class Trainer:
                  fresh: bool = False, sample_each_epoch: bool = True, tensorboard_dir=None):
         config.validate()
         check_length(corpus, config)
+        if config.lowercase != corpus.lowercase:  # the corpus says what is trained; config.json must too
+            config = dataclasses.replace(config, lowercase=corpus.lowercase)
         self.corpus = corpus
         self.config = config
         self.chief, self.worker = True, ""  # False/"worker 1 of 2" for a multi-worker helper
@@ -135,6 +138,12 @@ class Trainer:
             return
         saved = self.rundir.load_config()
         vocab = self.rundir.load_vocab()
+        if saved.lowercase != self.corpus.lowercase:
+            # The case setting explains it: name it rather than advise starting over.
+            how, option = ("on lower-cased text", "--keep-case") if saved.lowercase else \
+                ("with case kept", "--lowercase")
+            raise RunDirError(f"{self.rundir.path} was trained {how}; resume it without {option} "
+                              "(it keeps its own setting) or choose another --run")
         if vocab != self.corpus.vocab:
             raise RunDirError(
                 f"{self.rundir.path} was trained on a different vocabulary ({len(vocab)} characters; "

@@ -13,7 +13,7 @@ import sys
 from engine.errors import CharlmError
 from tui import options
 
-COMMANDS = ("train", "sample", "watch")
+COMMANDS = options.COMMANDS
 
 
 def _error(message: str, code: int = 1) -> int:
