@@ -123,3 +123,44 @@ def test_a_mistyped_option_or_command_suggests_the_closest(args, suggestion):
     out = charlm(*args)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith(suggestion)
+
+
+# -- priming and samples ------------------------------------------------------------------------
+def test_seed_text_takes_backslash_escapes(run_copy):
+    _, run = run_copy
+    out = charlm("sample", "--run", run, "--seed-text", r"romeo:\n", "--length", "5", "--temperatures", "0",
+                 "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["seed_text"] == "romeo:\n"
+
+
+def test_seed_file_primes_like_nanogpts_start_file(run_copy, tmp_path):
+    _, run = run_copy
+    seed = tmp_path / "prompt.txt"
+    seed.write_text("JULIET:\nGood morrow, ", encoding="utf-8")
+    out = charlm("sample", "--run", run, "--seed-file", seed, "--length", "5", "--temperatures", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["seed_text"] == "JULIET:\nGood morrow, "
+
+    missing = charlm("sample", "--run", run, "--seed-file", tmp_path / "none.txt")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"charlm-tui: error: cannot read --seed-file {tmp_path / 'none.txt'}: No such file or directory"]
+
+
+def test_num_samples_gives_independent_samples_per_temperature(run_copy):
+    _, run = run_copy
+    out = charlm("sample", "--run", run, "--length", "40", "--temperatures", "1.0,1.2", "--num-samples", "3",
+                 "--seed", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for temperature in ("1.0", "1.2"):
+        texts = result["samples"][temperature]
+        assert len(texts) == 3 and len(set(texts)) == 3 and all(len(text) == 40 for text in texts)
+        assert len(result["memorization"][temperature]) == 3  # the training text is on this machine
+    again = json.loads(charlm("sample", "--run", run, "--length", "40", "--temperatures", "1.0,1.2",
+                              "--num-samples", "3", "--seed", "5", "--json").stdout)
+    assert again["samples"] == result["samples"]  # reproducible with --seed
+
+    text = charlm("sample", "--run", run, "--length", "10", "--temperatures", "1.0", "--num-samples", "2")
+    assert "temperature: 1.0 (sample 2 of 2)" in text.stdout

@@ -118,6 +118,16 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a time (seconds, or e.g. 90s, 10m, 1h): {text!r}") from None
 
 
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+MAX_SEED_FILE_BYTES = 100_000
+
+
+def unescape(text: str) -> str:
+    r"""A seed typed on a command line: \n, \t and \\ become a newline, a tab and a
+    backslash (char-rnn's `-primetext 'ROMEO:\n'`); any other backslash stays as typed."""
+    return re.sub(r"\\([nt\\])", lambda match: ESCAPES[match.group(1)], text)
+
+
 def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default=None, metavar="X",
                         help="a UTF-8 text file, a folder of .txt files, or a named corpus: nietzsche "
@@ -205,8 +215,15 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
     parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
     parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
-    parser.add_argument("--seed-text", default=None, metavar="T",
-                        help="text to start from (default: an excerpt of the training corpus)")
+    seed = parser.add_mutually_exclusive_group()
+    seed.add_argument("--seed-text", type=unescape, default=None, metavar="T",
+                      help=r"text to start from, with \n, \t and \\ for a newline, a tab and a "
+                           r"backslash, e.g. 'ROMEO:\n' (default: an excerpt of the training corpus)")
+    seed.add_argument("--seed-file", default=None, metavar="FILE",
+                      help=f"start from the text of a UTF-8 file (at most {MAX_SEED_FILE_BYTES:,} bytes)")
+    parser.add_argument("--num-samples", type=int, default=None, metavar="N",
+                        help="N independent samples per temperature (1); with --json each "
+                             "temperature then maps to a list")
     parser.add_argument("--top-k", type=_sampling_option("--top-k", int), default=None, metavar="K",
                         help="sample among the K likeliest")
     parser.add_argument("--top-p", type=_sampling_option("--top-p", float), default=None, metavar="P",
