@@ -164,3 +164,23 @@ def test_num_samples_gives_independent_samples_per_temperature(run_copy):
 
     text = charlm("sample", "--run", run, "--length", "10", "--temperatures", "1.0", "--num-samples", "2")
     assert "temperature: 1.0 (sample 2 of 2)" in text.stdout
+
+
+# -- the app ------------------------------------------------------------------------------------
+@pytest.mark.slow
+async def test_after_quitting_the_app_one_line_says_what_was_saved_and_how_to_resume(tiny_corpus_path, tmp_path):
+    from tests.app_fixtures import app_options, running_app, wait_until
+    from tui.app import build_app, saved_line
+
+    run_dir = tmp_path / "my run"
+    app = build_app(app_options(tiny_corpus_path, run_dir))
+    async with running_app(app) as pilot:
+        await wait_until(pilot, lambda: app.phase == "training" and app.training_pane.progress.step >= 2,
+                         what="training steps")
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app.return_code is not None or not app.is_running, what="exit")
+    finished = app.main.session.finished
+    assert saved_line(app) == (
+        f"charlm-tui: saved {run_dir} at step {finished.step:,}"
+        + (f", held-out loss {finished.val_loss:.4f}" if finished.val_loss is not None else "")
+        + f"; resume with: charlm-tui --corpus {tiny_corpus_path} --run '{run_dir}'")
