@@ -717,6 +717,54 @@ class RunDir:
         _remove_names(self.samples_dir, lambda name: bool(SAMPLE_NAME.fullmatch(name)
                                                           or TEMPORARY_NAME.fullmatch(name)))
 
+    # What a run is, moved aside whole by `move_aside` (the lock stays: this process holds it).
+    RUN_NAMES = ("model.keras", "model.prev.keras", "model.sampler.npz", "model.prev.sampler.npz",
+                 "config.json", "vocab.json", "state.json", "metrics.jsonl", "samples")
+    EXPORT_NAME = re.compile(r"samples-[^/]*\.txt")  # the app's exports (write_new_file)
+
+    def move_aside(self) -> Path | None:
+        """Start over keeping the previous run whole: move its files into a new sibling
+        folder RUN.prev-YYYYmmdd-HHMMSS and return it (None when there was no run here).
+        Only the project's own names move, each by a rename inside one file system: a
+        link is moved as a link, never followed (check_can_train refuses them anyway)."""
+        fd = _open_directory(self.path, follow_link=True)
+        if fd is None:
+            return None
+        try:
+            names = [entry.name for entry in os.scandir(fd)
+                     if entry.name in self.RUN_NAMES or self.EXPORT_NAME.fullmatch(entry.name)]
+            if not {"config.json", "model.keras", "model.prev.keras"} & set(names):
+                return None  # nothing trained here yet: nothing worth keeping
+            aside = self._new_sibling()
+            aside_fd = _open_directory(aside, follow_link=False)
+            if aside_fd is None:
+                raise RunDirError(f"could not open {aside} to move the previous run there")
+            try:
+                for name in names:
+                    os.rename(name, name, src_dir_fd=fd, dst_dir_fd=aside_fd)
+            finally:
+                os.close(aside_fd)
+            _fsync_dir(self.path)
+            return aside
+        except OSError as error:
+            raise _explain(error, "move the previous run out of", self.path) from None
+        finally:
+            os.close(fd)
+
+    def _new_sibling(self) -> Path:
+        """A new, empty folder next to the run, named after it and the time (made with
+        mkdir, which fails on anything already there, so nothing is ever reused)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for attempt in range(MAX_NEW_FILE_ATTEMPTS):
+            suffix = f"-{attempt + 1}" if attempt else ""
+            candidate = self.path.parent / f"{self.path.name}.prev-{stamp}{suffix}"
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+        raise RunDirError(f"could not find a free name next to {self.path} for the previous run")
+
     def write_samples(self, name: str, text: str) -> Path:
         try:
             self.samples_dir.mkdir(exist_ok=True)

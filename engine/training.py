@@ -275,6 +275,10 @@ class Trainer:
         return model
 
     def _start_new_run(self) -> None:
+        if self.fresh and self.chief:  # --fresh, or retrain: the previous run is kept whole
+            aside = self.rundir.move_aside()
+            if aside is not None:
+                self._notice(f"the previous run in {self.rundir.path} was moved, whole, to {aside}")
         self.rundir.clear_history()
         self.rundir.write_vocab(self.corpus.vocab)
         self.rundir.write_config(self.config, self._corpus_meta())

@@ -184,3 +184,18 @@ async def test_after_quitting_the_app_one_line_says_what_was_saved_and_how_to_re
         f"charlm-tui: saved {run_dir} at step {finished.step:,}"
         + (f", held-out loss {finished.val_loss:.4f}" if finished.val_loss is not None else "")
         + f"; resume with: charlm-tui --corpus {tiny_corpus_path} --run '{run_dir}'")
+
+
+def test_fresh_keeps_the_previous_run_whole_in_a_sibling_folder_and_says_where(run_copy):
+    corpus, run = run_copy
+    before = {name: (run / name).read_bytes() for name in ("model.keras", "config.json", "metrics.jsonl")}
+    out = charlm("train", "--corpus", corpus, "--run", run, *TINY, "--fresh", "--steps", "1", "--length", "0",
+                 "--json")
+    assert out.returncode == 0, out.stderr
+    [aside] = run.parent.glob("run.prev-*")
+    assert f"the previous run in {run} was moved, whole, to {aside}" in " ".join(out.stdout.split())
+    assert {name: (aside / name).read_bytes() for name in before} == before
+    assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 1  # a new run in RUN
+    assert not (aside / ".lock").exists()
+    resumed = charlm("sample", "--run", aside, "--length", "5", "--temperatures", "0")
+    assert resumed.returncode == 0, resumed.stderr  # the old run is a whole run

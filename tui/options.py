@@ -134,7 +134,8 @@ def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
                              "(default), pydocs, or any corpora/NAME.txt")
     parser.add_argument("--run", default=None, metavar="DIR",
                         help="run directory (default: runs/<corpus name>); an existing run is resumed")
-    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run (the previous run is moved, whole, "
+                             "to a sibling folder RUN.prev-YYYYmmdd-HHMMSS)")
     case = parser.add_mutually_exclusive_group()
     case.add_argument("--lowercase", dest="lowercase", action="store_const", const=True, default=None,
                       help="lower-case the corpus (the book preset does; fast keeps case)")
