@@ -70,14 +70,14 @@ def _explain(error: OSError, action: str, path: Path) -> RunDirError:
 
 
 # Every name charlm-tui writes in a run directory; nothing else there is written or deleted.
-PROJECT_FILES = ("model.keras", "model.prev.keras", "config.json", "vocab.json", "state.json",
+PROJECT_FILES = ("model.keras", "model.prev.keras", "model.best.keras", "config.json", "vocab.json", "state.json",
                  "metrics.jsonl", ".lock", "charlm-tui.log")
 # What a first start writes before config.json (which marks a run from then on): a
 # directory holding only these is a start that was interrupted, and may be used.
 STARTING_FILES = frozenset({".lock", "charlm-tui.log", "vocab.json"})
 SAMPLE_NAME = re.compile(r"epoch-\d{4,}\.txt")
 # .NAME.tmp-PID (atomic_write_bytes), .model-PID.tmp.keras and .model-prev-PID.tmp (save_model)
-TEMPORARY_NAME = re.compile(r"\..+\.tmp-\d+|\.model-\d+\.tmp\.keras|\.model-prev-\d+\.tmp")
+TEMPORARY_NAME = re.compile(r"\..+\.tmp-\d+|\.model-\d+\.tmp\.keras|\.model-(prev|best)-\d+\.tmp")
 MAX_NEW_FILE_ATTEMPTS = 1000
 RUN_CONFIG_PEEK_BYTES = 4 << 20  # a config.json we wrote is a few KB
 
@@ -481,6 +481,7 @@ class RunDir:
         self.path = Path(path)
         self.model_path = self.path / "model.keras"
         self.previous_model_path = self.path / "model.prev.keras"
+        self.best_model_path = self.path / "model.best.keras"  # the lowest held-out loss so far
         self.config_path = self.path / "config.json"
         self.vocab_path = self.path / "vocab.json"
         self.state_path = self.path / "state.json"
@@ -718,7 +719,8 @@ class RunDir:
                                                           or TEMPORARY_NAME.fullmatch(name)))
 
     # What a run is, moved aside whole by `move_aside` (the lock stays: this process holds it).
-    RUN_NAMES = ("model.keras", "model.prev.keras", "model.sampler.npz", "model.prev.sampler.npz",
+    RUN_NAMES = ("model.keras", "model.prev.keras", "model.best.keras", "model.sampler.npz",
+                 "model.prev.sampler.npz", "model.best.sampler.npz",
                  "config.json", "vocab.json", "state.json", "metrics.jsonl", "samples")
     EXPORT_NAME = re.compile(r"samples-[^/]*\.txt")  # the app's exports (write_new_file)
 
@@ -817,6 +819,41 @@ class RunDir:
         self._damaged_model = False
         _fsync_dir(self.path)
         sidecar.write_after_save(self, model, weights)
+
+    def keep_best(self) -> None:
+        """model.keras, just saved, has the lowest held-out loss so far: keep it as
+        model.best.keras (with its sidecar). A hard link of the same, already whole and
+        vetted file, renamed into place: atomic, and no extra disk."""
+        from engine import sidecar
+
+        pairs = [(self.model_path, self.best_model_path),
+                 (sidecar.sidecar_path(self.model_path), sidecar.sidecar_path(self.best_model_path))]
+        try:
+            # The old best's sidecar goes first: a stale one must never sit beside the new best.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pairs[1][1])
+            for source, target in pairs:
+                if not os.path.lexists(source):
+                    continue
+                temporary = self.path / f".model-best-{os.getpid()}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+                os.link(source, temporary, follow_symlinks=False)
+                os.replace(temporary, target)
+        except OSError as error:
+            raise _explain(error, "keep the best checkpoint as", self.best_model_path) from None
+        _fsync_dir(self.path)
+
+    def checkpoint_path(self, choice: str) -> Path:
+        """`latest`, `best` or a FILE for `sample --checkpoint`."""
+        if choice == "latest":
+            return self.model_path
+        if choice == "best":
+            if not self.best_model_path.exists():
+                raise RunDirError(f"{self.path} has no model.best.keras yet (it is kept from the first "
+                                  "epoch end with a held-out loss); use --checkpoint latest")
+            return self.best_model_path
+        return Path(choice)
 
     _damaged_model = False  # set when load_model found model.keras unloadable
 

@@ -356,7 +356,7 @@ class Trainer:
             self._emit(events.EpochEnd(epoch + 1, step, train_loss, val_loss, clock.elapsed, complete))
             self._log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
                               train_loss=train_loss, val_loss=val_loss)
-            self._checkpoint(model, step, clock, epoch + 1)
+            self._checkpoint_keeping_best(model, step, clock, epoch + 1, val_loss)
             # Stopped during the evaluation: saved, so stop now (other workers, already in
             # the next epoch, hear of it with its first step).
             if self._stop.is_set() and not self._multiworker:
@@ -460,11 +460,38 @@ class Trainer:
         return True
 
     checkpoint_error: RunDirError | None = None
+    _best_val_loss: float | None = None  # the lowest held-out loss kept as model.best.keras
+
+    def _best_so_far(self) -> float:
+        if self._best_val_loss is None:  # a resumed run's best so far, if it kept one
+            state = self.rundir.load_state() if self.rundir.best_model_path.exists() else {}
+            self._best_val_loss = state.get("best_val_loss", math.inf)
+        return self._best_val_loss
+
+    def _checkpoint_keeping_best(self, model, step: int, clock: "_Clock", epoch: int, val_loss) -> None:
+        """The epoch-end checkpoint; if its held-out loss is the lowest yet, it is kept
+        as model.best.keras too (with the loss in state.json, so a resumed run knows)."""
+        previous_best = self._best_so_far()
+        improved = self.chief and val_loss is not None and math.isfinite(val_loss) and val_loss < previous_best
+        if improved:
+            self._best_val_loss = val_loss  # written into state.json by the checkpoint
+        if not self._checkpoint(model, step, clock, epoch):
+            self._best_val_loss = previous_best
+            return
+        if improved:
+            try:
+                self.rundir.keep_best()
+            except RunDirError as error:  # the latest checkpoint is saved: say so, carry on
+                self._best_val_loss = previous_best
+                self._emit(events.Notice(str(error)))
     rescue_dir = None  # where the model went when the run directory could not take it
 
     def _state(self, step: int, epoch: int, clock: "_Clock") -> dict:
-        return {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
-                "chars": step * self.config.batch_size * self.config.targets_per_window}
+        state = {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
+                 "chars": step * self.config.batch_size * self.config.targets_per_window}
+        if self.chief and math.isfinite(self._best_so_far()):
+            state["best_val_loss"] = self._best_val_loss
+        return state
 
     def _rescue(self, model, step: int, clock: "_Clock") -> None:
         """The last checkpoint could not be written to the run directory: save the model as

@@ -199,3 +199,26 @@ def test_fresh_keeps_the_previous_run_whole_in_a_sibling_folder_and_says_where(r
     assert not (aside / ".lock").exists()
     resumed = charlm("sample", "--run", aside, "--length", "5", "--temperatures", "0")
     assert resumed.returncode == 0, resumed.stderr  # the old run is a whole run
+
+
+# -- checkpoints to choose from -------------------------------------------------------------------
+def test_the_best_held_out_checkpoint_is_kept_and_can_be_sampled(mixed_corpus, tmp_path):
+    run = tmp_path / "run"
+    out = charlm("train", "--corpus", mixed_corpus, "--run", run, *TINY, "--epochs", "2", "--length", "0")
+    assert out.returncode == 0, out.stderr
+    losses = [row["val_loss"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if row.get("kind") == "epoch"]
+    assert len(losses) == 2 and (run / "model.best.keras").is_file()
+    assert json.loads((run / "state.json").read_text())["best_val_loss"] == pytest.approx(min(losses))
+
+    for choice in ("best", "latest", run / "model.best.keras"):
+        sampled = charlm("sample", "--run", run, "--checkpoint", choice, "--length", "5", "--temperatures", "0")
+        assert sampled.returncode == 0, sampled.stderr
+
+    (tmp_path / "bogus.keras").write_bytes(b"not a zip")
+    (tmp_path / "link.keras").symlink_to(run / "model.best.keras")
+    for bad, why in ((tmp_path / "bogus.keras", "cannot use the checkpoint"),
+                     (tmp_path / "link.keras", "it is not a regular file")):
+        refused = charlm("sample", "--run", run, "--checkpoint", bad, "--length", "5")
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and len(lines) == 1 and why in lines[0], refused.stderr

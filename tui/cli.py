@@ -41,7 +41,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     seed_text = _read_seed_file(args.seed_file) if args.seed_file else args.seed_text
     # The checkpoint is read without TensorFlow when its numpy sidecar matches it (engine/sidecar.py).
     saved = open_run(args.run, on_notice=lambda message: print(f"charlm-tui: note: {message}", file=sys.stderr),
-                     rebuild_sidecar=True)
+                     rebuild_sidecar=True, checkpoint=args.checkpoint)
     if seed_text is None:
         rng = np.random.default_rng(args.seed)
         seed_text = saved.excerpts[int(rng.integers(len(saved.excerpts)))] if saved.excerpts else saved.vocab[-1]

@@ -222,6 +222,9 @@ def sample_parser() -> argparse.ArgumentParser:
                            r"backslash, e.g. 'ROMEO:\n' (default: an excerpt of the training corpus)")
     seed.add_argument("--seed-file", default=None, metavar="FILE",
                       help=f"start from the text of a UTF-8 file (at most {MAX_SEED_FILE_BYTES:,} bytes)")
+    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
+                        help="latest (default: model.keras, else model.prev.keras), best (model.best.keras: "
+                             "the lowest held-out loss), or a .keras FILE of this run")
     parser.add_argument("--num-samples", type=int, default=None, metavar="N",
                         help="N independent samples per temperature (1); with --json each "
                              "temperature then maps to a list")
