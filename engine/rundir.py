@@ -2,6 +2,7 @@
 
     model.keras       weights + optimizer state (the step count lives in the optimizer)
     model.prev.keras  the checkpoint before it, kept in case the newest is damaged
+    model.best.keras  the epoch-end checkpoint with the lowest held-out loss (a hard link)
     model.sampler.npz, model.prev.sampler.npz
                       the sampler's weights in numpy, fingerprinted against the .keras
                       file each came from: text without TensorFlow (engine/sidecar.py)
