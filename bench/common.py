@@ -55,7 +55,8 @@ def corpus_path(spec: str) -> str:
 def load_corpus(spec: str):
     from engine.corpus import load_corpus as _load
 
-    return _load(spec, on_notice=lambda message: print("note:", message, file=sys.stderr))
+    # Lower-cased as the book's text is (book_text), so both sides learn the same characters.
+    return _load(spec, lowercase=True, on_notice=lambda message: print("note:", message, file=sys.stderr))
 
 
 def keras():
@@ -142,7 +143,7 @@ class TimeBudget:
 def fast_config(**overrides):
     from engine.config import preset
 
-    return preset("fast", **overrides)
+    return preset("fast", **{"lowercase": True, **overrides})  # like the book's text
 
 
 def split_ids(corpus, val_fraction: float = 0.1):

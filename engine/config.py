@@ -22,6 +22,9 @@ MAX_SEED = 2**32 - 1  # what numpy's and Keras's global seeding accept
 # that 1/T overflows or leaves nothing but the argmax anyway.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
 TEMPERATURE_RULE = f"0 (greedy) or a number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}"
+# Limits of one session (one `train`, one app run), never a run's settings: a resumed
+# run starts without them unless given again.
+SESSION_FIELDS = ("time_budget", "steps")
 MAX_EXTRA_DEPTH = 32  # `extra` is reserved for flat settings; deeper nesting only breaks recursion
 
 
@@ -84,7 +87,7 @@ class TrainConfig:
     steps: int | None = None          # stop after this many optimizer steps (this session)
     val_fraction: float = 0.1     # the last fraction of the corpus is held out
     seed: int = 1337              # shuffling, seed texts and sampling
-    lowercase: bool = True
+    lowercase: bool = False       # keep case (as char-rnn, torch-rnn, nanoGPT); book: lower-cased
     temperatures: tuple[float, ...] = (0.2, 0.5, 1.0, 1.2)
     sample_length: int = 400      # characters generated per temperature after each epoch
     log_every: int = 50           # steps between metrics.jsonl rows / progress events
@@ -174,10 +177,11 @@ def preset(name: str, **overrides) -> TrainConfig:
     """The named preset with `overrides` (None values are ignored) applied on top."""
     if name == "book":
         # Deep Learning with Python 8.1: 60-char windows every 3 chars, LSTM(128) +
-        # Dense softmax, RMSprop(lr=0.01), batch 128, the next char as the only target.
+        # Dense softmax, RMSprop(lr=0.01), batch 128, the next char as the only target,
+        # on the lower-cased text.
         base = TrainConfig(preset="book", objective="last", maxlen=60, step=3,
                            optimizer="rmsprop", lr=0.01, clipnorm=None, batch_size=128,
-                           schedule="constant")
+                           schedule="constant", lowercase=True)
     elif name == "fast":
         base = TrainConfig()
     else:

@@ -89,10 +89,18 @@ def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None
                                                                       rebuild_sidecar=rebuild_sidecar)
 
 
-def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False) -> SavedRun:
-    """A saved run, ready to sample from (`sample`, the app's --no-train, watch)."""
+def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False,
+             checkpoint: str = "latest") -> SavedRun:
+    """A saved run, ready to sample from (`sample`, the app's --no-train, watch), with its
+    newest loadable checkpoint, or `checkpoint` "best" (model.best.keras) or a file."""
     saved = read_run(run_dir)
-    load_sampler(saved, on_notice, rebuild_sidecar)
+    if checkpoint == "latest":
+        load_sampler(saved, on_notice, rebuild_sidecar)
+    else:
+        from engine.sidecar import load_sampler_from
+
+        run = RunDir(saved.path)
+        saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
     return saved
 
 

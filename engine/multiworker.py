@@ -94,7 +94,7 @@ class Collectives:
         chief = float(self.broadcast([np.float64(mine)])[0])
         if self.sum([np.float64(chief != mine)])[0]:
             raise TrainingError("a worker holds a different corpus from the chief's: give every worker "
-                                "the same corpus file (and the same --keep-case and --encoding)")
+                                "the same corpus file (and the same --lowercase or --keep-case and --encoding)")
 
     def _call(self, values: list, only_chief: bool) -> list[np.ndarray]:
         tf = self.tf

@@ -376,8 +376,9 @@ def built_index(corpus) -> NoveltyIndex | None:
         return _indexes.get(corpus)
 
 
-def memorization_report(saved, samples: dict[float, str]) -> dict:
+def memorization_report(saved, samples: dict[float, "str | list[str]"]) -> dict:
     """For `charlm-tui sample --json`: {"memorization": {temperature: Novelty.as_json()}}
+    (a list of them where a temperature has a list of samples: --num-samples)
     when the run's training text is on this machine (engine.follow.seed_corpus), else
     {"memorization_note": why not}."""
     from engine.follow import seed_corpus
@@ -390,4 +391,5 @@ def memorization_report(saved, samples: dict[float, str]) -> dict:
         index = index_for(corpus)
     except CorpusError as error:
         return {"memorization_note": str(error)}
-    return {"memorization": {str(t): index.measure(text).as_json() for t, text in samples.items()}}
+    return {"memorization": {str(t): [index.measure(one).as_json() for one in text] if isinstance(text, list)
+                             else index.measure(text).as_json() for t, text in samples.items()}}

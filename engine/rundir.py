@@ -2,6 +2,7 @@
 
     model.keras       weights + optimizer state (the step count lives in the optimizer)
     model.prev.keras  the checkpoint before it, kept in case the newest is damaged
+    model.best.keras  the epoch-end checkpoint with the lowest held-out loss (a hard link)
     model.sampler.npz, model.prev.sampler.npz
                       the sampler's weights in numpy, fingerprinted against the .keras
                       file each came from: text without TensorFlow (engine/sidecar.py)
@@ -45,7 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.compat import memoize_keras_skipsets
-from engine.config import SettingError, TrainConfig
+from engine.config import SESSION_FIELDS, SettingError, TrainConfig
 from engine.errors import RunDirError
 
 FORMAT_VERSION = 1
@@ -70,14 +71,14 @@ def _explain(error: OSError, action: str, path: Path) -> RunDirError:
 
 
 # Every name charlm-tui writes in a run directory; nothing else there is written or deleted.
-PROJECT_FILES = ("model.keras", "model.prev.keras", "config.json", "vocab.json", "state.json",
+PROJECT_FILES = ("model.keras", "model.prev.keras", "model.best.keras", "config.json", "vocab.json", "state.json",
                  "metrics.jsonl", ".lock", "charlm-tui.log")
 # What a first start writes before config.json (which marks a run from then on): a
 # directory holding only these is a start that was interrupted, and may be used.
 STARTING_FILES = frozenset({".lock", "charlm-tui.log", "vocab.json"})
 SAMPLE_NAME = re.compile(r"epoch-\d{4,}\.txt")
 # .NAME.tmp-PID (atomic_write_bytes), .model-PID.tmp.keras and .model-prev-PID.tmp (save_model)
-TEMPORARY_NAME = re.compile(r"\..+\.tmp-\d+|\.model-\d+\.tmp\.keras|\.model-prev-\d+\.tmp")
+TEMPORARY_NAME = re.compile(r"\..+\.tmp-\d+|\.model-\d+\.tmp\.keras|\.model-(prev|best)-\d+\.tmp")
 MAX_NEW_FILE_ATTEMPTS = 1000
 RUN_CONFIG_PEEK_BYTES = 4 << 20  # a config.json we wrote is a few KB
 
@@ -481,6 +482,7 @@ class RunDir:
         self.path = Path(path)
         self.model_path = self.path / "model.keras"
         self.previous_model_path = self.path / "model.prev.keras"
+        self.best_model_path = self.path / "model.best.keras"  # the lowest held-out loss so far
         self.config_path = self.path / "config.json"
         self.vocab_path = self.path / "vocab.json"
         self.state_path = self.path / "state.json"
@@ -613,7 +615,9 @@ class RunDir:
         return self.model_path.exists() or self.previous_model_path.exists()
 
     def write_config(self, config: TrainConfig, corpus_meta: dict) -> None:
-        atomic_write_json(self.config_path, {"format": FORMAT_VERSION, "config": config.to_json(),
+        # A session's stopping limits are not the run's: a later session must not inherit them.
+        settings = {**config.to_json(), **{name: None for name in SESSION_FIELDS}}
+        atomic_write_json(self.config_path, {"format": FORMAT_VERSION, "config": settings,
                                              "corpus": corpus_meta})
 
     def load_config(self) -> TrainConfig:
@@ -715,6 +719,55 @@ class RunDir:
         _remove_names(self.samples_dir, lambda name: bool(SAMPLE_NAME.fullmatch(name)
                                                           or TEMPORARY_NAME.fullmatch(name)))
 
+    # What a run is, moved aside whole by `move_aside` (the lock stays: this process holds it).
+    RUN_NAMES = ("model.keras", "model.prev.keras", "model.best.keras", "model.sampler.npz",
+                 "model.prev.sampler.npz", "model.best.sampler.npz",
+                 "config.json", "vocab.json", "state.json", "metrics.jsonl", "samples")
+    EXPORT_NAME = re.compile(r"samples-[^/]*\.txt")  # the app's exports (write_new_file)
+
+    def move_aside(self) -> Path | None:
+        """Start over keeping the previous run whole: move its files into a new sibling
+        folder RUN.prev-YYYYmmdd-HHMMSS and return it (None when there was no run here).
+        Only the project's own names move, each by a rename inside one file system: a
+        link is moved as a link, never followed (check_can_train refuses them anyway)."""
+        fd = _open_directory(self.path, follow_link=True)
+        if fd is None:
+            return None
+        try:
+            names = [entry.name for entry in os.scandir(fd)
+                     if entry.name in self.RUN_NAMES or self.EXPORT_NAME.fullmatch(entry.name)]
+            if not {"config.json", "model.keras", "model.prev.keras"} & set(names):
+                return None  # nothing trained here yet: nothing worth keeping
+            aside = self._new_sibling()
+            aside_fd = _open_directory(aside, follow_link=False)
+            if aside_fd is None:
+                raise RunDirError(f"could not open {aside} to move the previous run there")
+            try:
+                for name in names:
+                    os.rename(name, name, src_dir_fd=fd, dst_dir_fd=aside_fd)
+            finally:
+                os.close(aside_fd)
+            _fsync_dir(self.path)
+            return aside
+        except OSError as error:
+            raise _explain(error, "move the previous run out of", self.path) from None
+        finally:
+            os.close(fd)
+
+    def _new_sibling(self) -> Path:
+        """A new, empty folder next to the run, named after it and the time (made with
+        mkdir, which fails on anything already there, so nothing is ever reused)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for attempt in range(MAX_NEW_FILE_ATTEMPTS):
+            suffix = f"-{attempt + 1}" if attempt else ""
+            candidate = self.path.parent / f"{self.path.name}.prev-{stamp}{suffix}"
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+        raise RunDirError(f"could not find a free name next to {self.path} for the previous run")
+
     def write_samples(self, name: str, text: str) -> Path:
         try:
             self.samples_dir.mkdir(exist_ok=True)
@@ -767,6 +820,41 @@ class RunDir:
         self._damaged_model = False
         _fsync_dir(self.path)
         sidecar.write_after_save(self, model, weights)
+
+    def keep_best(self) -> None:
+        """model.keras, just saved, has the lowest held-out loss so far: keep it as
+        model.best.keras (with its sidecar). A hard link of the same, already whole and
+        vetted file, renamed into place: atomic, and no extra disk."""
+        from engine import sidecar
+
+        pairs = [(self.model_path, self.best_model_path),
+                 (sidecar.sidecar_path(self.model_path), sidecar.sidecar_path(self.best_model_path))]
+        try:
+            # The old best's sidecar goes first: a stale one must never sit beside the new best.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pairs[1][1])
+            for source, target in pairs:
+                if not os.path.lexists(source):
+                    continue
+                temporary = self.path / f".model-best-{os.getpid()}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+                os.link(source, temporary, follow_symlinks=False)
+                os.replace(temporary, target)
+        except OSError as error:
+            raise _explain(error, "keep the best checkpoint as", self.best_model_path) from None
+        _fsync_dir(self.path)
+
+    def checkpoint_path(self, choice: str) -> Path:
+        """`latest`, `best` or a FILE for `sample --checkpoint`."""
+        if choice == "latest":
+            return self.model_path
+        if choice == "best":
+            if not self.best_model_path.exists():
+                raise RunDirError(f"{self.path} has no model.best.keras yet (it is kept from the first "
+                                  "epoch end with a held-out loss); use --checkpoint latest")
+            return self.best_model_path
+        return Path(choice)
 
     _damaged_model = False  # set when load_model found model.keras unloadable
 

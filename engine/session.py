@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import events
-from engine.config import TrainConfig, preset
+from engine.config import SESSION_FIELDS, TrainConfig, preset
 from engine.errors import CharlmError
 
 if TYPE_CHECKING:
@@ -77,18 +77,37 @@ class RunRequest:
     def settings(self, run_dir: Path) -> TrainConfig:
         """The config to train with: a resumed run keeps its saved settings unless this
         request overrides them (or names another preset, or starts fresh)."""
+        saved = self.saved_settings(run_dir)
+        if saved is None:
+            return preset(self.preset or "fast", **self.overrides)
+        # How to spread the work depends on this machine, and stopping limits on this
+        # session (SESSION_FIELDS): neither is the run's.
+        not_the_runs = {"strategy": "default", **{name: None for name in SESSION_FIELDS}}
+        config = dataclasses.replace(saved, **{**not_the_runs, **self.overrides})
+        config.validate()
+        return config
+
+    def saved_settings(self, run_dir: Path) -> TrainConfig | None:
+        """The settings of the run in `run_dir` when this request resumes it, else None."""
         from engine.rundir import RunDir
 
         run = RunDir(run_dir)
         run.check_can_train(self._corpus_path())  # before anything is written there
-        if run.config_path.exists() and not self.fresh:
-            saved = run.load_config()
-            if self.preset is None or self.preset == saved.preset:
-                # How to spread the work depends on this machine, not on the run.
-                config = dataclasses.replace(saved, **{"strategy": "default", **self.overrides})
-                config.validate()
-                return config
-        return preset(self.preset or "fast", **self.overrides)
+        if not run.config_path.exists() or self.fresh:
+            return None
+        saved = run.load_config()
+        return saved if self.preset is None or self.preset == saved.preset else None
+
+    def settings_from_run(self, run_dir: Path) -> dict:
+        """The settings a resumed run keeps from its config.json that differ from what its
+        preset alone would give and that this request does not set: what to tell the user."""
+        saved = self.saved_settings(run_dir)
+        if saved is None:
+            return {}
+        defaults = preset(saved.preset).to_json()
+        ignored = {"strategy", "extra", *SESSION_FIELDS, *self.overrides}
+        return {"preset": saved.preset, **{name: value for name, value in saved.to_json().items()
+                                           if name not in ignored and value != defaults[name]}}
 
 
 class RunSession:
@@ -145,10 +164,13 @@ class RunSession:
         """Load the corpus and settle the run directory and the settings (no TensorFlow,
         nothing written): what a dry run shows. `run` calls it first if needed."""
         if self.config is None:
-            corpus = self._load_corpus()
+            corpus = self._load_corpus(self._lowercase_guess())
             if self.run_dir is None:
                 self.run_dir = default_run_dir(corpus.name)
             self.config = self.request.settings(self.run_dir)
+            if self.config.lowercase != corpus.lowercase:  # a resumed run's own case setting
+                corpus = self._load_corpus(self.config.lowercase)
+            self._tell_settings_from_run()
             self._emit(events.CorpusReady(corpus.name, corpus.source, len(corpus), len(corpus.vocab),
                                           str(self.run_dir)))
         return self.config
@@ -183,16 +205,34 @@ class RunSession:
         self.finished = trainer.run()
         return self.finished
 
-    def _load_corpus(self) -> "Corpus":
+    def _lowercase_guess(self) -> bool:
+        """Whether the corpus will be lower-cased, as far as it can be told before it is
+        loaded: the run's own setting when the run directory is known, else the request's."""
+        request = self.request
+        if self.run_dir is not None:
+            return request.settings(self.run_dir).lowercase
+        return request.overrides.get("lowercase", preset(request.preset or "fast").lowercase)
+
+    def _tell_settings_from_run(self) -> None:
+        kept = self.request.settings_from_run(self.run_dir)
+        if kept:
+            shown = ", ".join(f"{name}={value}" for name, value in kept.items())
+            self._emit(events.Notice(f"resuming {self.run_dir} with its own settings: {shown} "
+                                     "(an option given on the command line overrides one)"))
+
+    def _load_corpus(self, lowercase: bool) -> "Corpus":
         corpus = self.request.corpus
-        if not isinstance(corpus, str):
-            self.corpus = corpus
-            return corpus
+        if not isinstance(corpus, str):  # already loaded (the app's corpus picker, a retrain)
+            if corpus.lowercase == lowercase:
+                self.corpus = corpus
+                return corpus
+            # Read it again with the case setting the run needs, from where it came from.
+            corpus = corpus.source if Path(corpus.source).exists() else corpus.name
         from engine.corpus import load_corpus
 
         self._emit(events.Preparing("loading the corpus…"))
         self.corpus = load_corpus(
-            corpus, lowercase=self.request.overrides.get("lowercase", True),
+            corpus, lowercase=lowercase,
             encoding=self.request.encoding, on_notice=lambda message: self._emit(events.Notice(message)),
             on_progress=self._reading_progress)
         return self.corpus

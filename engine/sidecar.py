@@ -229,6 +229,40 @@ def load_sampler(run: RunDir, on_notice=None, rebuild: bool = True) -> tuple[Sam
     return sampler, sum(array.size for array in weights.values())
 
 
+def load_sampler_from(run: RunDir, keras_path: Path) -> tuple[Sampler, int]:
+    """(Sampler, parameter count) for one chosen checkpoint (`sample --checkpoint best` or
+    a FILE), vetted exactly like the run's own: a regular file, the archive checked against
+    the run's config, then its sidecar if it matches, else Keras in safe mode."""
+    import stat
+
+    from engine.compat import memoize_keras_skipsets
+    from engine.tfsetup import keras
+
+    config, vocab = run.load_config(), run.load_vocab()
+    try:
+        mode = os.lstat(keras_path).st_mode
+    except OSError as error:
+        raise RunDirError(f"cannot use the checkpoint {keras_path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise RunDirError(f"cannot use the checkpoint {keras_path}: it is not a regular file")
+    problem = archive_problem(keras_path, config, len(vocab))
+    if problem:
+        raise RunDirError(f"cannot use the checkpoint {keras_path}: {problem}")
+    shapes = weight_shapes(len(vocab), config.layers, config.units)
+    weights = _read_sidecar(keras_path, shapes)
+    if weights is not None:
+        return Sampler.from_weights(vocab, weights, lowercase=config.lowercase), \
+            sum(array.size for array in weights.values())
+    memoize_keras_skipsets()
+    try:
+        model = keras().saving.load_model(keras_path, safe_mode=True, compile=False)
+        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
+    except Exception as error:  # reported, never executed around
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunDirError(f"cannot use the checkpoint {keras_path}: {first_line}") from None
+    return sampler, int(model.count_params())
+
+
 def _weights_from_sidecars(run: RunDir, shapes, config, vocab_size: int, on_notice) -> dict[str, np.ndarray] | None:
     """The fast path, taking the same decisions as RunDir.load_model (the same vetting of
     the archive, network included): model.keras if it is whole, else model.prev.keras

@@ -9,6 +9,7 @@ from it, because an epoch's shuffle is a pure function of (seed, epoch).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -57,6 +58,8 @@ class Trainer:
                  fresh: bool = False, sample_each_epoch: bool = True, tensorboard_dir=None):
         config.validate()
         check_length(corpus, config)
+        if config.lowercase != corpus.lowercase:  # the corpus says what is trained; config.json must too
+            config = dataclasses.replace(config, lowercase=corpus.lowercase)
         self.corpus = corpus
         self.config = config
         self.chief, self.worker = True, ""  # False/"worker 1 of 2" for a multi-worker helper
@@ -136,6 +139,12 @@ class Trainer:
             return
         saved = self.rundir.load_config()
         vocab = self.rundir.load_vocab()
+        if saved.lowercase != self.corpus.lowercase:
+            # The case setting explains it: name it rather than advise starting over.
+            how, option = ("on lower-cased text", "--keep-case") if saved.lowercase else \
+                ("with case kept", "--lowercase")
+            raise RunDirError(f"{self.rundir.path} was trained {how}; resume it without {option} "
+                              "(it keeps its own setting) or choose another --run")
         if vocab != self.corpus.vocab:
             raise RunDirError(
                 f"{self.rundir.path} was trained on a different vocabulary ({len(vocab)} characters; "
@@ -268,6 +277,10 @@ class Trainer:
         return model
 
     def _start_new_run(self) -> None:
+        if self.fresh and self.chief:  # --fresh, or retrain: the previous run is kept whole
+            aside = self.rundir.move_aside()
+            if aside is not None:
+                self._notice(f"the previous run in {self.rundir.path} was moved, whole, to {aside}")
         self.rundir.clear_history()
         self.rundir.write_vocab(self.corpus.vocab)
         self.rundir.write_config(self.config, self._corpus_meta())
@@ -345,7 +358,7 @@ class Trainer:
             self._emit(events.EpochEnd(epoch + 1, step, train_loss, val_loss, clock.elapsed, complete))
             self._log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
                               train_loss=train_loss, val_loss=val_loss)
-            self._checkpoint(model, step, clock, epoch + 1)
+            self._checkpoint_keeping_best(model, step, clock, epoch + 1, val_loss)
             # Stopped during the evaluation: saved, so stop now (other workers, already in
             # the next epoch, hear of it with its first step).
             if self._stop.is_set() and not self._multiworker:
@@ -449,11 +462,38 @@ class Trainer:
         return True
 
     checkpoint_error: RunDirError | None = None
+    _best_val_loss: float | None = None  # the lowest held-out loss kept as model.best.keras
+
+    def _best_so_far(self) -> float:
+        if self._best_val_loss is None:  # a resumed run's best so far, if it kept one
+            state = self.rundir.load_state() if self.rundir.best_model_path.exists() else {}
+            self._best_val_loss = state.get("best_val_loss", math.inf)
+        return self._best_val_loss
+
+    def _checkpoint_keeping_best(self, model, step: int, clock: "_Clock", epoch: int, val_loss) -> None:
+        """The epoch-end checkpoint; if its held-out loss is the lowest yet, it is kept
+        as model.best.keras too (with the loss in state.json, so a resumed run knows)."""
+        previous_best = self._best_so_far()
+        improved = self.chief and val_loss is not None and math.isfinite(val_loss) and val_loss < previous_best
+        if improved:
+            self._best_val_loss = val_loss  # written into state.json by the checkpoint
+        if not self._checkpoint(model, step, clock, epoch):
+            self._best_val_loss = previous_best
+            return
+        if improved:
+            try:
+                self.rundir.keep_best()
+            except RunDirError as error:  # the latest checkpoint is saved: say so, carry on
+                self._best_val_loss = previous_best
+                self._emit(events.Notice(str(error)))
     rescue_dir = None  # where the model went when the run directory could not take it
 
     def _state(self, step: int, epoch: int, clock: "_Clock") -> dict:
-        return {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
-                "chars": step * self.config.batch_size * self.config.targets_per_window}
+        state = {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
+                 "chars": step * self.config.batch_size * self.config.targets_per_window}
+        if self.chief and math.isfinite(self._best_so_far()):
+            state["best_val_loss"] = self._best_val_loss
+        return state
 
     def _rescue(self, model, step: int, clock: "_Clock") -> None:
         """The last checkpoint could not be written to the run directory: save the model as

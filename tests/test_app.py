@@ -263,7 +263,9 @@ async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
                          what="the new run")
         assert app.main.source.request.fresh and first.done.is_set()
         assert app.main.progress.session_start_step == 0, "the new run starts from step 0"
-        assert (run_dir / "model.keras").is_file(), "the old run was not checkpointed"
+        [aside] = run_dir.parent.glob("run.prev-*")  # the old run, checkpointed and kept whole
+        assert (aside / "model.keras").is_file() and (aside / "config.json").is_file()
+        await wait_until(pilot, lambda: notified(app, f"moved, whole, to {aside}"), what="where it went")
         await quit_app(pilot, app)
 
 

@@ -227,6 +227,22 @@ def build_app(options: AppOptions) -> CharlmApp:
     return CharlmApp(options)
 
 
+def saved_line(app: CharlmApp) -> str | None:
+    """What was saved and how to resume it, for the shell after the app has quit (None
+    when this app trained nothing)."""
+    import shlex
+
+    session = app.main.session if app.main is not None else None
+    finished = session.finished if session is not None else None
+    if finished is None or session.corpus is None or not session.run_dir:
+        return None
+    corpus = session.corpus
+    spec = corpus.source if os.path.exists(corpus.source) else corpus.name
+    loss = f", held-out loss {finished.val_loss:.4f}" if finished.val_loss is not None else ""
+    return (f"charlm-tui: saved {session.run_dir} at step {finished.step:,}{loss}; resume with: "
+            f"charlm-tui --corpus {shlex.quote(spec)} --run {shlex.quote(str(session.run_dir))}")
+
+
 def run_app(options: AppOptions) -> int:
     """Run the app in this terminal: the terminal is restored and the checkpoint saved
     whatever way it ends. TensorFlow's C++ log lines go to a temporary log file, not the
@@ -244,6 +260,9 @@ def run_app(options: AppOptions) -> int:
         app.stop_threads()
         return 130
     code = app.return_code if app.return_code not in (None, 0) else int(result or 0)
+    line = saved_line(app)
+    if line:
+        print(line)
     if code == 0:
         log_path.unlink(missing_ok=True)
     elif log_path.exists():

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from engine.errors import CharlmError
 from tui import options
 
-COMMANDS = ("train", "sample", "watch")
+COMMANDS = options.COMMANDS
 
 
 def _error(message: str, code: int = 1) -> int:
@@ -35,30 +36,78 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.length < 0 or args.length > 1_000_000:
         return _error("--length must be between 0 and 1000000", 2)
+    if args.num_samples is not None and not 1 <= args.num_samples <= 1000:
+        return _error("--num-samples must be between 1 and 1000", 2)
+    seed_text = _read_seed_file(args.seed_file) if args.seed_file else args.seed_text
     # The checkpoint is read without TensorFlow when its numpy sidecar matches it (engine/sidecar.py).
     saved = open_run(args.run, on_notice=lambda message: print(f"charlm-tui: note: {message}", file=sys.stderr),
-                     rebuild_sidecar=True)
-    seed_text = args.seed_text
+                     rebuild_sidecar=True, checkpoint=args.checkpoint)
     if seed_text is None:
         rng = np.random.default_rng(args.seed)
         seed_text = saved.excerpts[int(rng.integers(len(saved.excerpts)))] if saved.excerpts else saved.vocab[-1]
     try:
-        samples = saved.sampler.generate(seed_text, args.temperatures, args.length, seed=args.seed,
+        rounds = [saved.sampler.generate(seed_text, args.temperatures, args.length, seed=seed,
                                          top_k=args.top_k, top_p=args.top_p)
+                  for seed in _sample_seeds(args.seed, args.num_samples or 1)]
     except ValueError as error:
         return _error(str(error), 2)
     if args.json:
-        from engine.novelty import memorization_report
-
         print(json.dumps({"run": str(saved.path), "seed_text": seed_text, "preset": saved.config.preset,
-                          "samples": {str(t): text for t, text in samples.items()},
-                          **memorization_report(saved, samples)}))
+                          **_json_samples(saved, rounds, listed=args.num_samples is not None)}))
         return 0
     print(f"--- Generating with seed: {seed_text!r}")
-    for temperature, text in samples.items():
-        print(f"\n----- temperature: {temperature}")
-        print(seed_text + text)
+    for number, samples in enumerate(rounds, 1):
+        which = f" (sample {number} of {len(rounds)})" if len(rounds) > 1 else ""
+        for temperature, text in samples.items():
+            print(f"\n----- temperature: {temperature}{which}")
+            print(seed_text + text)
     return 0
+
+
+def _read_seed_file(path: str) -> str:
+    """nanoGPT's --start=FILE: the seed is a UTF-8 file's text (a regular file, not too big)."""
+    from engine.errors import CorpusError
+
+    try:
+        with open(path, "rb") as file:
+            if not os.path.isfile(path):
+                raise CorpusError(f"--seed-file {path} is not a regular file")
+            data = file.read(options.MAX_SEED_FILE_BYTES + 1)
+    except OSError as error:
+        raise CorpusError(f"cannot read --seed-file {path}: {error.strerror or error}") from None
+    if len(data) > options.MAX_SEED_FILE_BYTES:
+        raise CorpusError(f"--seed-file {path} is over {options.MAX_SEED_FILE_BYTES:,} bytes; "
+                          "a seed needs only its last few hundred characters")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorpusError(f"--seed-file {path} is not UTF-8 text") from None
+    if not text:
+        raise CorpusError(f"--seed-file {path} is empty")
+    return text
+
+
+def _sample_seeds(seed: int | None, count: int) -> list[int | None]:
+    """One sampling seed per round: the given one first (one round is what it always was),
+    then seeds drawn from it, so every round differs and all are reproducible."""
+    if seed is None:
+        return [None] * count
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [seed] + [int(rng.integers(2**31)) for _ in range(count - 1)]
+
+
+def _json_samples(saved, rounds: list[dict], listed: bool) -> dict:
+    """"samples" and the memorization check: {temperature: text}, or with --num-samples
+    {temperature: [text, ...]}."""
+    from engine.novelty import memorization_report
+
+    if listed:
+        samples = {str(t): [samples[t] for samples in rounds] for t in rounds[0]}
+    else:
+        samples = {str(t): text for t, text in rounds[0].items()}
+    return {"samples": samples, **memorization_report(saved, samples)}
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

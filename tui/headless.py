@@ -98,6 +98,8 @@ class HeadlessTrainer:
         self.say(f"Corpus: {corpus.name} ({corpus.source})", markup=False)
         self.say(f"Corpus length: {len(corpus)}")
         self.say(f"Unique characters: {len(corpus.vocab)}")
+        self.say("Case: lower-cased (--keep-case to keep it)" if corpus.lowercase
+                 else "Case: kept as written (--lowercase to lower-case it)")
         self.say(f"Number of sequences: {total} over the whole text (the book's count); "
                  f"{train} in the training split, the last {config.val_fraction:.0%} held out")
 

@@ -7,6 +7,8 @@ Shared by tui/cli.py (which dispatches) and tui/headless.py; imports neither.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,38 @@ Run `charlm-tui train --help` or `charlm-tui sample --help` for their options.""
 
 
 # -- argument parsing ----------------------------------------------------------------------
+COMMANDS = ("train", "sample", "watch")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, suggesting the closest option (or command) for a mistyped one, as
+    Python 3.12's suggest_on_error does for choices."""
+
+    def __init__(self, *args, commands: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = commands
+
+    def error(self, message: str):
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            hints = [hint for hint in map(self._closest, message[len(prefix):].split()) if hint]
+            if hints:
+                message += "; did you mean " + " or ".join(hints) + "?"
+        super().error(message)
+
+    def _closest(self, word: str) -> str | None:
+        if word.startswith("--"):
+            # Every option this parser offers, read from its own help (public API only).
+            candidates = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", self.format_help())))
+            name = word.split("=", 1)[0]
+        elif not word.startswith("-") and self.commands:
+            candidates, name = list(self.commands), word
+        else:
+            return None
+        matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        return matches[0] if matches else None
+
+
 def _temperatures(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
@@ -70,14 +104,43 @@ def _seconds(text: str) -> float:
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `10m` or `1h` (a time budget; its range is the engine's rule)."""
+    cleaned = text.strip().lower()
+    scale = DURATION_UNITS.get(cleaned[-1:], None)
+    number = cleaned[:-1] if scale else cleaned
+    try:
+        return float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time (seconds, or e.g. 90s, 10m, 1h): {text!r}") from None
+
+
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+MAX_SEED_FILE_BYTES = 100_000
+
+
+def unescape(text: str) -> str:
+    r"""A seed typed on a command line: \n, \t and \\ become a newline, a tab and a
+    backslash (char-rnn's `-primetext 'ROMEO:\n'`); any other backslash stays as typed."""
+    return re.sub(r"\\([nt\\])", lambda match: ESCAPES[match.group(1)], text)
+
+
 def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default=None, metavar="X",
                         help="a UTF-8 text file, a folder of .txt files, or a named corpus: nietzsche "
                              "(default), pydocs, or any corpora/NAME.txt")
     parser.add_argument("--run", default=None, metavar="DIR",
                         help="run directory (default: runs/<corpus name>); an existing run is resumed")
-    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run")
-    parser.add_argument("--keep-case", action="store_true", help="do not lower-case the corpus")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run (the previous run is moved, whole, "
+                             "to a sibling folder RUN.prev-YYYYmmdd-HHMMSS)")
+    case = parser.add_mutually_exclusive_group()
+    case.add_argument("--lowercase", dest="lowercase", action="store_const", const=True, default=None,
+                      help="lower-case the corpus (the book preset does; fast keeps case)")
+    case.add_argument("--keep-case", dest="lowercase", action="store_const", const=False,
+                      help="keep the corpus's case (the default, except for the book preset)")
     parser.add_argument("--encoding", default=None, help="text encoding of the corpus (default: UTF-8)")
 
 
@@ -93,8 +156,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, help="windows per batch (book 128, fast 256)")
     group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.008 Adam)")
     group.add_argument("--epochs", type=int, help="epochs in total (60)")
-    group.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
-    group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps")
+    group.add_argument("--time-budget", type=_duration, metavar="TIME",
+                       help="stop after this long: seconds, or 90s, 10m, 1h (this session only)")
+    group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps (this session only)")
     group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
     group.add_argument("--seed", type=_sampling_option("--seed", int),
                        help="random seed for shuffling and sampling (1337)")
@@ -114,16 +178,16 @@ def _overrides(args: argparse.Namespace) -> dict:
              "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
              "strategy", "mixed_precision")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if args.keep_case:
-        overrides["lowercase"] = False
+    if args.lowercase is not None:
+        overrides["lowercase"] = args.lowercase
     if getattr(args, "length", None) is not None:  # train: samples after each epoch
         overrides["sample_length"] = args.length
     return overrides
 
 
 def app_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="charlm-tui", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = Parser(
+        prog="charlm-tui", commands=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a character-level LSTM language model and watch it learn, live: "
                     "progress, loss plot, and text sampled at four temperatures.",
         epilog=EXAMPLES)
@@ -134,7 +198,7 @@ def app_parser() -> argparse.ArgumentParser:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charlm-tui train",
+    parser = Parser(prog="charlm-tui train",
                                      description="Train headless, printing what the book prints.")
     _add_corpus_options(parser)
     _add_training_options(parser)
@@ -148,12 +212,22 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charlm-tui sample", description="Generate text from a saved run.")
+    parser = Parser(prog="charlm-tui sample", description="Generate text from a saved run.")
     parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
     parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
     parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
-    parser.add_argument("--seed-text", default=None, metavar="T",
-                        help="text to start from (default: an excerpt of the training corpus)")
+    seed = parser.add_mutually_exclusive_group()
+    seed.add_argument("--seed-text", type=unescape, default=None, metavar="T",
+                      help=r"text to start from, with \n, \t and \\ for a newline, a tab and a "
+                           r"backslash, e.g. 'ROMEO:\n' (default: an excerpt of the training corpus)")
+    seed.add_argument("--seed-file", default=None, metavar="FILE",
+                      help=f"start from the text of a UTF-8 file (at most {MAX_SEED_FILE_BYTES:,} bytes)")
+    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
+                        help="latest (default: model.keras, else model.prev.keras), best (model.best.keras: "
+                             "the lowest held-out loss), or a .keras FILE of this run")
+    parser.add_argument("--num-samples", type=int, default=None, metavar="N",
+                        help="N independent samples per temperature (1); with --json each "
+                             "temperature then maps to a list")
     parser.add_argument("--top-k", type=_sampling_option("--top-k", int), default=None, metavar="K",
                         help="sample among the K likeliest")
     parser.add_argument("--top-p", type=_sampling_option("--top-p", float), default=None, metavar="P",
@@ -165,7 +239,7 @@ def sample_parser() -> argparse.ArgumentParser:
 
 
 def watch_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="charlm-tui watch",
         description="Follow a run directory that another process is training (charlm-tui train "
                     "under nohup or tmux): its loss plot and progress, and samples from its newest "

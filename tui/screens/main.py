@@ -478,7 +478,7 @@ class MainScreen(Screen):
         self.app.push_screen(ConfirmScreen(
             "Retrain from scratch?",
             f"The current model is checkpointed, then training starts over from step 0 in "
-            f"{where} (its metrics and samples are replaced)."), answer)
+            f"{where}; the previous run is moved, whole, to a sibling folder (.prev-DATE-TIME)."), answer)
 
     def swap_corpus(self) -> None:
         """Pick another corpus; training goes on in runs/<its name>."""
