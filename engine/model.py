@@ -57,11 +57,12 @@ def summary_text(model) -> str:
     return buffer.getvalue().rstrip()
 
 
-def heldout_loss(model, windows, max_batches: int | None = None) -> float:
+def heldout_loss(model, windows, max_batches: int | None = None, stop=None) -> float | None:
     """Mean cross-entropy (nats/char) over held-out targets; targets of -1 are skipped.
 
     Works for both objectives, so the book's model and ours are scored alike: every
-    scored char is predicted from at least `maxlen - step` chars of context.
+    scored char is predicted from at least `maxlen - step` chars of context. None if
+    `stop` (a threading.Event) is set before the end: a user quitting does not wait.
     """
     total, count = 0.0, 0
     if not under_a_strategy(model):
@@ -77,6 +78,8 @@ def heldout_loss(model, windows, max_batches: int | None = None) -> float:
     if max_batches is not None:
         batches = min(batches, max_batches)
     for b in range(batches):
+        if stop is not None and stop.is_set():
+            return None
         x, y = windows.batch(0, b)
         probs = np.asarray(predict(x), dtype=np.float64)
         if y.ndim == 1:

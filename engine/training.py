@@ -351,10 +351,17 @@ class Trainer:
             train_loss = progress.epoch_loss()
             reason = progress.stop_reason
             complete = step % per_epoch == 0
+            stoppable = not self._multiworker  # (other workers hear of a stop with the next step)
+            if stoppable and self._stop.is_set():
+                reason = "stopped"  # (also when it came with the epoch's last batch)
             if reason == "stopped":  # the user is waiting: checkpoint, no evaluation
                 self._checkpoint(model, step, clock, epoch + 1)
                 break
-            val_loss = self.heldout_loss() if self.chief else None
+            val_loss = self.heldout_loss(stop=self._stop if stoppable else None) if self.chief else None
+            if val_loss is None and stoppable and self._stop.is_set():  # quit while scoring
+                reason = "stopped"
+                self._checkpoint(model, step, clock, epoch + 1)
+                break
             self._emit(events.EpochEnd(epoch + 1, step, train_loss, val_loss, clock.elapsed, complete))
             self._log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
                               train_loss=train_loss, val_loss=val_loss)
@@ -398,10 +405,10 @@ class Trainer:
     def _run_label(self) -> str:
         return str(self.rundir.path) if self.chief else ""
 
-    def heldout_loss(self) -> float:
+    def heldout_loss(self, stop=None) -> float | None:
         from engine.model import heldout_loss
 
-        return heldout_loss(self.model, self.val_windows)
+        return heldout_loss(self.model, self.val_windows, stop=stop)
 
     def _emit(self, event) -> None:
         if self._tensorboard is not None:
