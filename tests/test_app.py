@@ -75,6 +75,18 @@ async def test_trains_streams_and_quit_saves_checkpoint(tiny_corpus_path, tmp_pa
     assert (run_dir / "model.keras").is_file()
 
 
+@slow
+async def test_the_app_writes_the_samples_of_each_epoch_as_train_does(tiny_corpus_path, tmp_path):
+    run_dir = tmp_path / "run"
+    app = build(app_options(tiny_corpus_path, run_dir, config=tiny_train_config(epochs=2)))
+    async with running_app(app) as pilot:
+        await wait_until(pilot, lambda: app.phase == "finished", what="the two epochs")
+        await quit_app(pilot, app)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch-0001.txt", "epoch-0002.txt"]
+    text = (run_dir / "samples" / "epoch-0002.txt").read_text()
+    assert "--- temperature 0.2" in text and "--- temperature 1.2" in text
+
+
 # -- keys --------------------------------------------------------------------------------------
 @slow
 async def test_s_resamples_with_new_seed_text(tiny_corpus_path, tmp_path):

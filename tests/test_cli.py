@@ -127,3 +127,12 @@ def test_signals_stop_with_a_checkpoint_and_a_clean_exit(signum, code, tiny_corp
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     assert (run / "model.keras").exists() and "checkpoint saved" in stdout
+
+
+def test_no_train_on_a_folder_that_is_not_a_run_is_refused_and_writes_nothing(tmp_path, capsys):
+    from tui.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["--run", str(tmp_path), "--no-train"]) == 1
+    assert "is not a charlm-tui run directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
