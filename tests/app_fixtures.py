@@ -91,7 +91,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
 
     corpus = load_corpus(corpus_path)
     config = preset("fast", units=16, maxlen=32, step=8, batch_size=16, epochs=3,
-                    log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH)
+                    log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH, lowercase=corpus.lowercase)
     run = RunDir(run_dir)
     run.create()
     run.write_config(config, {"name": corpus.name, "source": str(corpus_path),
