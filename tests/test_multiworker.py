@@ -206,10 +206,10 @@ def test_the_app_sends_multiworker_training_to_the_headless_command(capsys):
 
 def test_a_resumed_run_does_not_inherit_the_strategy(tmp_path):
     from engine.config import preset
-    from tui.cli import resolve_config, train_parser
+    from tui.options import run_request, train_parser
 
     run = RunDir(tmp_path / "run")
     run.create()
     run.write_config(preset("fast", strategy="multiworker", units=8), {})
-    config = resolve_config(train_parser().parse_args(["--run", str(run.path)]), run.path)
+    config = run_request(train_parser().parse_args(["--run", str(run.path)])).settings(run.path)
     assert config.strategy == "default" and config.units == 8
