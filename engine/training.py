@@ -139,6 +139,12 @@ class Trainer:
             return
         saved = self.rundir.load_config()
         vocab = self.rundir.load_vocab()
+        self._saved_lr = saved.lr
+        for name in ARCHITECTURE_FIELDS:  # first: another model (a preset's) is the real cause
+            if name != "lowercase" and getattr(saved, name) != getattr(self.config, name):
+                raise RunDirError(
+                    f"{self.rundir.path} was trained with {name}={getattr(saved, name)!r}, not "
+                    f"{getattr(self.config, name)!r}; pass --fresh to start over or choose another --run")
         if saved.lowercase != self.corpus.lowercase:
             # The case setting explains it: name it rather than advise starting over.
             how, option = ("on lower-cased text", "--keep-case") if saved.lowercase else \
@@ -150,11 +156,8 @@ class Trainer:
                 f"{self.rundir.path} was trained on a different vocabulary ({len(vocab)} characters; "
                 f"{self.corpus.name} has {len(self.corpus.vocab)}); pass --fresh to start over there "
                 "or choose another --run")
-        for name in ARCHITECTURE_FIELDS:
-            if getattr(saved, name) != getattr(self.config, name):
-                raise RunDirError(
-                    f"{self.rundir.path} was trained with {name}={getattr(saved, name)!r}, not "
-                    f"{getattr(self.config, name)!r}; pass --fresh to start over or choose another --run")
+
+    _saved_lr: float | None = None  # the resumed run's learning rate, as its config.json had it
 
     def _corpus_path(self) -> str | None:
         """The file or folder the corpus was read from (None for a built-in one)."""
@@ -188,8 +191,10 @@ class Trainer:
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under loss scaling
         changes = []
         saved_lr = float(np.asarray(optimizer.learning_rate))
-        scheduled = self.config.schedule != "constant"  # (then the schedule sets it at every step)
-        if not scheduled and not math.isclose(saved_lr, self.config.lr, rel_tol=1e-6):  # stored as float32
+        if self.config.schedule != "constant":  # the schedule sets the rate at every step, from --lr
+            if self._saved_lr is not None and not math.isclose(self._saved_lr, self.config.lr):
+                changes.append(f"learning rate {self._saved_lr:g} -> {self.config.lr:g} (the schedule's peak)")
+        elif not math.isclose(saved_lr, self.config.lr, rel_tol=1e-6):  # stored as float32
             optimizer.learning_rate = self.config.lr
             changes.append(f"learning rate {saved_lr:.6g} -> {self.config.lr:g}")
         saved_clipnorm = optimizer.clipnorm or None

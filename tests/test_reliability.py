@@ -731,7 +731,8 @@ def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, 
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(np, "load", np_load)
-    Trainer(load_corpus(corpus_file), tiny_config(steps=1, epochs=5), run_copy, sample_each_epoch=False).run()
+    Trainer(load_corpus(corpus_file, lowercase=False), tiny_config(steps=1, epochs=5), run_copy,
+            sample_each_epoch=False).run()  # (the run keeps case, as the command line does by default)
     assert main(["sample", "--run", str(run_copy), "--length", "10", "--seed", "2"]) == 0
     assert "temperature" in capsys.readouterr().out
 

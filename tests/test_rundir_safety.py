@@ -316,15 +316,27 @@ def test_a_final_checkpoint_that_cannot_be_written_is_saved_elsewhere_and_said_w
 
 
 def test_a_new_learning_rate_on_resume_reaches_the_optimizer(run_copy, corpus_file):
+    import dataclasses
+
     from engine.tfsetup import keras
 
+    run = RunDir(run_copy)  # a constant rate, so the optimizer holds --lr itself (not a schedule's point)
+    run.write_config(dataclasses.replace(run.load_config(), schedule="constant"), run.corpus_meta())
     out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", "--length", "0",
                  "--lr", "0.002")
     assert out.returncode == 0, out.stderr
-    assert "resuming with learning rate 0.008 -> 0.002" in out.stdout
+    assert "resuming with learning rate" in out.stdout and "-> 0.002" in out.stdout
     optimizer = keras().saving.load_model(run_copy / "model.keras", safe_mode=True).optimizer
     assert int(optimizer.iterations.numpy()) == 3
     assert float(optimizer.learning_rate.numpy()) == pytest.approx(0.002)
+    assert RunDir(run_copy).load_config().lr == 0.002
+
+
+def test_a_new_peak_learning_rate_on_resume_is_said_and_scheduled(run_copy, corpus_file):
+    out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", "--length", "0",
+                 "--lr", "0.002")
+    assert out.returncode == 0, out.stderr
+    assert "resuming with learning rate 0.008 -> 0.002 (the schedule's peak)" in out.stdout
     assert RunDir(run_copy).load_config().lr == 0.002
 
 
