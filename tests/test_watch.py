@@ -19,7 +19,8 @@ slow = pytest.mark.slow
 
 # Everything the trainer itself may leave in its run directory.
 TRAINER_FILES = {".lock", "config.json", "vocab.json", "metrics.jsonl", "state.json",
-                 "model.keras", "model.prev.keras", "model.sampler.npz", "model.prev.sampler.npz"}
+                 "model.keras", "model.prev.keras", "model.sampler.npz", "model.prev.sampler.npz",
+                 "model.best.keras", "model.best.sampler.npz"}
 
 
 def foreign_files(run_dir: Path, trainer_pid: int | None = None) -> set[str]:
