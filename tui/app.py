@@ -263,8 +263,15 @@ def run_app(options: AppOptions) -> int:
     line = saved_line(app)
     if line:
         print(line)
-    if code == 0:
+    if code == 0 or _empty(log_path):
         log_path.unlink(missing_ok=True)
     elif log_path.exists():
         print(f"charlm-tui: the log is {log_path}", file=sys.stderr)
     return code
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
