@@ -81,12 +81,18 @@ def read_run(run_dir) -> SavedRun:
 
 
 def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None,
-                 rebuild_sidecar: bool = False) -> None:
-    """Load the newest loadable checkpoint of `saved` into `saved.sampler`: from its numpy
+                 rebuild_sidecar: bool = False, checkpoint: str = "latest") -> None:
+    """Load a checkpoint of `saved` into `saved.sampler`: the newest loadable one, or
+    `checkpoint` "best" (model.best.keras) or a .keras file of the run; from its numpy
     sidecar when that matches it (no TensorFlow), else through Keras in safe mode. Only
     `rebuild_sidecar` lets a missing sidecar be written (never by a watcher)."""
-    saved.sampler, saved.parameters = RunDir(saved.path).load_sampler(on_notice=on_notice,
-                                                                      rebuild_sidecar=rebuild_sidecar)
+    run = RunDir(saved.path)
+    if checkpoint == "latest":
+        saved.sampler, saved.parameters = run.load_sampler(on_notice=on_notice, rebuild_sidecar=rebuild_sidecar)
+        return
+    from engine.sidecar import load_sampler_from
+
+    saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
 
 
 def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False,
@@ -94,13 +100,7 @@ def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_si
     """A saved run, ready to sample from (`sample`, the app's --no-train, watch), with its
     newest loadable checkpoint, or `checkpoint` "best" (model.best.keras) or a file."""
     saved = read_run(run_dir)
-    if checkpoint == "latest":
-        load_sampler(saved, on_notice, rebuild_sidecar)
-    else:
-        from engine.sidecar import load_sampler_from
-
-        run = RunDir(saved.path)
-        saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
+    load_sampler(saved, on_notice, rebuild_sidecar, checkpoint)
     return saved
 
 
@@ -228,8 +228,9 @@ class RunFollower:
     of the newest checkpoint is loaded there too (`sampler()` returns it)."""
 
     def __init__(self, run_dir, on_events: Callable[[list], None], *, follow: bool = True,
-                 poll_interval: float = POLL_INTERVAL):
+                 poll_interval: float = POLL_INTERVAL, checkpoint: str = "latest"):
         self.run_dir = Path(run_dir)
+        self.checkpoint = checkpoint  # a saved run may be sampled from its best checkpoint
         self.on_events = on_events
         self.follow = follow
         self.poll_interval = poll_interval
@@ -319,7 +320,7 @@ class RunFollower:
     def _load_checkpoint(self, saved: SavedRun) -> bool:
         notices: list[str] = []
         try:
-            load_sampler(saved, notices.append)
+            load_sampler(saved, notices.append, checkpoint=self.checkpoint)
         except CharlmError as error:  # keep the previous sampler; retry at the next change
             if self._sampler is None and not self.follow:
                 raise

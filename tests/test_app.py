@@ -455,3 +455,30 @@ async def test_an_exception_in_the_ui_still_stops_the_trainer(tiny_corpus_path, 
             await pilot.pause(0.5)
     assert app.main.source.done.is_set(), "the training thread is still running"
     assert (run_dir / "model.keras").is_file()
+
+
+@slow
+async def test_no_train_samples_from_the_checkpoint_asked_for(sample_workspace, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from engine.follow import open_run
+    from engine.model import build_model
+    from engine.rundir import RunDir
+    from tui.options import AppOptions
+
+    workspace, corpus_path, run_dir = sample_workspace
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    run = RunDir(copy)
+    build_model(len(run.load_vocab()), run.load_config()).save(copy / "model.best.keras")  # other weights
+    app = build(AppOptions(corpus="tiny", run_dir=str(copy), mode="saved", checkpoint="best", seed=7,
+                           sample_length=30))
+    async with running_app(app) as pilot:
+        await until_round(pilot, app)
+        best, latest = open_run(copy, checkpoint="best").sampler, open_run(copy).sampler
+        shown = app.main.sampler.next_distribution("the will")
+        assert np.allclose(shown, best.next_distribution("the will"))
+        assert not np.allclose(shown, latest.next_distribution("the will"))
+        await quit_app(pilot, app)

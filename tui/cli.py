@@ -130,11 +130,16 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.strategy == "multiworker":
         return _error("multi-worker training runs headless: start `charlm-tui train --strategy "
                       "multiworker` on every machine, then `charlm-tui watch RUN` on the chief's", 2)
+    if args.checkpoint != "latest" and not args.no_train:
+        return _error("--checkpoint chooses what --no-train samples from; training resumes from the latest", 2)
     if args.no_train:
         from engine.follow import read_run
+        from engine.rundir import RunDir
 
         saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
-        return run_app(options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved"))
+        RunDir(saved.path).checkpoint_path(args.checkpoint)  # ... and a checkpoint it does not have
+        return run_app(options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved",
+                                          checkpoint=args.checkpoint))
     request = options.run_request(args)
     request.check()  # bad settings and a directory training could hurt: refused before the screen opens
     return run_app(options.AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))

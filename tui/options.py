@@ -193,6 +193,9 @@ def app_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES)
     _add_corpus_options(parser)
     parser.add_argument("--no-train", action="store_true", help="open a saved --run and only generate")
+    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
+                        help="with --no-train: latest (default), best (model.best.keras: the lowest "
+                             "held-out loss), or a .keras FILE of this run")
     _add_training_options(parser)
     return parser
 
@@ -270,6 +273,7 @@ class AppOptions:
     mode: str = "train"             # "train", "saved" (--no-train) or "watch" (another process trains)
     request: RunRequest | None = None  # mode "train": what to train
     seed: int | None = None         # seed texts and sampling (fixed: deterministic output)
+    checkpoint: str = "latest"      # mode "saved": latest, best or a .keras file of the run
     temperatures: tuple[float, ...] | None = None  # None: the run's
     sample_length: int | None = None               # None: the run's
     encoding: str | None = None

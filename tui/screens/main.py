@@ -124,7 +124,8 @@ class MainScreen(Screen):
 
             self.preparing = "opening the run…"
             self.source = RunFollower(self.options.run_dir, lambda batch: self.post_message(
-                RunEvents(tuple(batch), generation)), follow=self.mode == "watch")
+                RunEvents(tuple(batch), generation)), follow=self.mode == "watch",
+                checkpoint=self.options.checkpoint)
         self._show_status()
         self.source.start()
 
