@@ -80,6 +80,8 @@ class TrainConfig:
     # of the run as planned (its last epoch, --steps or --time-budget, whichever comes first),
     # as nanoGPT decays to its max_iters: without it the fast preset overfits after ~4 minutes.
     schedule: str = "cosine"
+    keep_every: int = 0           # also keep the checkpoint of every Nth epoch (model.epoch-NNNN.keras); 0: off
+    keep_max: int = 5             # ... at most this many of them (the oldest go)
     warmup_steps: int = 100
     lr_floor: float = 0.05
     epochs: int = 60
@@ -111,6 +113,10 @@ class TrainConfig:
             ("preset", self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
             ("objective", self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
             ("optimizer", self.optimizer in ("rmsprop", "adam"), "optimizer must be rmsprop or adam"),
+            ("keep_every", isinstance(self.keep_every, int) and 0 <= self.keep_every <= 100_000,
+             "--keep-every must be a whole number of epochs, 0 (off) or more"),
+            ("keep_max", isinstance(self.keep_max, int) and 1 <= self.keep_max <= 1000,
+             "--keep-max must be between 1 and 1000"),
             ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000, "warmup_steps must be between 0 and 1000000"),
             ("lr_floor", _finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
@@ -166,7 +172,8 @@ class TrainConfig:
         for f in dataclasses.fields(cls):  # reject wrong types before they reach TensorFlow
             value = getattr(config, f.name)
             if f.name in ("maxlen", "step", "units", "layers", "batch_size", "epochs", "seed",
-                          "sample_length", "log_every", "val_max_windows", "warmup_steps"):
+                          "sample_length", "log_every", "val_max_windows", "warmup_steps", "keep_every",
+                          "keep_max"):
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ValueError(f"config field {f.name} must be an integer")
         config.validate()

@@ -724,6 +724,7 @@ class RunDir:
                  "model.prev.sampler.npz", "model.best.sampler.npz",
                  "config.json", "vocab.json", "state.json", "metrics.jsonl", "samples")
     EXPORT_NAME = re.compile(r"samples-[^/]*\.txt")  # the app's exports (write_new_file)
+    EPOCH_NAME = re.compile(r"model\.epoch-(\d{4,})\.(keras|sampler\.npz)")  # --keep-every
 
     def move_aside(self) -> Path | None:
         """Start over keeping the previous run whole: move its files into a new sibling
@@ -735,7 +736,8 @@ class RunDir:
             return None
         try:
             names = [entry.name for entry in os.scandir(fd)
-                     if entry.name in self.RUN_NAMES or self.EXPORT_NAME.fullmatch(entry.name)]
+                     if entry.name in self.RUN_NAMES or self.EXPORT_NAME.fullmatch(entry.name)
+                     or self.EPOCH_NAME.fullmatch(entry.name)]
             if not {"config.json", "model.keras", "model.prev.keras"} & set(names):
                 return None  # nothing trained here yet: nothing worth keeping
             aside = self._new_sibling()
@@ -823,12 +825,29 @@ class RunDir:
 
     def keep_best(self) -> None:
         """model.keras, just saved, has the lowest held-out loss so far: keep it as
-        model.best.keras (with its sidecar). A hard link of the same, already whole and
-        vetted file, renamed into place: atomic, and no extra disk."""
+        model.best.keras (with its sidecar)."""
+        self._keep_as(self.best_model_path)
+
+    def keep_epoch(self, epoch: int, keep_max: int) -> Path:
+        """Keep model.keras, just saved at the end of `epoch`, as model.epoch-NNNN.keras
+        (with its sidecar), and remove the oldest such files beyond `keep_max` (only those
+        names, never through a link): a bound on the disk they take."""
+        kept = self.path / f"model.epoch-{epoch:04d}.keras"
+        self._keep_as(kept)
+        epochs = sorted({int(match.group(1)) for match in map(self.EPOCH_NAME.fullmatch, os.listdir(self.path))
+                         if match})
+        old = set(epochs[:-keep_max]) if keep_max < len(epochs) else set()
+        if old:
+            _remove_names(self.path, lambda name: bool((match := self.EPOCH_NAME.fullmatch(name))
+                                                       and int(match.group(1)) in old), follow_link=True)
+        return kept
+
+    def _keep_as(self, kept: Path) -> None:
+        """A hard link of model.keras (whole and vetted: just saved) and its sidecar, renamed
+        into place as `kept`: atomic, and no extra disk."""
         from engine import sidecar
 
-        pairs = [(self.model_path, self.best_model_path),
-                 (sidecar.sidecar_path(self.model_path), sidecar.sidecar_path(self.best_model_path))]
+        pairs = [(self.model_path, kept), (sidecar.sidecar_path(self.model_path), sidecar.sidecar_path(kept))]
         try:
             # The old best's sidecar goes first: a stale one must never sit beside the new best.
             with contextlib.suppress(FileNotFoundError):
@@ -842,7 +861,7 @@ class RunDir:
                 os.link(source, temporary, follow_symlinks=False)
                 os.replace(temporary, target)
         except OSError as error:
-            raise _explain(error, "keep the best checkpoint as", self.best_model_path) from None
+            raise _explain(error, "keep the checkpoint as", kept) from None
         _fsync_dir(self.path)
 
     def checkpoint_path(self, choice: str) -> Path:

@@ -498,6 +498,12 @@ class Trainer:
             except RunDirError as error:  # the latest checkpoint is saved: say so, carry on
                 self._best_val_loss = previous_best
                 self._emit(events.Notice(str(error)))
+        every = self.config.keep_every
+        if self.chief and every and epoch % every == 0 and step % self.train_windows.batches_per_epoch == 0:
+            try:
+                self.rundir.keep_epoch(epoch, self.config.keep_max)
+            except RunDirError as error:
+                self._emit(events.Notice(str(error)))
     rescue_dir = None  # where the model went when the run directory could not take it
 
     def _state(self, step: int, epoch: int, clock: "_Clock") -> dict:

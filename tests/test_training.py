@@ -315,3 +315,17 @@ def test_the_held_out_scoring_gives_up_when_asked_to_stop(tiny_corpus, tmp_path)
     assert heldout_loss(trainer.model, trainer.val_windows, stop=stop) is not None
     stop.set()
     assert heldout_loss(trainer.model, trainer.val_windows, stop=stop) is None
+
+
+def test_keep_every_keeps_epoch_checkpoints_within_keep_max(tiny_corpus, tmp_path):
+    from tui.cli import main
+
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_corpus, tiny_config(epochs=3, keep_every=1, keep_max=2), run, sample_each_epoch=False)
+    assert trainer.run().reason == "epochs"
+    kept = sorted(p.name for p in run.glob("model.epoch-*"))
+    assert kept == ["model.epoch-0002.keras", "model.epoch-0002.sampler.npz",
+                    "model.epoch-0003.keras", "model.epoch-0003.sampler.npz"], kept
+    assert (run / "model.epoch-0003.keras").stat().st_ino == (run / "model.keras").stat().st_ino  # a link
+    assert main(["sample", "--run", str(run), "--checkpoint", str(run / "model.epoch-0002.keras"),
+                 "--length", "10", "--seed", "1"]) == 0

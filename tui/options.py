@@ -169,6 +169,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                             "not kept with the run")
     group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
                        help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
+    group.add_argument("--keep-every", type=int, metavar="N",
+                       help="also keep the checkpoint of every Nth epoch as model.epoch-NNNN.keras (0: off)")
+    group.add_argument("--keep-max", type=int, metavar="K",
+                       help="keep at most K of those epoch checkpoints, the oldest go (5)")
     group.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS",
                        help="seconds between checkpoints within an epoch (300; 0: after every batch)")
 
@@ -176,6 +180,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
              "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
+             "keep_every", "keep_max",
              "strategy", "mixed_precision")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.lowercase is not None:
