@@ -289,23 +289,6 @@ def test_a_corpus_too_big_for_the_memorization_check_says_so_in_the_sample_file(
                       "memorization check handles (1,000); its samples are not checked for copied text)\n") == 4
 
 
-def test_a_stop_at_the_end_of_an_epoch_does_not_wait_for_the_evaluation(tiny_corpus, tmp_path):
-    """q pressed while an epoch's held-out text is scored (seconds on a big corpus) used to
-    wait for the scoring and the sample round: the stop now comes first, with a checkpoint."""
-    class QuitWhileScoring(Trainer):
-        def heldout_loss(self, stop=None):
-            self.stop()  # as the app's q does, from another thread, at this moment
-            return super().heldout_loss(stop=stop)
-
-    seen = []
-    trainer = QuitWhileScoring(tiny_corpus, tiny_config(epochs=3), tmp_path / "run", on_event=seen.append)
-    finished = trainer.run()
-    per_epoch = trainer.train_windows.batches_per_epoch
-    assert finished.reason == "stopped" and finished.step == per_epoch
-    assert not any(isinstance(e, (events.EpochEnd, events.SamplesGenerated)) for e in seen)
-    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == per_epoch
-
-
 def test_the_held_out_scoring_gives_up_when_asked_to_stop(tiny_corpus, tmp_path):
     from engine.model import heldout_loss
 
