@@ -1057,11 +1057,6 @@ def _parse_row(line: bytes) -> dict | None:
     return row if isinstance(row, dict) else None
 
 
-def parse_metrics(raw: bytes) -> list[dict]:
-    """The JSON-object rows of metrics.jsonl bytes; torn or foreign lines are skipped."""
-    return [row for row in map(_parse_row, raw.split(b"\n")) if row is not None]
-
-
 class MetricsTail:
     """Follows metrics.jsonl while another process appends to it. Each poll() reads at
     most `chunk_bytes` more, so a watcher's memory stays bounded however large the file

@@ -215,16 +215,6 @@ class Sampler:
                  for number in range(1, layers + 1)]
         return cls(vocab, lstms, as_float64["dense_kernel"], as_float64["dense_bias"], lowercase=lowercase)
 
-    @classmethod
-    def load(cls, run_dir, on_notice=None) -> "Sampler":
-        """A sampler for the newest loadable checkpoint of a run directory (without
-        TensorFlow when its sidecar allows); `on_notice` is told if model.keras was
-        damaged and model.prev.keras was used."""
-        from engine.rundir import RunDir
-
-        sampler, _ = RunDir(run_dir).load_sampler(on_notice=on_notice)
-        return sampler
-
     # -- the recurrent core ----------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         if self.lowercase:

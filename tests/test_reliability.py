@@ -169,7 +169,7 @@ def cjk_text(distinct: int = 3000, length: int = 20_000, seed: int = 0) -> str:
 
 def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
     from engine.corpus import load_corpus
-    from engine.sampler import Sampler
+    from engine.follow import open_run
     from engine.training import Trainer
 
     path = tmp_path / "cjk.txt"
@@ -182,7 +182,7 @@ def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
     assert corpus.ids.dtype == np.uint16 and len(corpus.vocab) > 2900
     finished = Trainer(corpus, tiny_config(steps=2), tmp_path / "run", sample_each_epoch=False).run()
     assert finished.step == 2
-    text = Sampler.load(tmp_path / "run").generate(corpus.text(0, 16), [1.0], 30, seed=1)[1.0]
+    text = open_run(tmp_path / "run").sampler.generate(corpus.text(0, 16), [1.0], 30, seed=1)[1.0]
     assert len(text) == 30 and set(text) <= set(corpus.vocab)
 
 
