@@ -84,6 +84,7 @@ class TrainConfig:
     keep_max: int = 5             # ... at most this many of them (the oldest go)
     warmup_steps: int = 100
     lr_floor: float = 0.05
+    decay_start: float = 0.0      # the fraction of the run after which the rate decays
     epochs: int = 60
     time_budget: float | None = None  # stop after this many seconds of training (this session)
     steps: int | None = None          # stop after this many optimizer steps (this session)
@@ -120,6 +121,8 @@ class TrainConfig:
             ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000, "warmup_steps must be between 0 and 1000000"),
             ("lr_floor", _finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
+            ("decay_start", _finite(self.decay_start) and 0.0 <= self.decay_start < 1.0,
+             "decay_start must be in [0, 1)"),
             ("strategy", self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
             ("maxlen", 2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
             ("step", 1 <= self.step <= 10_000, "--step must be between 1 and 10000"),

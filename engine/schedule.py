@@ -1,9 +1,10 @@
 """The learning rate over a run: a pure function of how far the run has come.
 
-"cosine" (the fast preset): a linear warm-up over the first `warmup_steps`, then a
-half-cosine from `lr` down to `lr * lr_floor` at the end of the run as planned, i.e. the
-first of its last epoch, `--steps` and `--time-budget` to come (nanoGPT decays to its
-`max_iters`). A decay tied to the run's length is what lets a short run end at a low
+"cosine" (the fast preset): a linear warm-up over the first `warmup_steps`, `lr` held
+until `decay_start` of the run, then a half-cosine from `lr` down to `lr * lr_floor` at
+the end of the run as planned, i.e. the first of its last epoch, `--steps` and
+`--time-budget` to come (nanoGPT decays to its `max_iters`; holding the rate first, as
+warmup-stable-decay schedules do, keeps the fast early learning of a short run). A decay tied to the run's length is what lets a short run end at a low
 rate instead of overfitting at a high one. "constant" (the book) keeps `lr` throughout.
 """
 
@@ -31,5 +32,6 @@ def learning_rate(config: TrainConfig, step: int, fraction: float) -> float:
     if config.schedule == "constant":
         return config.lr
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, fraction))))
+    decayed = (min(1.0, max(0.0, fraction)) - config.decay_start) / (1.0 - config.decay_start)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * max(0.0, decayed)))
     return config.lr * warmup * (config.lr_floor + (1.0 - config.lr_floor) * cosine)

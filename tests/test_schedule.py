@@ -27,6 +27,15 @@ def test_cosine_warms_up_then_decays_to_the_floor_at_the_end_of_the_run():
     assert all(a >= b for a, b in zip(rates, rates[1:])), "decays monotonically after the warm-up"
 
 
+def test_the_rate_holds_until_the_decay_starts():
+    config = preset("fast", lr=0.01, warmup_steps=10, lr_floor=0.1, decay_start=0.6)
+    assert learning_rate(config, 500, 0.3) == learning_rate(config, 500, 0.6) == pytest.approx(0.01)
+    assert learning_rate(config, 500, 0.8) == pytest.approx(0.01 * (0.1 + 0.9 * 0.5))  # halfway down
+    assert learning_rate(config, 500, 1.0) == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="decay_start"):
+        preset("fast", decay_start=1.0).validate()
+
+
 def test_the_run_ends_at_the_first_of_its_limits():
     config = preset("fast", epochs=10, steps=500, time_budget=60.0)
     assert fraction_done(config, step=100, steps_per_epoch=100, session_steps=100, session_seconds=6.0) \

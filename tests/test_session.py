@@ -111,3 +111,14 @@ def test_the_app_options_refuse_nothing_the_headless_parser_accepts():
     request.check()
     assert request.overrides == {"units": 8, "lowercase": False, "sample_length": 0}
     assert json.loads(json.dumps(request.overrides)) == request.overrides
+
+
+def test_the_schedule_is_an_option_a_resumed_run_keeps_unless_told(tiny_corpus, tmp_path):
+    from tui import options
+
+    _write_run(tmp_path / "run", tiny_corpus)  # tiny_config: the fast preset's cosine
+    args = options.train_parser().parse_args(["--schedule", "constant"])
+    request = options.run_request(args)
+    assert request.overrides == {"schedule": "constant"}
+    assert RunRequest(corpus=tiny_corpus, overrides=request.overrides).settings(tmp_path / "run").schedule == "constant"
+    assert RunRequest(corpus=tiny_corpus).settings(tmp_path / "run").schedule == "cosine"

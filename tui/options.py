@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import PRESETS, TEMPERATURE_RULE, TrainConfig, preset, valid_temperature
+from engine.config import PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset, valid_temperature
 from engine.session import RunRequest
 
 EXAMPLES = """\
@@ -155,6 +155,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--step", type=int, help="a new window every STEP chars (book 3, fast 8)")
     group.add_argument("--batch-size", type=int, help="windows per batch (book 128, fast 256)")
     group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.008 Adam)")
+    group.add_argument("--schedule", choices=SCHEDULES, default=None,
+                       help="the learning rate over the run: cosine (fast): warmed up, held, then "
+                            "decayed to the run's planned end (its epochs, --steps or --time-budget); "
+                            "constant (book)")
     group.add_argument("--epochs", type=int, help="epochs in total (60)")
     group.add_argument("--time-budget", type=_duration, metavar="TIME",
                        help="stop after this long: seconds, or 90s, 10m, 1h (this session only)")
@@ -178,7 +182,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "epochs",
+    names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "schedule", "epochs",
              "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
              "keep_every", "keep_max",
              "strategy", "mixed_precision")
