@@ -37,7 +37,7 @@ def corpus_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, corpus_file) -> Path:
-    """A run trained for 2 steps through the CLI (lr 0.008, the fast preset's)."""
+    """A run trained for 2 steps through the CLI (lr 0.02, the fast preset's)."""
     run = tmp_path_factory.mktemp("base") / "run"
     out = charlm("train", "--corpus", corpus_file, "--run", run, *TINY, "--steps", "2", "--length", "0")
     assert out.returncode == 0, out.stderr
@@ -336,7 +336,7 @@ def test_a_new_peak_learning_rate_on_resume_is_said_and_scheduled(run_copy, corp
     out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", "--length", "0",
                  "--lr", "0.002")
     assert out.returncode == 0, out.stderr
-    assert "resuming with learning rate 0.008 -> 0.002 (the schedule's peak)" in out.stdout
+    assert "resuming with learning rate 0.02 -> 0.002 (the schedule's peak)" in out.stdout
     assert RunDir(run_copy).load_config().lr == 0.002
 
 

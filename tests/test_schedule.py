@@ -18,7 +18,7 @@ def test_the_book_keeps_its_constant_rate():
 
 
 def test_cosine_warms_up_then_decays_to_the_floor_at_the_end_of_the_run():
-    config = preset("fast", lr=0.01, warmup_steps=100, lr_floor=0.1)
+    config = preset("fast", lr=0.01, warmup_steps=100, lr_floor=0.1, decay_start=0.0)
     assert learning_rate(config, 0, 0.0) == pytest.approx(0.0001)
     assert learning_rate(config, 99, 0.0) == pytest.approx(0.01)
     assert learning_rate(config, 5000, 0.5) == pytest.approx(0.01 * (0.1 + 0.9 * 0.5))
@@ -51,6 +51,8 @@ def test_runs_saved_before_schedules_resume_at_a_constant_rate():
     old = TrainConfig().to_json()
     del old["schedule"]
     assert TrainConfig.from_json(old).schedule == "constant"
+    del old["decay_start"]  # a cosine run from before decay_start decayed from its start
+    assert TrainConfig.from_json({**old, "schedule": "cosine"}).decay_start == 0.0
 
 
 def test_the_trainer_decays_the_rate_over_its_steps(tiny_corpus, tmp_path):

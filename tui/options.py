@@ -154,7 +154,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--maxlen", type=int, help="characters per window (book 60, fast 16)")
     group.add_argument("--step", type=int, help="a new window every STEP chars (book 3, fast 8)")
     group.add_argument("--batch-size", type=int, help="windows per batch (book 128, fast 256)")
-    group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.008 Adam)")
+    group.add_argument("--lr", type=float, help="learning rate (book 0.01 RMSprop, fast 0.02 Adam, its peak)")
     group.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help="the learning rate over the run: cosine (fast): warmed up, held, then "
                             "decayed to the run's planned end (its epochs, --steps or --time-budget); "
