@@ -83,7 +83,8 @@ def main() -> None:
                      f"{info['batches'] * C.BOOK_BATCH:,}", f"{info['heldout']:.4f}"])
         print(f"  {info}", flush=True)
 
-    work = tempfile.mkdtemp(prefix="charlm-bench-")
+    # (not tempfile.gettempdir(): the engine points it at a folder of its own, gone at exit)
+    work = tempfile.mkdtemp(prefix="charlm-bench-", dir=os.environ.get("TMPDIR") or "/tmp")
     try:
         result["ours"] = []
         for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
