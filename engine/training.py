@@ -320,6 +320,10 @@ class Trainer:
 
         model, step = self._prepare_model()
         config = self.config  # a multi-worker helper has taken the chief's by now
+        if self._multiworker is None:
+            from engine.model import use_xla_for_stacked_lstms
+
+            use_xla_for_stacked_lstms(model, config)
         with self._model_lock:
             self.model = model
         if step:  # the resumed run may carry new run-length settings
