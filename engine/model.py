@@ -53,9 +53,9 @@ def compile_model(model, config: TrainConfig) -> None:
 
 def use_xla_for_stacked_lstms(model, config: TrainConfig) -> None:
     """Let XLA compile the steps of a stacked LSTM on a CPU-only machine, where Keras leaves
-    it off ("auto"). It fuses each layer's per-character ops: two layers of 128 train 1.9x
-    the steps per second (bench/xla_cpu.py), one layer only ~5%, less than the compile
-    costs a short run. With a GPU or a distribution strategy Keras's own choice stands.
+    it off ("auto"). It fuses each layer's per-character ops: a step of two layers of 128
+    takes 1.76x less time (bench/xla_cpu.py), one of a single layer none (and a short run
+    or a test would pay the compile). With a GPU or a strategy Keras's own choice stands.
     The saved model is unchanged: this sets the model's property, not its compile config."""
     from engine.tfsetup import tensorflow
 

@@ -3,9 +3,9 @@
 "cosine" (the fast preset): a linear warm-up over the first `warmup_steps`, `lr` held
 until `decay_start` of the run, then a half-cosine from `lr` down to `lr * lr_floor` at
 the end of the run as planned, i.e. the first of its last epoch, `--steps` and
-`--time-budget` to come (nanoGPT decays to its `max_iters`; holding the rate first, as
-warmup-stable-decay schedules do, keeps the fast early learning of a short run). A decay tied to the run's length is what lets a short run end at a low
-rate instead of overfitting at a high one. "constant" (the book) keeps `lr` throughout.
+`--time-budget` to come (nanoGPT decays to its `max_iters`). Holding the rate first, as
+warmup-stable-decay schedules do, keeps the fast early learning of a short run; the
+decay tied to the run's length lets it end at a low rate instead of a noisy high one. "constant" (the book) keeps `lr` throughout.
 """
 
 from __future__ import annotations
