@@ -4,6 +4,7 @@ fails, saying what to do, when the library changes under it: the private name is
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from engine import compat
@@ -54,14 +55,21 @@ def test_tensorflow_still_lists_the_functions_it_traced():
     from engine.tfsetup import tensorflow
 
     tf = tensorflow()
-    before = compat.traced_function_count()
-    assert before is not None, (
-        "tensorflow.python.eager.context no longer lists traced functions: find another way "
-        "for engine.compat.traced_function_count (bench/soak_memory.py and the retracing test "
-        "in tests/test_reliability.py rely on it)")
-    tripled = tf.function(lambda x: x * 3)  # listed while it lives
-    tripled(tf.constant(1.0))
-    assert compat.traced_function_count() > before
+    # Earlier tests' models may still be collected, taking their functions off the list
+    # while this one is added: collect them first, and nothing during the count.
+    gc.collect()
+    gc.disable()
+    try:
+        before = compat.traced_function_count()
+        assert before is not None, (
+            "tensorflow.python.eager.context no longer lists traced functions: find another way "
+            "for engine.compat.traced_function_count (bench/soak_memory.py and the retracing test "
+            "in tests/test_reliability.py rely on it)")
+        tripled = tf.function(lambda x: x * 3)  # listed while it lives
+        tripled(tf.constant(1.0))
+        assert compat.traced_function_count() > before
+    finally:
+        gc.enable()
 
 
 # -- nothing else reaches into another library ------------------------------------------------

@@ -321,7 +321,7 @@ def test_kill_9_at_random_moments_never_leaves_a_half_written_run(corpus_file, t
     args = ["train", "--corpus", corpus_file, "--run", run, *TINY, "--batch-size", "64", "--epochs", "100000",
             "--length", "20", "--checkpoint-every", "0"]
     torn = b'{"kind": "interval", "epo'
-    step, resumed_checks, kills = None, 0, 20
+    step, resumed_checks, kills = None, 0, 15
     for kill in range(kills):
         before = model_identity(run / "model.keras")
         process = start(*args)
