@@ -59,8 +59,7 @@ def use_xla_for_stacked_lstms(model, config: TrainConfig) -> None:
     The saved model is unchanged: this sets the model's property, not its compile config."""
     from engine.tfsetup import tensorflow
 
-    if config.layers > 1 and config.strategy == "default" and not under_a_strategy(model) \
-            and not tensorflow().config.list_physical_devices("GPU"):
+    if config.layers > 1 and not under_a_strategy(model) and not tensorflow().config.list_physical_devices("GPU"):
         model.jit_compile = True
 
 

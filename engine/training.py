@@ -320,10 +320,9 @@ class Trainer:
 
         model, step = self._prepare_model()
         config = self.config  # a multi-worker helper has taken the chief's by now
-        if self._multiworker is None:
-            from engine.model import use_xla_for_stacked_lstms
+        from engine.model import use_xla_for_stacked_lstms
 
-            use_xla_for_stacked_lstms(model, config)
+        use_xla_for_stacked_lstms(model, config)  # (not under a strategy: Keras's choice stands)
         with self._model_lock:
             self.model = model
         if step:  # the resumed run may carry new run-length settings
