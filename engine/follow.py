@@ -15,6 +15,7 @@ and they never disturb its trainer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -35,6 +36,20 @@ POLL_INTERVAL = 1.0        # seconds between stat() checks of the run directory
 RELOAD_MIN_INTERVAL = 2.0  # at most one checkpoint load per this many seconds
 
 
+class CheckpointUsed:
+    """The checkpoint a saved run's sampler was loaded from; `step`, read when asked (it
+    reads the weights file again), is the step it was saved at, None if it does not say."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @functools.cached_property
+    def step(self) -> int | None:
+        from engine.rundir import checkpoint_step
+
+        return checkpoint_step(self.path)
+
+
 @dataclass
 class SavedRun:
     """A run directory opened for sampling."""
@@ -46,6 +61,7 @@ class SavedRun:
     sampler: object = None          # engine.sampler.Sampler of the newest loadable checkpoint
     parameters: int = 0
     excerpts: list[str] = field(default_factory=list)  # seed texts saved with the run
+    checkpoint: CheckpointUsed | None = None  # where the sampler's weights came from
 
     @property
     def corpus_name(self) -> str:
@@ -89,10 +105,12 @@ def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None
     run = RunDir(saved.path)
     if checkpoint == "latest":
         saved.sampler, saved.parameters = run.load_sampler(on_notice=on_notice, rebuild_sidecar=rebuild_sidecar)
-        return
-    from engine.sidecar import load_sampler_from
+    else:
+        from engine.sidecar import load_sampler_from
 
-    saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
+        saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
+    source = saved.sampler.source
+    saved.checkpoint = CheckpointUsed(source) if source is not None else None
 
 
 def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False,
