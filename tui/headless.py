@@ -23,6 +23,7 @@ from engine.session import RunSession
 from engine.training import check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
 from tui import options
+from tui.visible import visible, visible_line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +71,8 @@ class HeadlessTrainer:
         if finished is not None:
             self._print_summary(finished)
         if session.checkpoint_error:
-            self.errors.print(f"charlm-tui: error: the last checkpoint was not saved: "
-                              f"{session.checkpoint_error}", markup=False)
+            self.errors.print(visible_line(f"charlm-tui: error: the last checkpoint was not saved: "
+                                           f"{session.checkpoint_error}"), markup=False, emoji=False)
         return session.exit_code
 
     def _on_signal(self, signum: int) -> None:
@@ -95,7 +96,7 @@ class HeadlessTrainer:
     def _print_book_header(self, corpus, config) -> None:
         total = count_windows(len(corpus), config.maxlen, config.step)
         train = count_windows(split_point(len(corpus), config.val_fraction), config.maxlen, config.step)
-        self.say(f"Corpus: {corpus.name} ({corpus.source})", markup=False)
+        self.say(visible_line(f"Corpus: {corpus.name} ({corpus.source})"), markup=False, emoji=False)
         self.say(f"Corpus length: {len(corpus)}")
         self.say(f"Unique characters: {len(corpus.vocab)}")
         self.say("Case: lower-cased (--keep-case to keep it)" if corpus.lowercase
@@ -108,7 +109,7 @@ class HeadlessTrainer:
         run_dir = self.session.run_dir
         self.say(f"Model: {config.layers} x LSTM({config.units}) + Dense({len(corpus.vocab)}, softmax): "
                  f"{parameters:,} parameters")
-        self.say(f"Run directory: {run_dir}", markup=False)
+        self.say(visible_line(f"Run directory: {run_dir}"), markup=False, emoji=False)
         self.say("Config: " + json.dumps(config.to_json(), sort_keys=True))
         if self.args.json:
             print(json.dumps({"dry_run": True, "corpus": corpus.name, "chars": len(corpus),
@@ -124,7 +125,8 @@ class HeadlessTrainer:
             where = f"resuming at step {event.resumed_from_step:,}" if event.resumed_from_step else "new run"
             if event.run_dir:
                 worker = f", {event.worker}" if event.worker else ""
-                self.say(f"Training on {event.device} in {event.run_dir} ({where}{worker})", markup=False)
+                self.say(visible_line(f"Training on {event.device} in {event.run_dir} ({where}{worker})"),
+                         markup=False, emoji=False)
             else:  # a multi-worker helper: the chief writes checkpoints, samples and metrics
                 self.say(f"Training on {event.device} as {event.worker} ({where}); the chief keeps "
                          "the run directory", markup=False)
@@ -136,15 +138,16 @@ class HeadlessTrainer:
             self.say(f"epoch {event.epoch}: train loss {event.train_loss:.4f}{val} nats/char"
                      + ("" if event.complete else " (partial epoch)"))
         elif isinstance(event, events.SamplesGenerated):
-            self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False)
+            self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False, emoji=False)
             for temperature, text in event.samples.items():
                 self.say(f"\n----- temperature: {temperature}", markup=False)
-                self.say(event.seed_text + text, markup=False)
+                self.say(visible(event.seed_text + text), markup=False, emoji=False)
             self.say("")
         elif isinstance(event, events.CheckpointSaved):
-            self.say(f"[dim]checkpoint saved: {escape(event.path)} (step {event.step:,})[/]")
+            self.say(f"[dim]checkpoint saved: {escape(visible_line(event.path))} (step {event.step:,})[/]",
+                     emoji=False)
         elif isinstance(event, events.Notice):
-            self.say(f"[yellow]note: {escape(event.message)}[/]")
+            self.say(f"[yellow]note: {escape(visible_line(event.message))}[/]", emoji=False)
         elif isinstance(event, events.Preparing) and event.fraction is not None:
             self._reading_progress(event)
         self._update_bar()

@@ -47,7 +47,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
-            hints = [hint for hint in map(self._closest, message[len(prefix):].split()) if hint]
+            # Each suggestion once: --stepp and --setp both mean --step.
+            hints = list(dict.fromkeys(hint for hint in map(self._closest, message[len(prefix):].split()) if hint))
             if hints:
                 message += "; did you mean " + " or ".join(hints) + "?"
         super().error(message)
@@ -226,7 +227,9 @@ def train_parser() -> argparse.ArgumentParser:
 def sample_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="charlm-tui sample", description="Generate text from a saved run.")
     parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
-    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
+    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2),
+                        help=f"comma-separated sampling temperatures, 1 to 6 of them, each {TEMPERATURE_RULE} "
+                             "(0.2,0.5,1.0,1.2)")
     parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
     seed = parser.add_mutually_exclusive_group()
     seed.add_argument("--seed-text", type=unescape, default=None, metavar="T",

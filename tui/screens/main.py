@@ -425,13 +425,18 @@ class MainScreen(Screen):
     # -- what the keys do to the run ---------------------------------------------------------------
     def edit_seed(self) -> None:
         from tui.screens.prompt import PromptScreen
+        from tui.visible import restore_controls, visible
 
         if self.sampler is None:
             return
         round_ = self.generation_pane.round
         current = self.pinned_seed or (round_.seed if round_ else "")
+        known = set(self.sampler.vocab)
 
         def check(value: str):
+            # The editor shows the corpus's control characters as pictures (a raw one would
+            # command the terminal): turned back here when the model knows them.
+            value = restore_controls(value, known.__contains__)
             if not value:
                 return None, "the seed text is empty"
             try:
@@ -443,7 +448,7 @@ class MainScreen(Screen):
         self.app.push_screen(PromptScreen(
             "Seed text", "Every round starts from this text until s picks a random one. It may "
             "span lines (a speaker's name and a newline, say). Only characters the model knows "
-            "are allowed.", current, check, multiline=True),
+            "are allowed.", visible(current), check, multiline=True),
             lambda value: value and self.pin_seed(value))
 
     def edit_temperatures(self) -> None:

@@ -26,6 +26,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from tui.visible import visible, visible_line
+
 TICK = 1 / 10           # seconds between pulls (each one repaints the columns)
 STEPS_PER_TICK = 7      # -> ~70 chars/s per column
 MIN_COLUMN_WIDTH = 28
@@ -119,16 +121,15 @@ def trim_end(line: Text, width: int) -> Text:
 
 
 def _shown(ch: str) -> str:
-    """How a generated character is drawn: control characters would corrupt the screen."""
-    if ch == "\n" or ch.isprintable():
-        return ch
-    return " " if ch in "\t\r\x0b\x0c" else "·"
+    """How a generated character is drawn: a control character would command the
+    terminal (tui/visible.py); a tab is a space, so the column's own wrap stays true."""
+    return visible(ch, tab=" ")
 
 
 def one_line(text: str) -> str:
     """`text` (a seed, say char-rnn's "ROMEO:\\n") drawn on one line: ⏎ for a newline,
     and no control character that would move the cursor."""
-    return "".join("⏎" if ch == "\n" else _shown(ch) for ch in text)
+    return visible_line(text)
 
 
 class SampleColumn(Widget, can_focus=True):
@@ -230,7 +231,7 @@ class SampleColumn(Widget, can_focus=True):
         self.done = True
 
     def _rebuild(self) -> None:
-        seed = "".join(_shown(ch) for ch in self.seed)  # (a corpus's \r would garble the column)
+        seed = "".join(_shown(ch) for ch in self.seed)
         self._text = Text.assemble((seed, SEED_STYLE))  # the seed only
         for ch, p in zip(self.chars, self.probs):
             self._text.append(_shown(ch), style=prob_style(p) if self.colour else None)

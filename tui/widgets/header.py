@@ -10,6 +10,8 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
 
+from tui.visible import visible_line
+
 
 def display_path(path: str | os.PathLike | None) -> str:
     """`path` relative to the working directory when it lies under it, else absolute."""
@@ -87,7 +89,7 @@ class RunHeader(Widget):
             piece = Text()
             if label:
                 piece.append(f"{label} ", style="dim")
-            piece.append(value, style="bold")
+            piece.append(visible_line(value), style="bold")  # a corpus or folder name may hold anything
             parts.append(piece)
 
         corpus = info.corpus or "…"
@@ -108,7 +110,7 @@ class RunHeader(Widget):
         if info.mode == "watch":  # another process trains there
             piece = Text()
             piece.append("watching ", style="bold yellow")
-            piece.append(where, style="bold")
+            piece.append(visible_line(where), style="bold")
             parts.append(piece)
         else:
             part("run" if info.mode == "train" else "sampling", where)

@@ -18,6 +18,7 @@ from textual_plotext import PlotextPlot
 
 from engine import events
 from engine.progress import Progress, format_duration, format_rate
+from tui.visible import visible_line
 
 LN2 = math.log(2.0)
 MAX_POINTS = 600
@@ -339,6 +340,7 @@ class TrainingPane(Vertical):
         return self.stats.status
 
     def set_status(self, text: str, kind: str) -> None:
+        text = visible_line(text)  # it may quote a file name or an error about one
         stats = self.stats
         if (text, kind) != (stats.status, stats.status_kind):
             stats.status, stats.status_kind = text, kind
