@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import tiny_text
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
-           "sample_workspace", "private_cache_home", "SNAPSHOT_SAMPLE_LENGTH"]
+           "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
 
 SNAPSHOT_SAMPLE_LENGTH = 150
 
@@ -132,20 +132,11 @@ def saved_run(tmp_path_factory):
     return workspace, corpus_path, run_dir
 
 
-@pytest.fixture(autouse=True)
-def private_cache_home(monkeypatch, tmp_path):
-    """Each test its own cache folder: the app writes the recent corpora there
-    (charlm-tui/recent.json), and a test must neither touch the user's nor see another's."""
-    cache_home = tmp_path / "cache-home"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
-    return cache_home
-
-
 @pytest.fixture
 def sample_workspace(saved_run, monkeypatch):
     """Work inside the saved run's workspace, with nothing from this machine's caches
     (no downloaded Nietzsche, no built pydocs, no recent corpora: XDG_CACHE_HOME is the
-    test's own, see private_cache_home) so the picker lists the same every time."""
+    test's own, see tests/conftest.py private_cache_home) so the picker lists the same every time."""
     workspace, corpus_path, run_dir = saved_run
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("CHARLM_CORPORA", str(workspace / "corpora"))
