@@ -17,7 +17,9 @@ from __future__ import annotations
 import codecs
 import errno
 import functools
+import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -119,6 +121,43 @@ class Corpus:
         length = max(0, min(length, len(self)))
         start = int(rng.integers(0, len(self) - length + 1))
         return self.text(start, start + length)
+
+
+# ---------------------------------------------------------------------------------------
+# What a run records of its training text
+
+
+def text_digest(corpus: Corpus) -> str:
+    """The SHA-256 of the text as trained (after lower-casing, whatever its encoding or
+    files): the vocabulary, then every character's id, two bytes little-endian."""
+    digest = hashlib.sha256(json.dumps(list(corpus.vocab)).encode())
+    for start in range(0, len(corpus.ids), CHUNK_BYTES):  # a chunk's copy at a time, not the text's
+        digest.update(corpus.ids[start:start + CHUNK_BYTES].astype("<u2").view(np.uint8))
+    return digest.hexdigest()
+
+
+def source_bytes(source: str | os.PathLike) -> int | None:
+    """How many bytes a corpus file, or a folder's .txt files, hold on disk (what would
+    be read); None for what is neither (a built-in's description)."""
+    try:
+        path = Path(source)
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(file.stat().st_size for file in _folder_files(path))
+    except (OSError, ValueError, CorpusError):
+        pass
+    return None
+
+
+def corpus_notes(corpus: Corpus) -> dict:
+    """What a run keeps of the text it learns from, to find it again for sure: the
+    absolute path read (None for a built-in), and a fingerprint, its size on disk and
+    the digest of the text (engine/follow.py training_text uses a text only when both
+    match: a relative path means another file from another folder)."""
+    path = os.path.abspath(corpus.source) if os.path.exists(corpus.source) else None
+    return {"path": path, "fingerprint": {"bytes": source_bytes(path) if path else None,
+                                          "sha256": text_digest(corpus)}}
 
 
 # ---------------------------------------------------------------------------------------

@@ -207,11 +207,18 @@ class Trainer:
                          "(the optimizer's state is kept)")
 
     def _corpus_meta(self) -> dict:
-        # A few excerpts travel with the run, so sampling from it needs no corpus.
+        # A few excerpts travel with the run, so sampling from it needs no corpus; the
+        # absolute path and a fingerprint let the memorization check find the very text.
         rng = np.random.default_rng(self.config.seed)
         excerpts = [self.corpus.random_text(SEED_LENGTH, rng) for _ in range(16)]
-        return {"name": self.corpus.name, "source": self.corpus.source, "chars": len(self.corpus),
-                "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
+        return {"name": self.corpus.name, "source": self.corpus.source, **self._corpus_notes,
+                "chars": len(self.corpus), "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
+
+    @functools.cached_property
+    def _corpus_notes(self) -> dict:
+        from engine.corpus import corpus_notes
+
+        return corpus_notes(self.corpus)
 
     def _prepare_model(self):
         from engine.distribute import make_strategy, set_precision

@@ -85,7 +85,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     """A run directory as the trainer leaves it, but with weights drawn from a seeded
     RNG and fixed metrics: what the app shows from it never varies."""
     from engine.config import preset
-    from engine.corpus import load_corpus
+    from engine.corpus import corpus_notes, load_corpus
     from engine.model import build_model
     from engine.rundir import RunDir
 
@@ -95,7 +95,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
                     log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH, lowercase=corpus.lowercase)
     run = RunDir(run_dir)
     run.create()
-    run.write_config(config, {"name": corpus.name, "source": str(corpus_path),
+    run.write_config(config, {"name": corpus.name, "source": str(corpus_path), **corpus_notes(corpus),
                               "chars": len(corpus), "vocab_size": len(corpus.vocab)})
     run.write_vocab(corpus.vocab)
     model = build_model(len(corpus.vocab), config)
