@@ -234,7 +234,7 @@ def load_corpus(
         return _load_files(path.resolve().name, str(path), _folder_files(path),
                            lowercase, encoding, on_progress)
     if kind == "other":
-        raise CorpusError(f"{spec_text} is not a regular file or folder")
+        raise CorpusError(_not_a_file_or_folder(spec_text))
 
     named_files = _corpora_files(corpora_dir)
     if spec_text in named_files:
@@ -245,8 +245,36 @@ def load_corpus(
     if spec_text == "pydocs":
         return _load_files("pydocs", pydocs.DESCRIPTION, [_pydocs_file()], lowercase, None,
                            on_progress)
+    raise CorpusError(_no_such_corpus(spec_text, corpora_dir))
+
+
+def _not_a_file_or_folder(spec_text: str) -> str:
+    return f"{spec_text} is not a regular file or folder"
+
+
+def _no_such_corpus(spec_text: str, corpora_dir: Path | None) -> str:
     names = ", ".join(named_corpora(corpora_dir))
-    raise CorpusError(f"no such file, folder or named corpus: {spec_text} (named corpora: {names})")
+    return f"no such file, folder or named corpus: {spec_text} (named corpora: {names})"
+
+
+def corpus_problem(spec: str | os.PathLike, corpora_dir: Path | None = None) -> str | None:
+    """Why `spec` names no corpus at all, as load_corpus would say at once, or None when
+    it names one (which may still be refused once read). Nothing is read: the app asks
+    this before its screen opens."""
+    spec_text = os.fspath(spec)
+    try:
+        path = Path(spec_text).expanduser()
+    except RuntimeError:
+        path = Path(spec_text)
+    try:
+        kind = _path_kind(path) if spec_text.strip() else None
+    except CorpusError as error:
+        return str(error)
+    if kind == "other":
+        return _not_a_file_or_folder(spec_text)
+    if kind is not None or spec_text in named_corpora(corpora_dir):
+        return None
+    return _no_such_corpus(spec_text, corpora_dir)
 
 
 def _path_kind(path: Path) -> str | None:

@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -83,6 +84,7 @@ class Trainer:
         self._running.set()  # set = not paused
         self._model_lock = threading.Lock()
         self._cut_windows()
+        self._check_memory()
         self.rundir.check_can_train(self._corpus_path())  # before anything is written there
         self.rundir.acquire()
         try:
@@ -297,9 +299,39 @@ class Trainer:
         self.rundir.write_vocab(self.corpus.vocab)
         self.rundir.write_config(self.config, self._corpus_meta())
 
+    def _check_memory(self) -> None:
+        """Refuse a model that cannot fit this machine's memory (engine/memory.py), before
+        anything is built or written; on a GPU its memory is checked in _build_model."""
+        from engine import memory
+
+        on_gpu = _gpus_listed() if "tensorflow" in sys.modules else memory.gpu_likely()
+        needed = memory.estimate(len(self.corpus.vocab), self.config)
+        problem = memory.machine_problem(needed, self.config, on_gpu=on_gpu)
+        if problem:
+            raise TrainingError(problem)
+
+    def _check_gpu_memory(self) -> None:
+        """Refuse a training step that cannot fit the smallest GPU, as TensorFlow reports
+        it (engine/compat.py); skipped where it does not say."""
+        from engine import memory
+        from engine.compat import gpu_memory_bytes
+        from engine.tfsetup import tensorflow
+
+        if not _gpus_listed():
+            return
+        sizes = gpu_memory_bytes()
+        if not sizes:
+            return
+        replicas = tensorflow().distribute.get_strategy().num_replicas_in_sync
+        problem = memory.gpu_problem(memory.estimate(len(self.corpus.vocab), self.config), self.config,
+                                     sizes, replicas)
+        if problem:
+            raise TrainingError(problem)
+
     def _build_model(self):
         from engine.model import build_model
 
+        self._check_gpu_memory()
         model = build_model(len(self.corpus.vocab), self.config)
         # Create the optimizer's slots now, not inside the first traced step: variables made
         # there leave initialisation functions in TensorFlow's context for good (~5 MB a model).
@@ -658,6 +690,12 @@ class _Clock:
     def close(self) -> None:
         """Stop the heartbeat thread."""
         self._closed.set()
+
+
+def _gpus_listed() -> bool:
+    from engine.tfsetup import tensorflow
+
+    return bool(tensorflow().config.list_physical_devices("GPU"))
 
 
 def _progress(trainer: Trainer, clock: _Clock, step: int):

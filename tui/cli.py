@@ -157,6 +157,8 @@ def cmd_app(args: argparse.Namespace) -> int:
                                           checkpoint=args.checkpoint))
     request = options.run_request(args)
     request.check()  # bad settings and a directory training could hurt: refused before the screen opens
+    options.refuse_a_model_too_big(request)  # ... a model that cannot fit this machine's memory
+    options.refuse_a_missing_corpus(request)  # ... and a corpus that is not there
     return run_app(options.AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))
 
 

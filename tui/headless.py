@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine import events, progress
+from engine import events, memory, progress
+from engine.memory import refuse_if_too_big
 from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.session import RunSession
 from engine.training import check_length  # TensorFlow is imported only when training starts
@@ -56,10 +57,12 @@ class HeadlessTrainer:
     def run(self) -> int:
         session = self.session
         session.request.check()     # bad settings fail before any work,
+        options.refuse_a_model_too_big(session.request)  # a model too big for this machine too,
         config = session.prepare()  # a bad corpus before anything is written
         corpus = session.corpus
         self._print_book_header(corpus, config)
         check_length(corpus, config)
+        refuse_if_too_big(config, len(corpus.vocab))  # (with the corpus's own vocabulary)
         if self.args.dry_run:
             return self._dry_run(corpus, config)
         with session.stopping_on_signals(self._on_signal):
@@ -109,6 +112,7 @@ class HeadlessTrainer:
         run_dir = self.session.run_dir
         self.say(f"Model: {config.layers} x LSTM({config.units}) + Dense({len(corpus.vocab)}, softmax): "
                  f"{parameters:,} parameters")
+        self.say(memory.describe(memory.estimate(len(corpus.vocab), config)), markup=False)
         self.say(visible_line(f"Run directory: {run_dir}"), markup=False, emoji=False)
         self.say("Config: " + json.dumps(config.to_json(), sort_keys=True))
         if self.args.json:

@@ -278,6 +278,31 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         tensorboard_dir=tensorboard)  # "": RUN/tensorboard
 
 
+def refuse_a_model_too_big(request: RunRequest) -> None:
+    """Refuse (SettingError) settings whose model cannot fit this machine's memory, before
+    the corpus is read (its vocabulary taken at its smallest: engine/memory.py)."""
+    from engine.memory import refuse_if_too_big
+
+    if request.run_dir is not None:
+        config = request.settings(Path(request.run_dir))  # a resumed run's own, with the options given
+    else:
+        config = preset(request.preset or "fast", **request.overrides)
+    refuse_if_too_big(config)
+
+
+def refuse_a_missing_corpus(request: RunRequest) -> None:
+    """Refuse (CorpusError) a corpus that names nothing: no file, folder or named corpus
+    (what loading it would say at once, said before the app's screen opens)."""
+    from engine.corpus import corpus_problem
+
+    if isinstance(request.corpus, str):
+        problem = corpus_problem(request.corpus)
+        if problem:
+            from engine.errors import CorpusError
+
+            raise CorpusError(problem)
+
+
 @dataclass
 class AppOptions:
     corpus: str = "nietzsche"       # shown until the run says more
