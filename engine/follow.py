@@ -287,8 +287,8 @@ def history(run_dir, max_points: int = 1200, max_epochs: int = 200) -> list:
                     points.append(event)
                     if len(points) >= max_points:
                         points, stride = points[::2], stride * 2
-            elif isinstance(event, events.EpochEnd):
-                epochs = (epochs + [event])[-max_epochs:]
+            elif isinstance(event, events.EpochEnd):  # (a stopped epoch's row gives way to its end's)
+                epochs = ([e for e in epochs if e.epoch != event.epoch] + [event])[-max_epochs:]
         if not tail.pending:
             break
     return sorted(points + epochs, key=lambda event: (event.step, isinstance(event, events.EpochEnd)))

@@ -458,9 +458,13 @@ class Trainer:
         return heldout_loss(self.model, self.val_windows, stop=stop)
 
     def _emit(self, event) -> None:
+        if isinstance(event, events.EpochEnd):
+            self._epoch_row_step = event.step
         if self._tensorboard is not None:
             self._tensorboard(event)
         self.on_event(event)
+
+    _epoch_row_step = -1  # the step of the last epoch listed (EpochEnd)
 
     _tensorboard = None
     _clock: "_Clock | None" = None
@@ -613,7 +617,20 @@ class Trainer:
             measured = f"n/a ({error})"
         return f"--- copied from the training text: {measured}"
 
+    def _list_the_last_epoch(self, step: int, train_loss, clock: "_Clock", progress) -> None:
+        """An epoch stopped before it was listed (a stop mid-epoch, or during the held-out
+        scoring) is still listed, with its training loss and no held-out loss: in the
+        events and in metrics.jsonl, so the app, `watch` and a resumed run show it."""
+        if train_loss is None or step <= max(progress.run_start_step, self._epoch_row_step):
+            return
+        per_epoch = self.train_windows.batches_per_epoch
+        epoch, complete = (step - 1) // per_epoch + 1, step % per_epoch == 0
+        self._emit(events.EpochEnd(epoch, step, train_loss, None, clock.elapsed, complete))
+        if self.chief:
+            self._log_metrics(kind="epoch", epoch=epoch, step=step, clock=clock, train_loss=train_loss)
+
     def _finish(self, reason, step, train_loss, val_loss, clock, progress) -> events.TrainingFinished:
+        self._list_the_last_epoch(step, train_loss, clock, progress)
         finished = events.TrainingFinished(
             reason=reason, epoch=step // self.train_windows.batches_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,

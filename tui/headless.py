@@ -173,7 +173,7 @@ class HeadlessTrainer:
             self.errors.print(f"reading corpus: {event.fraction:.0%} of two passes")
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
-        self.say(f"Stopped ({finished.reason}) at {progress.describe_position(self.progress)}, "
+        self.say(f"{progress.describe_end(finished.reason).capitalize()} at {progress.describe_position(self.progress)}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
         if self.args.json and not self.output_lost:
             try:

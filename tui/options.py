@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset, valid_temperature
+from engine.config import (MAX_TEMPERATURES, PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset,
+                           valid_temperature)
 from engine.session import RunRequest
 
 EXAMPLES = """\
@@ -71,8 +72,8 @@ def _temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not 1 <= len(values) <= 6 or not all(map(valid_temperature, values)):
-        raise argparse.ArgumentTypeError(f"give 1 to 6 temperatures, each {TEMPERATURE_RULE}, "
+    if not 1 <= len(values) <= MAX_TEMPERATURES or not all(map(valid_temperature, values)):
+        raise argparse.ArgumentTypeError(f"give 1 to {MAX_TEMPERATURES} temperatures, each {TEMPERATURE_RULE}, "
                                          "e.g. 0.2,0.5,1.0,1.2")
     return values
 

@@ -331,7 +331,7 @@ class CorpusPicker(ModalScreen[object]):
         option_list = self.query_one("#named", OptionList)
         if self.current in self.entries:
             option_list.highlighted = option_list.get_option_index(self.current)
-        option_list.focus()
+        self.query_one("#path", Input).focus()  # it invites a path: typing goes there; Tab, the list
         self.measure_listed()
 
     # -- sizes and vocabularies, off the event loop --------------------------------------

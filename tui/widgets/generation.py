@@ -245,7 +245,7 @@ class SampleColumn(Widget, can_focus=True):
         self._update_title()
 
     def _update_title(self) -> None:
-        title = f"T {format_temperature(self.temperature)}"
+        title = "T 0 (greedy)" if self.temperature == 0 else f"T {format_temperature(self.temperature)}"
         if getattr(self, "note", ""):
             title += f" · {self.note}"
         self.border_title = f"{title} ↑{self.back}" if self.back else title
@@ -502,5 +502,6 @@ class GenerationPane(Vertical):
         if current is not None:
             parts.append(f"# round {current.number}: {current.label}\n# seed: {current.seed!r}\n")
         for column in self.columns:
-            parts.append(f"\n--- temperature {format_temperature(column.temperature)}\n{column.plain}\n")
+            greedy = " (greedy)" if column.temperature == 0 else ""
+            parts.append(f"\n--- temperature {format_temperature(column.temperature)}{greedy}\n{column.plain}\n")
         return "".join(parts)

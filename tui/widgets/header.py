@@ -38,6 +38,14 @@ class HeaderInfo:
     run_dir: str = ""
     mode: str = "train"  # "train", "saved" (sampling only) or "watch"
 
+    @property
+    def model(self) -> str:
+        """"LSTM 1×128 102,585 params", or "" before the settings are known."""
+        if self.units is None:
+            return ""
+        model = f"LSTM {self.layers or 1}×{self.units}"
+        return model + (f" {self.parameters:,} params" if self.parameters is not None else "")
+
 
 class RunHeader(Widget):
     """Corpus · vocabulary · model · preset · device · run directory, packed into as
@@ -98,11 +106,8 @@ class RunHeader(Widget):
         part("corpus", corpus)
         if info.vocab is not None:
             part("vocab", str(info.vocab))
-        if info.units is not None:
-            model = f"LSTM {info.layers or 1}×{info.units}"
-            if info.parameters is not None:
-                model += f" {info.parameters:,} params"
-            part("model", model)
+        if info.model:
+            part("model", info.model)
         if info.preset:
             part("preset", f"{info.preset}/{info.objective}" if info.objective else info.preset)
         part("on", info.device or "…")

@@ -284,6 +284,10 @@ class EpochHistory(Widget):
         self.rows: deque[tuple[int, int, float | None, float | None, bool]] = deque(maxlen=MAX_EPOCHS)
 
     def add(self, epoch: int, step: int, train: float | None, val: float | None, complete: bool = True) -> None:
+        """List an epoch; a later row of the same epoch (a stopped epoch, then resumed and
+        finished: `12*`, then `12`) takes the earlier one's place."""
+        if self.rows and self.rows[-1][0] == epoch:
+            self.rows.pop()
         self.rows.append((epoch, step, train, val, complete))
         self.refresh()
 
