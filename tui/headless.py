@@ -144,7 +144,7 @@ class HeadlessTrainer:
         elif isinstance(event, events.SamplesGenerated):
             self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False, emoji=False)
             for temperature, text in event.samples.items():
-                self.say(f"\n----- temperature: {temperature}", markup=False)
+                self.say(f"\n----- temperature: {temperature}{' (greedy)' if temperature == 0 else ''}", markup=False)
                 self.say(visible(event.seed_text + text), markup=False, emoji=False)
             self.say("")
         elif isinstance(event, events.CheckpointSaved):
