@@ -76,16 +76,21 @@ def saved_optimizer_step(weights_h5) -> int | None:
     return step if step >= 0 else None
 
 
-def gpu_memory_bytes() -> list[int] | None:
-    """The memory TensorFlow will use on each GPU it sees (bytes; the allocator's limit),
-    or None if it does not say. TensorFlow's public API names GPUs (tf.config) and reports
-    their current and peak use, never their size: only `device_lib.list_local_devices`
-    does. Call it only once TensorFlow is imported and a GPU is listed."""
+def device_memory_limits() -> list[tuple[str, int]] | None:
+    """(device type, bytes TensorFlow will use there) for each local device, or None if
+    TensorFlow does not say. Its public API names GPUs (tf.config) and reports their
+    current and peak use, never their size: only `device_lib.list_local_devices` does."""
     try:
         from tensorflow.python.client import device_lib
 
         devices = device_lib.list_local_devices()
+        return [(str(device.device_type), int(device.memory_limit)) for device in devices]
     except Exception:  # another layout, or a device that cannot be set up: the check is skipped
         return None
-    sizes = [int(device.memory_limit) for device in devices if device.device_type == "GPU"]
+
+
+def gpu_memory_bytes() -> list[int] | None:
+    """The memory TensorFlow will use on each GPU (bytes; the allocator's limit), or None
+    if it does not say. Call it only once TensorFlow is imported and a GPU is listed."""
+    sizes = [size for kind, size in device_memory_limits() or () if kind == "GPU"]
     return sizes or None

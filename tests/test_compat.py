@@ -191,10 +191,8 @@ def test_tensorflow_still_reports_each_devices_memory_through_device_lib():
     from engine.tfsetup import tensorflow
 
     tensorflow()
-    from tensorflow.python.client import device_lib
-
-    devices = device_lib.list_local_devices()
-    assert devices and all(isinstance(device.memory_limit, int) for device in devices), (
+    devices = compat.device_memory_limits()
+    assert devices and ("CPU", devices[0][1]) in devices and all(size > 0 for _, size in devices), (
         "tensorflow.python.client.device_lib.list_local_devices no longer reports memory_limit: "
         "engine.compat.gpu_memory_bytes returns None, and the model's memory is checked against "
         "the machine's memory only; find where TensorFlow reports a GPU's memory now")

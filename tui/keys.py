@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.config import MAX_TEMPERATURES, TEMPERATURE_RULE
-from engine.sampler import check_option
 
 
 
@@ -57,6 +56,8 @@ NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
 def parse_temperatures(value: str) -> tuple[tuple[float, ...] | None, str | None]:
     """The `t` prompt's answer: 1 to MAX_TEMPERATURES numbers, each refused exactly as the
     engine's sampler refuses it, in the engine's own sentence (engine/sampler.py)."""
+    from engine.sampler import check_option  # (numpy: not before the app's first paint)
+
     parts = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
     if not 1 <= len(parts) <= MAX_TEMPERATURES:
         return None, f"give between 1 and {MAX_TEMPERATURES} temperatures, separated by commas"
