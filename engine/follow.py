@@ -189,7 +189,8 @@ def _not_the_recorded_file(path: str, recorded_bytes) -> str | None:
         return f"{path} is not a regular file, so the samples were not checked for copied text"
     if not isinstance(recorded_bytes, int) or isinstance(recorded_bytes, bool) \
             or not 0 < recorded_bytes <= MAX_TRAINING_TEXT_BYTES:
-        return "the run's record of its training text is damaged, so the samples were not checked for copied text"
+        return ("the run's record of its training text is damaged, so the samples were not checked for "
+                "copied text")
     size = source_bytes(path)
     if size != recorded_bytes:
         return (f"{path} holds {size:,} bytes, not the {recorded_bytes:,} the run was trained on (it changed "

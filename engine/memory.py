@@ -144,7 +144,8 @@ def machine_problem(needed: MemoryEstimate, config: TrainConfig, on_gpu: bool,
             f"{_advice(needed)}")
 
 
-def gpu_problem(needed: MemoryEstimate, config: TrainConfig, gpu_memory: list[int], replicas: int = 1) -> str | None:
+def gpu_problem(needed: MemoryEstimate, config: TrainConfig, gpu_memory: list[int],
+                replicas: int = 1) -> str | None:
     """One sentence if the training step cannot fit the smallest GPU (each replica holds
     the weights, gradients and moments, and its share of the batch), else None."""
     per_gpu = needed.weights + needed.gradients + needed.moments + needed.activations // max(1, replicas)

@@ -27,7 +27,8 @@ def epoch_rows(run_dir) -> list[dict]:
 
 def test_an_epoch_stopped_during_its_held_out_scoring_is_listed(tiny_corpus, tmp_path):
     received = []
-    trainer = StoppedWhileScoring(tiny_corpus, tiny_config(epochs=3), tmp_path / "run", on_event=received.append)
+    trainer = StoppedWhileScoring(tiny_corpus, tiny_config(epochs=3), tmp_path / "run",
+                                  on_event=received.append)
     finished = trainer.run()
     per_epoch = trainer.train_windows.batches_per_epoch
     assert finished.reason == "stopped" and finished.step == per_epoch

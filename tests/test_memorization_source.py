@@ -31,7 +31,8 @@ def trained_from_a_folder(tmp_path_factory):
     text = tiny_text(6000, seed=1)
     (folder / "corp" / "shk.txt").write_text(text, encoding="utf-8")
     out = subprocess.run([*charlm_command(), "train", "--corpus", "corp/shk.txt", "--run", "run", *TINY,
-                          "--steps", "2", "--length", "0"], cwd=folder, capture_output=True, text=True, timeout=300)
+                          "--steps", "2", "--length", "0"], cwd=folder, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
     return folder, text, folder / "run"
 
@@ -123,7 +124,8 @@ def test_a_run_without_a_fingerprint_says_why_it_is_not_checked(trained_from_a_f
     older = crafted_copy(run_dir, tmp_path, path=None, fingerprint=None, source="corp/shk.txt")
     monkeypatch.chdir(folder)  # where its relative source names the right file, even
     note = report(older, copied_from(text))
-    assert "memorization" not in note and "without a fingerprint of its training text" in note["memorization_note"]
+    assert "memorization" not in note
+    assert "without a fingerprint of its training text" in note["memorization_note"]
 
 
 def test_sample_json_carries_the_reason(trained_from_a_folder, tmp_path):
@@ -136,4 +138,5 @@ def test_sample_json_carries_the_reason(trained_from_a_folder, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert "memorization" not in result
-    assert result["memorization_note"].startswith(f"{grown} holds {len(text) + 5:,} bytes, not the {len(text):,}")
+    assert result["memorization_note"].startswith(
+        f"{grown} holds {len(text) + 5:,} bytes, not the {len(text):,}")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from engine import memory
-from engine.config import SettingError, preset
+from engine.config import preset
 from engine.model import parameter_count
 from tests.conftest import tiny_config
 from tests.ptyrun import charlm_command, run_in_pty
@@ -92,8 +92,9 @@ refused_here = pytest.mark.skipif(not needs_less_memory_than_the_huge_model(),
 @refused_here
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 def test_train_refuses_it_at_once_without_tensorflow(dry_run, tiny_corpus_path, tmp_path):
+    argv = ["train", "--corpus", str(tiny_corpus_path), "--run", str(tmp_path / "run"), *HUGE, *dry_run]
     code = ("import sys\nfrom tui.cli import main\n"
-            f"code = main({['train', '--corpus', str(tiny_corpus_path), '--run', str(tmp_path / 'run'), *HUGE, *dry_run]!r})\n"
+            f"code = main({argv!r})\n"
             "print('TF' if 'tensorflow' in sys.modules else 'no TF', code)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "no TF 2", out.stdout + out.stderr
@@ -105,8 +106,8 @@ def test_train_refuses_it_at_once_without_tensorflow(dry_run, tiny_corpus_path, 
 
 @refused_here
 def test_the_app_refuses_it_before_its_screen_opens(tiny_corpus_path, tmp_path):
-    result = run_in_pty([*charlm_command(), "--corpus", str(tiny_corpus_path), "--run", str(tmp_path / "run"), *HUGE],
-                        timeout=30)
+    result = run_in_pty([*charlm_command(), "--corpus", str(tiny_corpus_path), "--run", str(tmp_path / "run"),
+                         *HUGE], timeout=30)
     assert result.code == 2, result.text[-1000:]  # (None: the app opened and waited)
     assert b"\x1b[?1049h" not in result.output  # the screen never switched to the app's
     assert result.text.strip().startswith("charlm-tui: error: an LSTM of 16 layers of 8,192 units")

@@ -202,10 +202,11 @@ async def test_watch_says_why_the_run_ended_in_words_that_fit_120_columns(saved_
 
 def test_a_missing_corpus_is_refused_before_the_app_opens(tmp_path):
     (tmp_path / "corpora").mkdir()  # (no named corpora of this machine's)
-    result = run_in_pty([*charlm_command(), "--corpus", str(tmp_path / "nothing.txt"), "--run", str(tmp_path / "run")],
-                        env={"CHARLM_CORPORA": str(tmp_path / "corpora")}, cwd=tmp_path, timeout=30)
+    result = run_in_pty([*charlm_command(), "--corpus", str(tmp_path / "nothing.txt"), "--run",
+                         str(tmp_path / "run")], env={"CHARLM_CORPORA": str(tmp_path / "corpora")},
+                        cwd=tmp_path, timeout=30)
     assert result.code == 1, result.text[-1000:]  # (None: the app opened and waited for a key)
     assert b"\x1b[?1049h" not in result.output  # the screen never switched to the app's
-    assert result.text.strip() == (f"charlm-tui: error: no such file, folder or named corpus: {tmp_path / 'nothing.txt'}"
-                                   " (named corpora: nietzsche, pydocs)")
+    assert result.text.strip() == ("charlm-tui: error: no such file, folder or named corpus: "
+                                   f"{tmp_path / 'nothing.txt'} (named corpora: nietzsche, pydocs)")
     assert not (tmp_path / "run").exists()

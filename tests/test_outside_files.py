@@ -25,8 +25,9 @@ def recent_in_a_process(cache_home: Path, code: str, timeout: float = 20.0) -> s
     at most 1 GiB of memory and `timeout` seconds."""
     limit = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
              "from tui.recent import add_recent, load_recent, recent_path\n")
-    return subprocess.run([sys.executable, "-c", limit + code], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "XDG_CACHE_HOME": str(cache_home)}, cwd=Path(__file__).parents[1])
+    return subprocess.run([sys.executable, "-c", limit + code], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "XDG_CACHE_HOME": str(cache_home)},
+                          cwd=Path(__file__).parents[1])
 
 
 @pytest.fixture
@@ -93,8 +94,8 @@ def test_a_seed_file_that_is_not_a_small_regular_file_is_refused_at_once(kind, t
         seed.symlink_to("/dev/zero")
     else:
         seed.write_bytes(b"a" * 200_000)
-    result = run_in_pty([*charlm_command(), "sample", "--run", str(tmp_path / "run"), "--seed-file", str(seed)],
-                        timeout=30)
+    result = run_in_pty([*charlm_command(), "sample", "--run", str(tmp_path / "run"), "--seed-file",
+                         str(seed)], timeout=30)
     assert result.code == 1, result.text  # (None: it hung until the deadline)
     expected = {"fifo": "is a FIFO, not a regular file", "link": "is a symbolic link, not a regular file",
                 "dev-zero": "is a symbolic link, not a regular file", "huge": "is over 100,000 bytes"}[kind]

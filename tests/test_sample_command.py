@@ -46,8 +46,8 @@ def sample(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_sample_says_which_checkpoint_and_step_it_used(trained_run):
-    out = run_in_pty([*charlm_command(), "sample", "--run", str(trained_run), "--length", "20", "--seed", "1"],
-                     timeout=60)
+    out = run_in_pty([*charlm_command(), "sample", "--run", str(trained_run), "--length", "20", "--seed",
+                      "1"], timeout=60)
     assert out.code == 0, out.text
     assert out.text.splitlines()[0] == f"--- Checkpoint: {trained_run / 'model.keras'} (step {STEPS:,})"
     result = json.loads(sample("--run", str(trained_run), "--length", "20", "--json").stdout)
@@ -59,12 +59,14 @@ def test_each_temperatures_samples_come_together_and_greedy_is_named(trained_run
                  "--temperatures", "0,1")
     assert out.returncode == 0, out.stderr
     titles = [line for line in out.stdout.splitlines() if line.startswith("----- temperature")]
-    assert titles == ["----- temperature: 0.0 (greedy) (sample 1 of 2)", "----- temperature: 0.0 (greedy) (sample 2 of 2)",
+    assert titles == ["----- temperature: 0.0 (greedy) (sample 1 of 2)",
+                      "----- temperature: 0.0 (greedy) (sample 2 of 2)",
                       "----- temperature: 1.0 (sample 1 of 2)", "----- temperature: 1.0 (sample 2 of 2)"]
 
 
 def test_sample_help_explains_every_option():
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "sample", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "sample", "--help"], capture_output=True,
+                         text=True)
     help_of = out.stdout.split("--temperatures TEMPERATURES", 2)[-1].split("--length")[0]
     assert "0 (greedy)" in help_of and "0.01 to 10" in help_of, out.stdout
 
@@ -102,5 +104,5 @@ def test_a_long_seed_is_primed_once_for_every_sample_drawn_from_it(trained_run):
     assert steps.count(1) == len(seed), "the seed was run through the model more than once"
     assert steps.count(2) == 4 * 10
     again = open_run(trained_run).sampler
-    assert [again.generate(seed, (0.5, 1.0), 10, seed=number) for number in range(4)] == rounds  # the same text
+    assert [again.generate(seed, (0.5, 1.0), 10, seed=number) for number in range(4)] == rounds  # same text
     assert np.allclose(saved.sampler.next_distribution(seed), again.next_distribution(seed))

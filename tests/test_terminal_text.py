@@ -125,11 +125,12 @@ def test_an_error_naming_a_hostile_file_is_shown_as_text(hostile_run, tmp_path):
     result = run_in_pty([*charlm_command(), "sample", "--run", str(missing)], timeout=30)
     assert result.code == 1, result.text
     assert_no_escape_at_all(result.output)
-    assert "charlm-tui: error: no such run directory:" in result.text and "nothing␛]0;pwned␇" in result.text
+    assert "charlm-tui: error: no such run directory:" in result.text
+    assert "nothing␛]0;pwned␇" in result.text
     fifo = tmp_path / f"seed{CLIPBOARD}"
     os.mkfifo(fifo)
-    refused = run_in_pty([*charlm_command(), "sample", "--run", str(hostile_run[2]), "--seed-file", str(fifo)],
-                         timeout=30)
+    refused = run_in_pty([*charlm_command(), "sample", "--run", str(hostile_run[2]), "--seed-file",
+                          str(fifo)], timeout=30)
     assert refused.code == 1, refused.text
     assert_no_escape_at_all(refused.output)
     assert "is a FIFO, not a regular file" in refused.text
@@ -167,7 +168,8 @@ def test_the_app_shows_a_hostile_run_as_text(hostile_run):
     _, _, run_dir = hostile_run
     # The seed editor opens with the round's seed, applied as it is (Ctrl+S), then q.
     result = run_in_pty([*charlm_command(), "--run", str(run_dir), "--no-train", "--seed", "1"],
-                        send=[(b"round 1", b"e"), (b"Ctrl+S", b"\x13"), (b"your seed text", b"q")], timeout=90)
+                        send=[(b"round 1", b"e"), (b"Ctrl+S", b"\x13"), (b"your seed text", b"q")],
+                        timeout=90)
     assert result.code == 0, result.text[-2000:]
     assert_no_corpus_command(result.output)
     assert "␛]0;pwned␇" in result.text  # the header's corpus name
@@ -188,7 +190,8 @@ def test_sample_leaves_the_window_title_and_the_screen_alone_in_tmux(hostile_run
         deadline = time.monotonic() + 60
         while not done.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert done.exists() and done.read_text().strip() == "0", _tmux_out(tmux, "capture-pane", "-p", "-t", name)
+        screen = _tmux_out(tmux, "capture-pane", "-p", "-t", name)
+        assert done.exists() and done.read_text().strip() == "0", screen
         assert _tmux_out(tmux, "display-message", "-p", "-t", name, "#{pane_title}") == title_before
         screen = _tmux_out(tmux, "capture-pane", "-p", "-S", "-200", "-t", name)
         assert "--- Checkpoint:" in screen, screen  # the first line is still there: no ESC [ 2 J

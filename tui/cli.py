@@ -71,7 +71,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for temperature in rounds[0]:  # each temperature's samples together
         for number, samples in enumerate(rounds, 1):
             which = f" (sample {number} of {len(rounds)})" if len(rounds) > 1 else ""
-            print_visible(f"\n----- temperature: {temperature}{' (greedy)' if temperature == 0 else ''}{which}")
+            print_visible(f"\n----- temperature: {options.temperature_label(temperature)}{which}")
             print_visible(seed_text + samples[temperature])
     return 0
 

@@ -144,7 +144,7 @@ class HeadlessTrainer:
         elif isinstance(event, events.SamplesGenerated):
             self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False, emoji=False)
             for temperature, text in event.samples.items():
-                self.say(f"\n----- temperature: {temperature}{' (greedy)' if temperature == 0 else ''}", markup=False)
+                self.say(f"\n----- temperature: {options.temperature_label(temperature)}", markup=False)
                 self.say(visible(event.seed_text + text), markup=False, emoji=False)
             self.say("")
         elif isinstance(event, events.CheckpointSaved):
@@ -173,7 +173,8 @@ class HeadlessTrainer:
             self.errors.print(f"reading corpus: {event.fraction:.0%} of two passes")
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
-        self.say(f"{progress.describe_end(finished.reason).capitalize()} at {progress.describe_position(self.progress)}, "
+        ended = progress.describe_end(finished.reason).capitalize()
+        self.say(f"{ended} at {progress.describe_position(self.progress)}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
         if self.args.json and not self.output_lost:
             try:

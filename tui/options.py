@@ -49,7 +49,8 @@ class Parser(argparse.ArgumentParser):
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
             # Each suggestion once: --stepp and --setp both mean --step.
-            hints = list(dict.fromkeys(hint for hint in map(self._closest, message[len(prefix):].split()) if hint))
+            words = message[len(prefix):].split()
+            hints = list(dict.fromkeys(hint for hint in map(self._closest, words) if hint))
             if hints:
                 message += "; did you mean " + " or ".join(hints) + "?"
         super().error(message)
@@ -73,8 +74,8 @@ def _temperatures(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
     if not 1 <= len(values) <= MAX_TEMPERATURES or not all(map(valid_temperature, values)):
-        raise argparse.ArgumentTypeError(f"give 1 to {MAX_TEMPERATURES} temperatures, each {TEMPERATURE_RULE}, "
-                                         "e.g. 0.2,0.5,1.0,1.2")
+        raise argparse.ArgumentTypeError(f"give 1 to {MAX_TEMPERATURES} temperatures, each "
+                                         f"{TEMPERATURE_RULE}, e.g. 0.2,0.5,1.0,1.2")
     return values
 
 
@@ -118,6 +119,11 @@ def _duration(text: str) -> float:
         return float(number) * (scale or 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time (seconds, or e.g. 90s, 10m, 1h): {text!r}") from None
+
+
+def temperature_label(temperature: float) -> str:
+    """How `sample` and `train` title a temperature's text: 0.5, or 0.0 (greedy)."""
+    return f"{temperature} (greedy)" if temperature == 0 else f"{temperature}"
 
 
 ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -229,8 +235,8 @@ def sample_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="charlm-tui sample", description="Generate text from a saved run.")
     parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
     parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2),
-                        help=f"comma-separated sampling temperatures, 1 to 6 of them, each {TEMPERATURE_RULE} "
-                             "(0.2,0.5,1.0,1.2)")
+                        help=f"comma-separated sampling temperatures, 1 to {MAX_TEMPERATURES} of them, "
+                             f"each {TEMPERATURE_RULE} (0.2,0.5,1.0,1.2)")
     parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
     seed = parser.add_mutually_exclusive_group()
     seed.add_argument("--seed-text", type=unescape, default=None, metavar="T",

@@ -44,7 +44,8 @@ class PromptScreen(ModalScreen[object]):
                                placeholder=self.placeholder, id="prompt-text")
                 # What Textual's TextArea offers to clear it (its F7 and Ctrl+U bindings).
                 hint = ("Enter: new line · Ctrl+S: apply · Escape: cancel\n"
-                        "F7 selects all (type to replace it, Backspace clears it) · Ctrl+U clears to the line start")
+                        "F7 selects all (type to replace it, Backspace clears it) · "
+                        "Ctrl+U clears to the line start")
             else:
                 yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
                 hint = "Enter to apply · Escape to cancel"

@@ -502,6 +502,6 @@ class GenerationPane(Vertical):
         if current is not None:
             parts.append(f"# round {current.number}: {current.label}\n# seed: {current.seed!r}\n")
         for column in self.columns:
-            greedy = " (greedy)" if column.temperature == 0 else ""
-            parts.append(f"\n--- temperature {format_temperature(column.temperature)}{greedy}\n{column.plain}\n")
+            title = format_temperature(column.temperature) + (" (greedy)" if column.temperature == 0 else "")
+            parts.append(f"\n--- temperature {title}\n{column.plain}\n")
         return "".join(parts)
