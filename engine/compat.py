@@ -54,3 +54,43 @@ def traced_function_count() -> int | None:
         return len(context.context().list_function_names())
     except (ImportError, AttributeError):
         return None
+
+
+# Where Keras 3 keeps the optimizer's step count in a .keras archive's model.weights.h5:
+# the optimizer's first variable (`iterations`, an int64 scalar). Keras reads it back only
+# by rebuilding the whole model and optimizer, i.e. importing TensorFlow.
+KERAS_ITERATIONS_DATASET = "optimizer/vars/0"
+
+
+def saved_optimizer_step(weights_h5) -> int | None:
+    """The optimizer step a Keras 3 checkpoint was saved at, from its model.weights.h5
+    (an open h5py.File), or None if the file does not keep it where Keras 3 does. `sample`
+    says which step it samples from without TensorFlow (tests/test_compat.py checks the
+    place against a real checkpoint)."""
+    import numpy as np
+
+    dataset = weights_h5.get(KERAS_ITERATIONS_DATASET)
+    if dataset is None or getattr(dataset, "shape", None) != () or dataset.dtype.kind not in "iu":
+        return None
+    step = int(np.asarray(dataset[()]))
+    return step if step >= 0 else None
+
+
+def device_memory_limits() -> list[tuple[str, int]] | None:
+    """(device type, bytes TensorFlow will use there) for each local device, or None if
+    TensorFlow does not say. Its public API names GPUs (tf.config) and reports their
+    current and peak use, never their size: only `device_lib.list_local_devices` does."""
+    try:
+        from tensorflow.python.client import device_lib
+
+        devices = device_lib.list_local_devices()
+        return [(str(device.device_type), int(device.memory_limit)) for device in devices]
+    except Exception:  # another layout, or a device that cannot be set up: the check is skipped
+        return None
+
+
+def gpu_memory_bytes() -> list[int] | None:
+    """The memory TensorFlow will use on each GPU (bytes; the allocator's limit), or None
+    if it does not say. Call it only once TensorFlow is imported and a GPU is listed."""
+    sizes = [size for kind, size in device_memory_limits() or () if kind == "GPU"]
+    return sizes or None

@@ -22,6 +22,7 @@ MAX_SEED = 2**32 - 1  # what numpy's and Keras's global seeding accept
 # that 1/T overflows or leaves nothing but the argmax anyway.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
 TEMPERATURE_RULE = f"0 (greedy) or a number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}"
+MAX_TEMPERATURES = 6  # one column each in the app
 # Limits of one session (one `train`, one app run), never a run's settings: a resumed
 # run starts without them unless given again.
 SESSION_FIELDS = ("time_budget", "steps")
@@ -143,7 +144,8 @@ class TrainConfig:
             ("val_fraction", _finite(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
              "--val-fraction must be in (0, 0.5)"),
             ("seed", 0 <= self.seed <= MAX_SEED, f"--seed must be a whole number from 0 to {MAX_SEED}"),
-            ("temperatures", 1 <= len(self.temperatures) <= 6, "give between 1 and 6 temperatures"),
+            ("temperatures", 1 <= len(self.temperatures) <= MAX_TEMPERATURES,
+             f"give between 1 and {MAX_TEMPERATURES} temperatures"),
             ("temperatures", all(valid_temperature(t) for t in self.temperatures),
              f"each temperature must be {TEMPERATURE_RULE}"),
             ("sample_length", 0 <= self.sample_length <= 100_000, "sample length must be in [0, 100000]"),

@@ -17,7 +17,9 @@ from __future__ import annotations
 import codecs
 import errno
 import functools
+import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -122,6 +124,43 @@ class Corpus:
 
 
 # ---------------------------------------------------------------------------------------
+# What a run records of its training text
+
+
+def text_digest(corpus: Corpus) -> str:
+    """The SHA-256 of the text as trained (after lower-casing, whatever its encoding or
+    files): the vocabulary, then every character's id, two bytes little-endian."""
+    digest = hashlib.sha256(json.dumps(list(corpus.vocab)).encode())
+    for start in range(0, len(corpus.ids), CHUNK_BYTES):  # a chunk's copy at a time, not the text's
+        digest.update(corpus.ids[start:start + CHUNK_BYTES].astype("<u2").view(np.uint8))
+    return digest.hexdigest()
+
+
+def source_bytes(source: str | os.PathLike) -> int | None:
+    """How many bytes a corpus file, or a folder's .txt files, hold on disk (what would
+    be read); None for what is neither (a built-in's description)."""
+    try:
+        path = Path(source)
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(file.stat().st_size for file in _folder_files(path))
+    except (OSError, ValueError, CorpusError):
+        pass
+    return None
+
+
+def corpus_notes(corpus: Corpus) -> dict:
+    """What a run keeps of the text it learns from, to find it again for sure: the
+    absolute path read (None for a built-in), and a fingerprint, its size on disk and
+    the digest of the text (engine/follow.py training_text uses a text only when both
+    match: a relative path means another file from another folder)."""
+    path = os.path.abspath(corpus.source) if os.path.exists(corpus.source) else None
+    return {"path": path, "fingerprint": {"bytes": source_bytes(path) if path else None,
+                                          "sha256": text_digest(corpus)}}
+
+
+# ---------------------------------------------------------------------------------------
 # Finding a corpus
 
 
@@ -195,7 +234,7 @@ def load_corpus(
         return _load_files(path.resolve().name, str(path), _folder_files(path),
                            lowercase, encoding, on_progress)
     if kind == "other":
-        raise CorpusError(f"{spec_text} is not a regular file or folder")
+        raise CorpusError(_not_a_file_or_folder(spec_text))
 
     named_files = _corpora_files(corpora_dir)
     if spec_text in named_files:
@@ -206,8 +245,36 @@ def load_corpus(
     if spec_text == "pydocs":
         return _load_files("pydocs", pydocs.DESCRIPTION, [_pydocs_file()], lowercase, None,
                            on_progress)
+    raise CorpusError(_no_such_corpus(spec_text, corpora_dir))
+
+
+def _not_a_file_or_folder(spec_text: str) -> str:
+    return f"{spec_text} is not a regular file or folder"
+
+
+def _no_such_corpus(spec_text: str, corpora_dir: Path | None) -> str:
     names = ", ".join(named_corpora(corpora_dir))
-    raise CorpusError(f"no such file, folder or named corpus: {spec_text} (named corpora: {names})")
+    return f"no such file, folder or named corpus: {spec_text} (named corpora: {names})"
+
+
+def corpus_problem(spec: str | os.PathLike, corpora_dir: Path | None = None) -> str | None:
+    """Why `spec` names no corpus at all, as load_corpus would say at once, or None when
+    it names one (which may still be refused once read). Nothing is read: the app asks
+    this before its screen opens."""
+    spec_text = os.fspath(spec)
+    try:
+        path = Path(spec_text).expanduser()
+    except RuntimeError:
+        path = Path(spec_text)
+    try:
+        kind = _path_kind(path) if spec_text.strip() else None
+    except CorpusError as error:
+        return str(error)
+    if kind == "other":
+        return _not_a_file_or_folder(spec_text)
+    if kind is not None or spec_text in named_corpora(corpora_dir):
+        return None
+    return _no_such_corpus(spec_text, corpora_dir)
 
 
 def _path_kind(path: Path) -> str | None:

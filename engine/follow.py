@@ -15,9 +15,11 @@ and they never disturb its trainer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +37,20 @@ POLL_INTERVAL = 1.0        # seconds between stat() checks of the run directory
 RELOAD_MIN_INTERVAL = 2.0  # at most one checkpoint load per this many seconds
 
 
+class CheckpointUsed:
+    """The checkpoint a saved run's sampler was loaded from; `step`, read when asked (it
+    reads the weights file again), is the step it was saved at, None if it does not say."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @functools.cached_property
+    def step(self) -> int | None:
+        from engine.rundir import checkpoint_step
+
+        return checkpoint_step(self.path)
+
+
 @dataclass
 class SavedRun:
     """A run directory opened for sampling."""
@@ -46,6 +62,7 @@ class SavedRun:
     sampler: object = None          # engine.sampler.Sampler of the newest loadable checkpoint
     parameters: int = 0
     excerpts: list[str] = field(default_factory=list)  # seed texts saved with the run
+    checkpoint: CheckpointUsed | None = None  # where the sampler's weights came from
 
     @property
     def corpus_name(self) -> str:
@@ -89,10 +106,12 @@ def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None
     run = RunDir(saved.path)
     if checkpoint == "latest":
         saved.sampler, saved.parameters = run.load_sampler(on_notice=on_notice, rebuild_sidecar=rebuild_sidecar)
-        return
-    from engine.sidecar import load_sampler_from
+    else:
+        from engine.sidecar import load_sampler_from
 
-    saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
+        saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
+    source = saved.sampler.source
+    saved.checkpoint = CheckpointUsed(source) if source is not None else None
 
 
 def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False,
@@ -105,30 +124,85 @@ def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_si
 
 
 def seed_corpus(saved: SavedRun, encoding: str | None = None):
-    """The training text, for random seed texts, if it is on this machine: the path the
-    run was trained on, else its named corpus when that needs no download; None
-    otherwise (the saved excerpts, or the model itself, provide seeds)."""
-    from engine.corpus import is_on_disk, load_corpus, named_corpora
+    """The training text, for random seed texts and the memorization check, if it is on
+    this machine (see training_text); None otherwise (the saved excerpts, or the model
+    itself, provide seeds)."""
+    return training_text(saved, encoding)[0]
 
-    meta, config = saved.corpus_meta, saved.config
-    candidates = []
-    source, name = meta.get("source"), meta.get("name")
-    if isinstance(source, str) and source and os.path.exists(source):
-        candidates.append(source)
-    if isinstance(name, str) and name in named_corpora():
-        try:
-            if is_on_disk(name):
-                candidates.append(name)
-        except OSError:
-            pass
-    for spec in candidates:
-        try:
-            corpus = load_corpus(spec, lowercase=config.lowercase, encoding=encoding)
-        except CharlmError:
-            continue
-        if set(corpus.vocab) <= set(saved.vocab):
-            return corpus
+
+NOT_HERE = "the training text is not on this machine, so the samples were not checked for copied text"
+
+
+def training_text(saved: SavedRun, encoding: str | None = None):
+    """(the very text the run was trained on, None) or (None, why not, in one sentence).
+
+    A text is used only when it matches the fingerprint the run recorded (engine/corpus.py
+    corpus_notes): at its absolute path, a regular file (or folder of them) of the recorded
+    size, checked before a byte is read, so a crafted config.json cannot make this read
+    anything else whole; then its digest, once read. A built-in (pydocs) is found by name.
+    A run saved without a fingerprint (by an older version) names its text by the path as
+    typed, which from another folder is another file: it is not guessed at."""
+    from engine.corpus import is_on_disk, load_corpus, named_corpora, text_digest
+
+    meta = saved.corpus_meta
+    recorded = meta.get("fingerprint")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
+        return None, ("the run was saved by an earlier charlm-tui, without a fingerprint of its training "
+                      "text, so the text at its path may not be the one it learnt from: the samples were "
+                      "not checked for copied text")
+    path, name = meta.get("path"), meta.get("name")
+    if isinstance(path, str) and path:
+        problem = _not_the_recorded_file(path, recorded.get("bytes"))
+        if problem:
+            return None, problem
+        spec, where = path, path
+    elif isinstance(name, str) and name in named_corpora() and _on_disk(name, is_on_disk):
+        spec, where = name, f"the {name} corpus"
+    else:
+        return None, NOT_HERE
+    try:
+        corpus = load_corpus(spec, lowercase=saved.config.lowercase, encoding=encoding)
+    except CharlmError as error:
+        return None, f"the training text could not be read ({error}), so the samples were not checked"
+    if len(corpus) != meta.get("chars") or text_digest(corpus) != recorded["sha256"] \
+            or not set(corpus.vocab) <= set(saved.vocab):
+        return None, (f"{where} is no longer the text the run was trained on (it changed since), so the "
+                      "samples were not checked for copied text")
+    return corpus, None
+
+
+MAX_TRAINING_TEXT_BYTES = 4 << 30  # what a run may claim its text holds (a 1 GiB corpus: 1.1 GiB)
+
+
+def _not_the_recorded_file(path: str, recorded_bytes) -> str | None:
+    """Why the file (or folder) at `path` cannot be the recorded text, seen from its size
+    on disk alone; None when it may be. Nothing is read."""
+    from engine.corpus import source_bytes
+
+    if not os.path.isabs(path):
+        return NOT_HERE
+    try:
+        mode = os.stat(path).st_mode  # (--corpus may name a link: the trainer read through it)
+    except (OSError, ValueError):
+        return NOT_HERE
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return f"{path} is not a regular file, so the samples were not checked for copied text"
+    if not isinstance(recorded_bytes, int) or isinstance(recorded_bytes, bool) \
+            or not 0 < recorded_bytes <= MAX_TRAINING_TEXT_BYTES:
+        return ("the run's record of its training text is damaged, so the samples were not checked for "
+                "copied text")
+    size = source_bytes(path)
+    if size != recorded_bytes:
+        return (f"{path} holds {size:,} bytes, not the {recorded_bytes:,} the run was trained on (it changed "
+                "since), so the samples were not checked for copied text")
     return None
+
+
+def _on_disk(name: str, is_on_disk) -> bool:
+    try:
+        return is_on_disk(name)
+    except OSError:
+        return False
 
 
 # -- metrics rows as events -------------------------------------------------------------------
@@ -214,8 +288,8 @@ def history(run_dir, max_points: int = 1200, max_epochs: int = 200) -> list:
                     points.append(event)
                     if len(points) >= max_points:
                         points, stride = points[::2], stride * 2
-            elif isinstance(event, events.EpochEnd):
-                epochs = (epochs + [event])[-max_epochs:]
+            elif isinstance(event, events.EpochEnd):  # (a stopped epoch's row gives way to its end's)
+                epochs = ([e for e in epochs if e.epoch != event.epoch] + [event])[-max_epochs:]
         if not tail.pending:
             break
     return sorted(points + epochs, key=lambda event: (event.step, isinstance(event, events.EpochEnd)))

@@ -379,14 +379,13 @@ def built_index(corpus) -> NoveltyIndex | None:
 def memorization_report(saved, samples: dict[float, "str | list[str]"]) -> dict:
     """For `charlm-tui sample --json`: {"memorization": {temperature: Novelty.as_json()}}
     (a list of them where a temperature has a list of samples: --num-samples)
-    when the run's training text is on this machine (engine.follow.seed_corpus), else
-    {"memorization_note": why not}."""
-    from engine.follow import seed_corpus
+    when the run's very training text is on this machine (engine.follow.training_text:
+    its recorded path and fingerprint), else {"memorization_note": why not}."""
+    from engine.follow import training_text
 
-    corpus = seed_corpus(saved)
+    corpus, why_not = training_text(saved)
     if corpus is None:
-        return {"memorization_note": "the training text is not on this machine, so the samples "
-                                     "were not checked for copied text"}
+        return {"memorization_note": why_not}
     try:
         index = index_for(corpus)
     except CorpusError as error:

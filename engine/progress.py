@@ -202,6 +202,16 @@ def _or(value, fallback):
 
 
 # -- words for the front ends ------------------------------------------------------------------
+# Why a run ended (TrainingFinished.reason), in words for people: one table for every front end.
+END_WORDS = {"stopped": "stopped on request", "time_budget": "time budget reached",
+             "steps": "step limit reached", "epochs": "all epochs done"}
+
+
+def describe_end(reason: str | None) -> str:
+    """"stopped on request", "time budget reached"...: why a run ended, in a few words."""
+    return END_WORDS.get(reason or "", "ended")
+
+
 def describe_position(progress: Progress) -> str:
     """"step 1,234 (epoch 3, 254 of 490 batches)" or "the end of epoch 3, step 1,470"."""
     per_epoch = progress.batches_per_epoch

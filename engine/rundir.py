@@ -255,51 +255,105 @@ def _not_regular(mode: int) -> str | None:
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
-def _refuse_irregular(path: Path, mode: int) -> None:
+class NotRegularFile(Exception):
+    """open_regular_file met a link, FIFO, device, folder or socket: `kind` says which."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.path, self.kind = path, kind
+
+
+class FileTooLarge(Exception):
+    """open_regular_file met a file over its size limit (`size` None: it grew while read)."""
+
+    def __init__(self, path: Path, size: int | None, limit: int) -> None:
+        super().__init__(f"{path} is over {limit:,} bytes")
+        self.path, self.size, self.limit = path, size, limit
+
+
+def _check_regular(path: Path, mode: int) -> None:
     kind = _not_regular(mode)
     if kind is not None:
-        raise RunDirError(f"{path} is {kind}, not a regular file: charlm-tui reads run files only as "
-                          "regular files, never through links, so put the real file there or choose "
-                          "another run directory")
+        raise NotRegularFile(path, kind)
 
 
-def open_run_file(path: Path, max_bytes: int | None = None):
-    """A run file opened for binary reading: only a regular file, never through a symbolic
-    link, never blocking (a FIFO or device is refused before it is read), and at most
-    `max_bytes` long. FileNotFoundError passes through: callers say what missing means."""
+def open_regular_file(path, max_bytes: int | None = None):
+    """A file opened for binary reading only if it is a regular file: never through a
+    symbolic link, never blocking (a FIFO or device is refused before it is opened), and
+    at most `max_bytes` long. Any file charlm-tui did not write itself (run files, a seed
+    file, the recent corpora) is read this way, so a FIFO cannot hang it and /dev/zero
+    behind a link cannot fill its memory. Raises NotRegularFile, FileTooLarge or OSError
+    (FileNotFoundError for a missing one)."""
     path = Path(path)
+    _check_regular(path, os.lstat(path).st_mode)  # look first: a device is never opened
     try:
-        _refuse_irregular(path, os.lstat(path).st_mode)  # look first: a device is never opened
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
     except OSError as error:
         if error.errno == errno.ELOOP:  # it became a link after the look
-            _refuse_irregular(path, stat.S_IFLNK)
-        raise _explain(error, "read", path) from None
+            raise NotRegularFile(path, "a symbolic link") from None
+        raise
     try:
         info = os.fstat(fd)
-        _refuse_irregular(path, info.st_mode)  # replaced between the look and the open
+        _check_regular(path, info.st_mode)  # replaced between the look and the open
         if max_bytes is not None and info.st_size > max_bytes:
-            raise RunDirError(f"{path} is {info.st_size:,} bytes, more than charlm-tui ever writes "
-                              f"there ({max_bytes:,} at most): refused")
+            raise FileTooLarge(path, info.st_size, max_bytes)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
 
 
+def read_regular_file(path, max_bytes: int) -> bytes:
+    """The whole of a small file, read as open_regular_file opens it (and refused with
+    FileTooLarge if it grew past `max_bytes` while being read)."""
+    with open_regular_file(path, max_bytes) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLarge(Path(path), None, max_bytes)
+    return data
+
+
+def _refuse_irregular(path: Path, kind: str) -> RunDirError:
+    return RunDirError(f"{path} is {kind}, not a regular file: charlm-tui reads run files only as "
+                       "regular files, never through links, so put the real file there or choose "
+                       "another run directory")
+
+
+def _refuse_too_large(error: FileTooLarge) -> RunDirError:
+    if error.size is None:
+        return RunDirError(f"{error.path} grew past {error.limit:,} bytes while being read, more than "
+                           "charlm-tui ever writes there: refused")
+    return RunDirError(f"{error.path} is {error.size:,} bytes, more than charlm-tui ever writes "
+                       f"there ({error.limit:,} at most): refused")
+
+
+def open_run_file(path: Path, max_bytes: int | None = None):
+    """A run file opened for binary reading (see open_regular_file), its refusals told
+    as RunDirError. FileNotFoundError passes through: callers say what missing means."""
+    try:
+        return open_regular_file(path, max_bytes)
+    except FileNotFoundError:
+        raise
+    except NotRegularFile as error:
+        raise _refuse_irregular(error.path, error.kind) from None
+    except FileTooLarge as error:
+        raise _refuse_too_large(error) from None
+    except OSError as error:
+        raise _explain(error, "read", Path(path)) from None
+
+
 def _read_run_file(path: Path, max_bytes: int = MAX_JSON_BYTES) -> bytes:
     """The whole of a small run file (see open_run_file); FileNotFoundError passes through."""
-    with open_run_file(path, max_bytes) as handle:
-        try:
-            data = handle.read(max_bytes + 1)
-        except OSError as error:
-            raise _explain(error, "read", path) from None
-    if len(data) > max_bytes:  # it grew while being read
-        raise RunDirError(f"{path} grew past {max_bytes:,} bytes while being read, more than charlm-tui "
-                          "ever writes there: refused")
-    return data
+    try:
+        return read_regular_file(path, max_bytes)
+    except FileNotFoundError:
+        raise
+    except NotRegularFile as error:
+        raise _refuse_irregular(error.path, error.kind) from None
+    except FileTooLarge as error:
+        raise _refuse_too_large(error) from None
+    except OSError as error:
+        raise _explain(error, "read", Path(path)) from None
 
 
 def _read_json(path: Path):
@@ -452,6 +506,23 @@ def _weights_problem(archive: zipfile.ZipFile, limit: int) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         return f"its weights file is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
     return None
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The optimizer step a checkpoint was saved at, read without Keras from its weights
+    file (engine/compat.py knows where Keras keeps it), or None if that cannot be told.
+    For a checkpoint that archive_problem has passed: its sizes are bounded by then."""
+    import h5py
+
+    from engine.compat import saved_optimizer_step
+
+    try:
+        with open_run_file(path) as handle, zipfile.ZipFile(handle) as archive:
+            with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+                return saved_optimizer_step(weights)
+    except (OSError, RunDirError, KeyError, ValueError, TypeError, RuntimeError, EOFError,
+            zipfile.BadZipFile, zlib.error, NotImplementedError):
+        return None
 
 
 def _foreign_object(node) -> str | None:

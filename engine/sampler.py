@@ -178,6 +178,8 @@ class Sampler:
         self._lstms = lstms
         self._dense_kernel = dense_kernel
         self._dense_bias = dense_bias
+        self.source = None   # the checkpoint file the weights came from, when loaded from one
+        self._primed = None  # (seed text, logits, state) of the last prime: reused, never changed
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -242,13 +244,19 @@ class Sampler:
         return logits, new_state
 
     def prime(self, seed_text: str):
-        """Run the seed text through the LSTM once: (logits after it, state)."""
+        """Run the seed text through the LSTM once: (logits after it, state). The last
+        seed's answer is kept, so samples after samples from one seed (`--num-samples`, a
+        100,000-character --seed-file) prime once; callers copy it, never change it."""
+        primed = self._primed
+        if primed is not None and primed[0] == seed_text:
+            return primed[1], primed[2]
         ids = self.encode(seed_text)
         if not ids:
             raise ValueError("the seed text is empty")
         state = self._zero_state(1)
         for char_id in ids:
             logits, state = self._advance(np.array([char_id]), state)
+        self._primed = (seed_text, logits[0], state)
         return logits[0], state
 
     def next_distribution(self, prefix: str) -> np.ndarray:

@@ -219,13 +219,15 @@ def _same(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> bool:
 
 # -- reading: the sampler of a run ----------------------------------------------------------------
 def load_sampler(run: RunDir, on_notice=None, rebuild: bool = True) -> tuple[Sampler, int]:
-    """See RunDir.load_sampler."""
+    """See RunDir.load_sampler. The sampler's `source` is the checkpoint file it came from."""
     config, vocab = run.load_config(), run.load_vocab()
     shapes = weight_shapes(len(vocab), config.layers, config.units)
-    weights = _weights_from_sidecars(run, shapes, config, len(vocab), on_notice)
-    if weights is None:
+    found = _weights_from_sidecars(run, shapes, config, len(vocab), on_notice)
+    if found is None:
         return _sampler_from_keras(run, config, vocab, shapes, on_notice, rebuild)
+    weights, source = found
     sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
+    sampler.source = source
     return sampler, sum(array.size for array in weights.values())
 
 
@@ -251,8 +253,9 @@ def load_sampler_from(run: RunDir, keras_path: Path) -> tuple[Sampler, int]:
     shapes = weight_shapes(len(vocab), config.layers, config.units)
     weights = _read_sidecar(keras_path, shapes)
     if weights is not None:
-        return Sampler.from_weights(vocab, weights, lowercase=config.lowercase), \
-            sum(array.size for array in weights.values())
+        sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
+        sampler.source = Path(keras_path)
+        return sampler, sum(array.size for array in weights.values())
     memoize_keras_skipsets()
     try:
         model = keras().saving.load_model(keras_path, safe_mode=True, compile=False)
@@ -260,26 +263,31 @@ def load_sampler_from(run: RunDir, keras_path: Path) -> tuple[Sampler, int]:
     except Exception as error:  # reported, never executed around
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise RunDirError(f"cannot use the checkpoint {keras_path}: {first_line}") from None
+    sampler.source = Path(keras_path)
     return sampler, int(model.count_params())
 
 
-def _weights_from_sidecars(run: RunDir, shapes, config, vocab_size: int, on_notice) -> dict[str, np.ndarray] | None:
+def _weights_from_sidecars(run: RunDir, shapes, config, vocab_size: int,
+                           on_notice) -> tuple[dict[str, np.ndarray], Path] | None:
     """The fast path, taking the same decisions as RunDir.load_model (the same vetting of
     the archive, network included): model.keras if it is whole, else model.prev.keras
-    with a notice; None where only Keras can tell."""
+    with a notice; None where only Keras can tell. With the weights, the file they match."""
     if run.model_path.exists():
         latest_problem = archive_problem(run.model_path, config, vocab_size)
         if latest_problem is None:
-            return _read_sidecar(run.model_path, shapes)  # None: Keras decides, may fall back itself
+            weights = _read_sidecar(run.model_path, shapes)  # None: Keras decides, may fall back itself
+            return (weights, run.model_path) if weights is not None else None
     else:
         latest_problem = "missing"
     if not run.previous_model_path.exists() or \
             archive_problem(run.previous_model_path, config, vocab_size) is not None:
         return None
     weights = _read_sidecar(run.previous_model_path, shapes)
-    if weights is not None and on_notice is not None:
+    if weights is None:
+        return None
+    if on_notice is not None:
         on_notice(fallback_notice(f"model.keras: {latest_problem}"))
-    return weights
+    return weights, run.previous_model_path
 
 
 def _sampler_from_keras(run: RunDir, config, vocab, shapes, on_notice, rebuild: bool) -> tuple[Sampler, int]:
@@ -294,8 +302,9 @@ def _sampler_from_keras(run: RunDir, config, vocab, shapes, on_notice, rebuild: 
         sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
     except ValueError as error:
         raise RunDirError(f"{run.path} cannot be sampled: {error}") from None
+    loaded = run.previous_model_path if notices else run.model_path  # the notice says it fell back
+    sampler.source = loaded
     if rebuild:
-        loaded = run.previous_model_path if notices else run.model_path  # the notice says it fell back
         _rebuild(run, model, loaded, versions_before[loaded], shapes)
     return sampler, int(model.count_params())
 

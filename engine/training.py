@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -83,6 +84,7 @@ class Trainer:
         self._running.set()  # set = not paused
         self._model_lock = threading.Lock()
         self._cut_windows()
+        self._check_memory()
         self.rundir.check_can_train(self._corpus_path())  # before anything is written there
         self.rundir.acquire()
         try:
@@ -207,11 +209,18 @@ class Trainer:
                          "(the optimizer's state is kept)")
 
     def _corpus_meta(self) -> dict:
-        # A few excerpts travel with the run, so sampling from it needs no corpus.
+        # A few excerpts travel with the run, so sampling from it needs no corpus; the
+        # absolute path and a fingerprint let the memorization check find the very text.
         rng = np.random.default_rng(self.config.seed)
         excerpts = [self.corpus.random_text(SEED_LENGTH, rng) for _ in range(16)]
-        return {"name": self.corpus.name, "source": self.corpus.source, "chars": len(self.corpus),
-                "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
+        return {"name": self.corpus.name, "source": self.corpus.source, **self._corpus_notes,
+                "chars": len(self.corpus), "vocab_size": len(self.corpus.vocab), "excerpts": excerpts}
+
+    @functools.cached_property
+    def _corpus_notes(self) -> dict:
+        from engine.corpus import corpus_notes
+
+        return corpus_notes(self.corpus)
 
     def _prepare_model(self):
         from engine.distribute import make_strategy, set_precision
@@ -290,9 +299,39 @@ class Trainer:
         self.rundir.write_vocab(self.corpus.vocab)
         self.rundir.write_config(self.config, self._corpus_meta())
 
+    def _check_memory(self) -> None:
+        """Refuse a model that cannot fit this machine's memory (engine/memory.py), before
+        anything is built or written; on a GPU its memory is checked in _build_model."""
+        from engine import memory
+
+        on_gpu = _gpus_listed() if "tensorflow" in sys.modules else memory.gpu_likely()
+        needed = memory.estimate(len(self.corpus.vocab), self.config)
+        problem = memory.machine_problem(needed, self.config, on_gpu=on_gpu)
+        if problem:
+            raise TrainingError(problem)
+
+    def _check_gpu_memory(self) -> None:
+        """Refuse a training step that cannot fit the smallest GPU, as TensorFlow reports
+        it (engine/compat.py); skipped where it does not say."""
+        from engine import memory
+        from engine.compat import gpu_memory_bytes
+        from engine.tfsetup import tensorflow
+
+        if not _gpus_listed():
+            return
+        sizes = gpu_memory_bytes()
+        if not sizes:
+            return
+        replicas = tensorflow().distribute.get_strategy().num_replicas_in_sync
+        problem = memory.gpu_problem(memory.estimate(len(self.corpus.vocab), self.config), self.config,
+                                     sizes, replicas)
+        if problem:
+            raise TrainingError(problem)
+
     def _build_model(self):
         from engine.model import build_model
 
+        self._check_gpu_memory()
         model = build_model(len(self.corpus.vocab), self.config)
         # Create the optimizer's slots now, not inside the first traced step: variables made
         # there leave initialisation functions in TensorFlow's context for good (~5 MB a model).
@@ -419,9 +458,13 @@ class Trainer:
         return heldout_loss(self.model, self.val_windows, stop=stop)
 
     def _emit(self, event) -> None:
+        if isinstance(event, events.EpochEnd):
+            self._epoch_row_step = event.step
         if self._tensorboard is not None:
             self._tensorboard(event)
         self.on_event(event)
+
+    _epoch_row_step = -1  # the step of the last epoch listed (EpochEnd)
 
     _tensorboard = None
     _clock: "_Clock | None" = None
@@ -574,7 +617,20 @@ class Trainer:
             measured = f"n/a ({error})"
         return f"--- copied from the training text: {measured}"
 
+    def _list_the_last_epoch(self, step: int, train_loss, clock: "_Clock", progress) -> None:
+        """An epoch stopped before it was listed (a stop mid-epoch, or during the held-out
+        scoring) is still listed, with its training loss and no held-out loss: in the
+        events and in metrics.jsonl, so the app, `watch` and a resumed run show it."""
+        if train_loss is None or step <= max(progress.run_start_step, self._epoch_row_step):
+            return
+        per_epoch = self.train_windows.batches_per_epoch
+        epoch, complete = (step - 1) // per_epoch + 1, step % per_epoch == 0
+        self._emit(events.EpochEnd(epoch, step, train_loss, None, clock.elapsed, complete))
+        if self.chief:
+            self._log_metrics(kind="epoch", epoch=epoch, step=step, clock=clock, train_loss=train_loss)
+
     def _finish(self, reason, step, train_loss, val_loss, clock, progress) -> events.TrainingFinished:
+        self._list_the_last_epoch(step, train_loss, clock, progress)
         finished = events.TrainingFinished(
             reason=reason, epoch=step // self.train_windows.batches_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
@@ -651,6 +707,12 @@ class _Clock:
     def close(self) -> None:
         """Stop the heartbeat thread."""
         self._closed.set()
+
+
+def _gpus_listed() -> bool:
+    from engine.tfsetup import tensorflow
+
+    return bool(tensorflow().config.list_physical_devices("GPU"))
 
 
 def _progress(trainer: Trainer, clock: _Clock, step: int):

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import tiny_text
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
-           "sample_workspace", "private_cache_home", "SNAPSHOT_SAMPLE_LENGTH"]
+           "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
 
 SNAPSHOT_SAMPLE_LENGTH = 150
 
@@ -85,7 +85,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     """A run directory as the trainer leaves it, but with weights drawn from a seeded
     RNG and fixed metrics: what the app shows from it never varies."""
     from engine.config import preset
-    from engine.corpus import load_corpus
+    from engine.corpus import corpus_notes, load_corpus
     from engine.model import build_model
     from engine.rundir import RunDir
 
@@ -95,7 +95,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
                     log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH, lowercase=corpus.lowercase)
     run = RunDir(run_dir)
     run.create()
-    run.write_config(config, {"name": corpus.name, "source": str(corpus_path),
+    run.write_config(config, {"name": corpus.name, "source": str(corpus_path), **corpus_notes(corpus),
                               "chars": len(corpus), "vocab_size": len(corpus.vocab)})
     run.write_vocab(corpus.vocab)
     model = build_model(len(corpus.vocab), config)
@@ -132,20 +132,11 @@ def saved_run(tmp_path_factory):
     return workspace, corpus_path, run_dir
 
 
-@pytest.fixture(autouse=True)
-def private_cache_home(monkeypatch, tmp_path):
-    """Each test its own cache folder: the app writes the recent corpora there
-    (charlm-tui/recent.json), and a test must neither touch the user's nor see another's."""
-    cache_home = tmp_path / "cache-home"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
-    return cache_home
-
-
 @pytest.fixture
 def sample_workspace(saved_run, monkeypatch):
     """Work inside the saved run's workspace, with nothing from this machine's caches
     (no downloaded Nietzsche, no built pydocs, no recent corpora: XDG_CACHE_HOME is the
-    test's own, see private_cache_home) so the picker lists the same every time."""
+    test's own, see tests/conftest.py private_cache_home) so the picker lists the same every time."""
     workspace, corpus_path, run_dir = saved_run
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("CHARLM_CORPORA", str(workspace / "corpora"))

@@ -28,6 +28,16 @@ def tiny_text(chars: int = 6000, seed: int = 0) -> str:
     return "".join(out)[:chars]
 
 
+@pytest.fixture(autouse=True)
+def private_cache_home(monkeypatch, tmp_path):
+    """Every test its own cache folder ($XDG_CACHE_HOME, inherited by the commands it
+    runs): the app writes the recent corpora there (charlm-tui/recent.json) and rescued
+    runs, pydocs is built there; a test must neither touch the user's nor see another's."""
+    cache_home = tmp_path / "cache-home"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    return cache_home
+
+
 @pytest.fixture
 def tiny_corpus_path(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

@@ -303,8 +303,8 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
         await wait_until(pilot, lambda: not picker.busy, what="the refusal")
         assert app.screen is picker, "a refused corpus must keep the picker open"
         await wait_until(pilot, lambda: notified(app, "binary", "error"), what="the notification")
-        assert app.focused is picker.query_one("#named"), "the list of corpora has the focus"
-        await pilot.press("end", "enter")  # the last named corpus: corpora/zzother.txt
+        assert app.focused is picker.query_one("#path"), "the path input has the focus"
+        await pilot.press("tab", "end", "enter")  # the list, its last named corpus: corpora/zzother.txt
         await wait_until(pilot, lambda: app.header.info.corpus == "zzother" and training(app, 1),
                          what="training on the new corpus")
         assert app.main.source.run_dir.as_posix().endswith("runs/zzother")

@@ -121,7 +121,7 @@ async def test_e_keeps_the_dialog_open_on_unknown_characters(sample_workspace):
 def test_a_seed_is_drawn_on_one_line_without_control_characters():
     from tui.widgets.generation import one_line
 
-    assert one_line("ROMEO:\nthe\r\x1b[2Jend\tx") == "ROMEO:⏎the \u00b7[2Jend x"
+    assert one_line("ROMEO:\nthe\r\x1b[2Jend\tx") == "ROMEO:⏎the␍␛[2Jend x"  # (tui/visible.py)
 
 
 # -- 2. the corpus picker -------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
                  "--json")
     assert out.returncode == 0, out.stderr
     for expected in ("Corpus length: 6000", "Total params", "----- temperature: 1.2",
-                     "Stopped (epochs) at the end of epoch 1, step "):
+                     "All epochs done at the end of epoch 1, step "):
         assert expected in out.stdout
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["reason"] == "epochs" and summary["val_loss"] > 0
@@ -108,7 +108,7 @@ def test_sample_refuses_unknown_seed_characters(tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
     trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "1", "--length", "0")
     assert trained.returncode == 0
-    assert "Stopped (steps) at step 1 (epoch 1, 1 of " in trained.stdout  # not "epoch 0"
+    assert "Step limit reached at step 1 (epoch 1, 1 of " in trained.stdout  # not "epoch 0"
     out = charlm("sample", "--run", run, "--seed-text", "\u2603 snowman")
     assert out.returncode == 2 and "'\u2603'" in out.stderr and "Traceback" not in out.stderr
 

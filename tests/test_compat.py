@@ -164,3 +164,37 @@ def test_textual_still_draws_on_sys_stderr():
     assert "sys.__stderr__" in source, (
         "Textual's LinuxDriver no longer draws on sys.__stderr__: tui/compat.py's stderr_to_log "
         "must find the new way to keep TensorFlow's fd 2 output off the screen")
+
+
+def test_keras_still_keeps_the_optimizer_step_where_sample_reads_it(tmp_path):
+    """`sample` says which step its checkpoint was saved at, read from the weights file
+    without Keras (engine.compat.saved_optimizer_step)."""
+    import numpy as np
+
+    from engine.model import build_model
+    from engine.rundir import checkpoint_step
+    from tests.conftest import tiny_config
+
+    model = build_model(12, tiny_config())
+    ids = np.random.default_rng(0).integers(0, 12, size=(5 * 16, 17)).astype("int32")
+    model.fit(ids[:, :-1], ids[:, 1:], batch_size=16, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    assert checkpoint_step(tmp_path / "model.keras") == int(model.optimizer.iterations.numpy()) == 5, (
+        f"Keras no longer keeps the optimizer's step at {compat.KERAS_ITERATIONS_DATASET} of "
+        "model.weights.h5: find where it went (h5py's visit of a saved file shows it) and update "
+        "engine.compat.saved_optimizer_step, or `sample` says 'step unknown'")
+
+
+def test_tensorflow_still_reports_each_devices_memory_through_device_lib():
+    """engine.compat.gpu_memory_bytes reads a GPU's size where TensorFlow's public API has
+    none; on this CPU machine the same call must still list devices with their limits."""
+    from engine.tfsetup import tensorflow
+
+    tensorflow()
+    devices = compat.device_memory_limits()
+    assert devices and ("CPU", devices[0][1]) in devices and all(size > 0 for _, size in devices), (
+        "tensorflow.python.client.device_lib.list_local_devices no longer reports memory_limit: "
+        "engine.compat.gpu_memory_bytes returns None, and the model's memory is checked against "
+        "the machine's memory only; find where TensorFlow reports a GPU's memory now")
+    if not tensorflow().config.list_physical_devices("GPU"):
+        assert compat.gpu_memory_bytes() is None

@@ -85,7 +85,9 @@ def keras_text(base_run, tmp_path_factory) -> dict:
 
 
 def without_run_path(result: dict) -> dict:
-    return {key: value for key, value in result.items() if key != "run"}
+    """The result without the paths of the run and its checkpoint (only its name)."""
+    return {**{key: value for key, value in result.items() if key not in ("run", "checkpoint")},
+            "checkpoint": Path(result["checkpoint"]).name}
 
 
 def sampler_from_keras(keras_path: Path, run: Path) -> tuple[Sampler, int]:
@@ -183,6 +185,7 @@ def test_a_damaged_model_keras_falls_back_to_the_previous_sidecar_with_todays_no
         "charlm-tui: note: could not load the latest checkpoint (model.keras: not a .keras archive (truncated "
         "or damaged)); using the previous one, model.prev.keras, instead (both files are kept)"]
     assert without_run_path(json.loads(fast.stdout)) == without_run_path(json.loads(slow.stdout))
+    assert Path(json.loads(fast.stdout)["checkpoint"]).name == "model.prev.keras"  # and says so
     # the slow reader rebuilt the sidecar of the checkpoint it used, not of the damaged one
     assert (keras_only / "model.prev.sampler.npz").is_file() and not (keras_only / "model.sampler.npz").exists()
 

@@ -145,7 +145,8 @@ def test_watch_in_tmux_follows_a_run_and_leaves_no_log_behind(workspace):
                f"echo $? > {shlex.quote(str(exit_file))}; sleep 30")
     tmux = Tmux(100, 30, command, ROOT, socket=tmp_path / "tmux.sock")
     try:
-        tmux.wait_for(lambda s: "the run finished" in s and "round" in s, 90, "the finished run and a round")
+        tmux.wait_for(lambda s: "the run ended: all epochs done" in s and "round" in s, 90,
+                      "the finished run and a round")
         assert any(scratch.glob("charlm-tui-*.log"))  # TensorFlow's fd 2 goes there meanwhile
         tmux.keys("q")
         assert tmux.exit_code(exit_file, "the watcher") == "0"

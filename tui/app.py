@@ -33,6 +33,7 @@ from tui.options import AppOptions
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
+from tui.visible import visible, visible_line
 
 QUIT_TIMEOUT = 120.0   # seconds q waits for the checkpoint before giving up
 SIGNAL_TIMEOUT = 10.0  # seconds a SIGHUP/SIGTERM waits for it: then out, the previous one whole
@@ -65,8 +66,11 @@ class CharlmApp(App[int]):
         self._quitting = False
 
     def notify(self, message: str, *, title: str = "", severity="information", **options) -> None:
+        """Every notification of the app: its text often names a file or quotes a run
+        directory, so it is shown as text (tui/visible.py), never as markup."""
+        message, title = visible(message, tab=" "), visible_line(title)
         self.notices.append(Notice(message, title, severity))
-        super().notify(message, title=title, severity=severity, **options)
+        super().notify(message, title=title, severity=severity, **{"markup": False, **options})
 
     def get_default_screen(self) -> MainScreen:
         self.main = MainScreen(self.options)
@@ -239,8 +243,8 @@ def saved_line(app: CharlmApp) -> str | None:
     corpus = session.corpus
     spec = corpus.source if os.path.exists(corpus.source) else corpus.name
     loss = f", held-out loss {finished.val_loss:.4f}" if finished.val_loss is not None else ""
-    return (f"charlm-tui: saved {session.run_dir} at step {finished.step:,}{loss}; resume with: "
-            f"charlm-tui --corpus {shlex.quote(spec)} --run {shlex.quote(str(session.run_dir))}")
+    return visible_line(f"charlm-tui: saved {session.run_dir} at step {finished.step:,}{loss}; resume with: "
+                        f"charlm-tui --corpus {shlex.quote(spec)} --run {shlex.quote(str(session.run_dir))}")
 
 
 def run_app(options: AppOptions) -> int:

@@ -13,13 +13,20 @@ import sys
 
 from engine.errors import CharlmError
 from tui import options
+from tui.visible import print_visible, visible_line
 
 COMMANDS = options.COMMANDS
 
 
 def _error(message: str, code: int = 1) -> int:
-    print(f"charlm-tui: error: {message}", file=sys.stderr)
+    """One line on stderr; the message may name files or quote a run directory, so its
+    control characters are shown, not sent to the terminal (tui/visible.py)."""
+    print(f"charlm-tui: error: {visible_line(message)}", file=sys.stderr)
     return code
+
+
+def _note(message: str) -> None:
+    print(f"charlm-tui: note: {visible_line(message)}", file=sys.stderr)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -40,8 +47,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _error("--num-samples must be between 1 and 1000", 2)
     seed_text = _read_seed_file(args.seed_file) if args.seed_file else args.seed_text
     # The checkpoint is read without TensorFlow when its numpy sidecar matches it (engine/sidecar.py).
-    saved = open_run(args.run, on_notice=lambda message: print(f"charlm-tui: note: {message}", file=sys.stderr),
-                     rebuild_sidecar=True, checkpoint=args.checkpoint)
+    saved = open_run(args.run, on_notice=_note, rebuild_sidecar=True, checkpoint=args.checkpoint)
     if seed_text is None:
         rng = np.random.default_rng(args.seed)
         seed_text = saved.excerpts[int(rng.integers(len(saved.excerpts)))] if saved.excerpts else saved.vocab[-1]
@@ -51,33 +57,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
                   for seed in _sample_seeds(args.seed, args.num_samples or 1)]
     except ValueError as error:
         return _error(str(error), 2)
-    if args.json:
-        print(json.dumps({"run": str(saved.path), "seed_text": seed_text, "preset": saved.config.preset,
+    checkpoint = saved.checkpoint
+    if args.json:  # (json.dumps escapes every control character: \u001b)
+        print(json.dumps({"run": str(saved.path), "checkpoint": str(checkpoint.path) if checkpoint else None,
+                          "step": checkpoint.step if checkpoint else None, "seed_text": seed_text,
+                          "preset": saved.config.preset,
                           **_json_samples(saved, rounds, listed=args.num_samples is not None)}))
         return 0
-    print(f"--- Generating with seed: {seed_text!r}")
-    for number, samples in enumerate(rounds, 1):
-        which = f" (sample {number} of {len(rounds)})" if len(rounds) > 1 else ""
-        for temperature, text in samples.items():
-            print(f"\n----- temperature: {temperature}{which}")
-            print(seed_text + text)
+    if checkpoint is not None:
+        step = f"step {checkpoint.step:,}" if checkpoint.step is not None else "step unknown"
+        print_visible(f"--- Checkpoint: {checkpoint.path} ({step})")
+    print_visible(f"--- Generating with seed: {seed_text!r}")
+    for temperature in rounds[0]:  # each temperature's samples together
+        for number, samples in enumerate(rounds, 1):
+            which = f" (sample {number} of {len(rounds)})" if len(rounds) > 1 else ""
+            print_visible(f"\n----- temperature: {options.temperature_label(temperature)}{which}")
+            print_visible(seed_text + samples[temperature])
     return 0
 
 
 def _read_seed_file(path: str) -> str:
-    """nanoGPT's --start=FILE: the seed is a UTF-8 file's text (a regular file, not too big)."""
+    """nanoGPT's --start=FILE: the seed is a UTF-8 file's text. Read only if it is a
+    regular file (never through a link, never a FIFO that would hang), and not too big."""
     from engine.errors import CorpusError
+    from engine.rundir import FileTooLarge, NotRegularFile, read_regular_file
 
+    limit = options.MAX_SEED_FILE_BYTES
     try:
-        with open(path, "rb") as file:
-            if not os.path.isfile(path):
-                raise CorpusError(f"--seed-file {path} is not a regular file")
-            data = file.read(options.MAX_SEED_FILE_BYTES + 1)
+        data = read_regular_file(path, limit)
+    except NotRegularFile as error:
+        raise CorpusError(f"--seed-file {path} is {error.kind}, not a regular file; give the file "
+                          "itself (a link, FIFO or device is never read)") from None
+    except FileTooLarge:
+        raise CorpusError(f"--seed-file {path} is over {limit:,} bytes; "
+                          "a seed needs only its last few hundred characters") from None
     except OSError as error:
         raise CorpusError(f"cannot read --seed-file {path}: {error.strerror or error}") from None
-    if len(data) > options.MAX_SEED_FILE_BYTES:
-        raise CorpusError(f"--seed-file {path} is over {options.MAX_SEED_FILE_BYTES:,} bytes; "
-                          "a seed needs only its last few hundred characters")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -142,6 +157,8 @@ def cmd_app(args: argparse.Namespace) -> int:
                                           checkpoint=args.checkpoint))
     request = options.run_request(args)
     request.check()  # bad settings and a directory training could hurt: refused before the screen opens
+    options.refuse_a_model_too_big(request)  # ... a model that cannot fit this machine's memory
+    options.refuse_a_missing_corpus(request)  # ... and a corpus that is not there
     return run_app(options.AppOptions(corpus=str(request.corpus), run_dir=args.run, request=request))
 
 

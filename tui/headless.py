@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine import events, progress
+from engine import events, memory, progress
+from engine.memory import refuse_if_too_big
 from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.session import RunSession
 from engine.training import check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
 from tui import options
+from tui.visible import visible, visible_line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,10 +57,12 @@ class HeadlessTrainer:
     def run(self) -> int:
         session = self.session
         session.request.check()     # bad settings fail before any work,
+        options.refuse_a_model_too_big(session.request)  # a model too big for this machine too,
         config = session.prepare()  # a bad corpus before anything is written
         corpus = session.corpus
         self._print_book_header(corpus, config)
         check_length(corpus, config)
+        refuse_if_too_big(config, len(corpus.vocab))  # (with the corpus's own vocabulary)
         if self.args.dry_run:
             return self._dry_run(corpus, config)
         with session.stopping_on_signals(self._on_signal):
@@ -70,8 +74,8 @@ class HeadlessTrainer:
         if finished is not None:
             self._print_summary(finished)
         if session.checkpoint_error:
-            self.errors.print(f"charlm-tui: error: the last checkpoint was not saved: "
-                              f"{session.checkpoint_error}", markup=False)
+            self.errors.print(visible_line(f"charlm-tui: error: the last checkpoint was not saved: "
+                                           f"{session.checkpoint_error}"), markup=False, emoji=False)
         return session.exit_code
 
     def _on_signal(self, signum: int) -> None:
@@ -95,7 +99,7 @@ class HeadlessTrainer:
     def _print_book_header(self, corpus, config) -> None:
         total = count_windows(len(corpus), config.maxlen, config.step)
         train = count_windows(split_point(len(corpus), config.val_fraction), config.maxlen, config.step)
-        self.say(f"Corpus: {corpus.name} ({corpus.source})", markup=False)
+        self.say(visible_line(f"Corpus: {corpus.name} ({corpus.source})"), markup=False, emoji=False)
         self.say(f"Corpus length: {len(corpus)}")
         self.say(f"Unique characters: {len(corpus.vocab)}")
         self.say("Case: lower-cased (--keep-case to keep it)" if corpus.lowercase
@@ -108,7 +112,8 @@ class HeadlessTrainer:
         run_dir = self.session.run_dir
         self.say(f"Model: {config.layers} x LSTM({config.units}) + Dense({len(corpus.vocab)}, softmax): "
                  f"{parameters:,} parameters")
-        self.say(f"Run directory: {run_dir}", markup=False)
+        self.say(memory.describe(memory.estimate(len(corpus.vocab), config)), markup=False)
+        self.say(visible_line(f"Run directory: {run_dir}"), markup=False, emoji=False)
         self.say("Config: " + json.dumps(config.to_json(), sort_keys=True))
         if self.args.json:
             print(json.dumps({"dry_run": True, "corpus": corpus.name, "chars": len(corpus),
@@ -124,7 +129,8 @@ class HeadlessTrainer:
             where = f"resuming at step {event.resumed_from_step:,}" if event.resumed_from_step else "new run"
             if event.run_dir:
                 worker = f", {event.worker}" if event.worker else ""
-                self.say(f"Training on {event.device} in {event.run_dir} ({where}{worker})", markup=False)
+                self.say(visible_line(f"Training on {event.device} in {event.run_dir} ({where}{worker})"),
+                         markup=False, emoji=False)
             else:  # a multi-worker helper: the chief writes checkpoints, samples and metrics
                 self.say(f"Training on {event.device} as {event.worker} ({where}); the chief keeps "
                          "the run directory", markup=False)
@@ -136,15 +142,16 @@ class HeadlessTrainer:
             self.say(f"epoch {event.epoch}: train loss {event.train_loss:.4f}{val} nats/char"
                      + ("" if event.complete else " (partial epoch)"))
         elif isinstance(event, events.SamplesGenerated):
-            self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False)
+            self.say(f"\n--- Generating with seed: {event.seed_text!r}", markup=False, emoji=False)
             for temperature, text in event.samples.items():
-                self.say(f"\n----- temperature: {temperature}", markup=False)
-                self.say(event.seed_text + text, markup=False)
+                self.say(f"\n----- temperature: {options.temperature_label(temperature)}", markup=False)
+                self.say(visible(event.seed_text + text), markup=False, emoji=False)
             self.say("")
         elif isinstance(event, events.CheckpointSaved):
-            self.say(f"[dim]checkpoint saved: {escape(event.path)} (step {event.step:,})[/]")
+            self.say(f"[dim]checkpoint saved: {escape(visible_line(event.path))} (step {event.step:,})[/]",
+                     emoji=False)
         elif isinstance(event, events.Notice):
-            self.say(f"[yellow]note: {escape(event.message)}[/]")
+            self.say(f"[yellow]note: {escape(visible_line(event.message))}[/]", emoji=False)
         elif isinstance(event, events.Preparing) and event.fraction is not None:
             self._reading_progress(event)
         self._update_bar()
@@ -166,7 +173,8 @@ class HeadlessTrainer:
             self.errors.print(f"reading corpus: {event.fraction:.0%} of two passes")
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
-        self.say(f"Stopped ({finished.reason}) at {progress.describe_position(self.progress)}, "
+        ended = progress.describe_end(finished.reason).capitalize()
+        self.say(f"{ended} at {progress.describe_position(self.progress)}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
         if self.args.json and not self.output_lost:
             try:

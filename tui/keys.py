@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_TEMPERATURES = 6
+from engine.config import MAX_TEMPERATURES, TEMPERATURE_RULE
+
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ KEYS = (
     KeyAction("e", "edit_seed", "Seed", "Edit the seed text",
               "type the text every round starts from (pinned until s)"),
     KeyAction("t", "edit_temperatures", "Temps", "Edit the temperatures",
-              "1 to 6 comma-separated values in [0, 10], one column each"),
+              f"1 to {MAX_TEMPERATURES} comma-separated values, each {TEMPERATURE_RULE}, one column each"),
     KeyAction("k", "toggle_colour", "Colour", "Colour by probability",
               "colour each generated character by the probability the model gave it "
               "(on: the line above the columns says so)"),
@@ -53,16 +54,22 @@ NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
 
 
 def parse_temperatures(value: str) -> tuple[tuple[float, ...] | None, str | None]:
+    """The `t` prompt's answer: 1 to MAX_TEMPERATURES numbers, each refused exactly as the
+    engine's sampler refuses it, in the engine's own sentence (engine/sampler.py)."""
+    from engine.sampler import check_option  # (numpy: not before the app's first paint)
+
     parts = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
     if not 1 <= len(parts) <= MAX_TEMPERATURES:
         return None, f"give between 1 and {MAX_TEMPERATURES} temperatures, separated by commas"
     temperatures = []
     for part in parts:
         try:
-            t = float(part)
+            temperature = float(part)
         except ValueError:
             return None, f"{part!r} is not a number"
-        if not 0.0 <= t <= 10.0 or t != t:
-            return None, f"{part} is out of range: temperatures must be between 0 and 10"
-        temperatures.append(t)
+        try:
+            check_option("--temperatures", temperature)
+        except ValueError as error:
+            return None, str(error)
+        temperatures.append(temperature)
     return tuple(temperatures), None

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset, valid_temperature
+from engine.config import (MAX_TEMPERATURES, PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset,
+                           valid_temperature)
 from engine.session import RunRequest
 
 EXAMPLES = """\
@@ -47,7 +48,9 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
-            hints = [hint for hint in map(self._closest, message[len(prefix):].split()) if hint]
+            # Each suggestion once: --stepp and --setp both mean --step.
+            words = message[len(prefix):].split()
+            hints = list(dict.fromkeys(hint for hint in map(self._closest, words) if hint))
             if hints:
                 message += "; did you mean " + " or ".join(hints) + "?"
         super().error(message)
@@ -70,9 +73,9 @@ def _temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not 1 <= len(values) <= 6 or not all(map(valid_temperature, values)):
-        raise argparse.ArgumentTypeError(f"give 1 to 6 temperatures, each {TEMPERATURE_RULE}, "
-                                         "e.g. 0.2,0.5,1.0,1.2")
+    if not 1 <= len(values) <= MAX_TEMPERATURES or not all(map(valid_temperature, values)):
+        raise argparse.ArgumentTypeError(f"give 1 to {MAX_TEMPERATURES} temperatures, each "
+                                         f"{TEMPERATURE_RULE}, e.g. 0.2,0.5,1.0,1.2")
     return values
 
 
@@ -116,6 +119,11 @@ def _duration(text: str) -> float:
         return float(number) * (scale or 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time (seconds, or e.g. 90s, 10m, 1h): {text!r}") from None
+
+
+def temperature_label(temperature: float) -> str:
+    """How `sample` and `train` title a temperature's text: 0.5, or 0.0 (greedy)."""
+    return f"{temperature} (greedy)" if temperature == 0 else f"{temperature}"
 
 
 ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -226,7 +234,9 @@ def train_parser() -> argparse.ArgumentParser:
 def sample_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="charlm-tui sample", description="Generate text from a saved run.")
     parser.add_argument("--run", required=True, metavar="DIR", help="the run directory to sample from")
-    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2))
+    parser.add_argument("--temperatures", type=_temperatures, default=(0.2, 0.5, 1.0, 1.2),
+                        help=f"comma-separated sampling temperatures, 1 to {MAX_TEMPERATURES} of them, "
+                             f"each {TEMPERATURE_RULE} (0.2,0.5,1.0,1.2)")
     parser.add_argument("--length", type=int, default=400, help="characters per temperature (400)")
     seed = parser.add_mutually_exclusive_group()
     seed.add_argument("--seed-text", type=unescape, default=None, metavar="T",
@@ -273,6 +283,31 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         corpus=args.corpus or "nietzsche", run_dir=Path(args.run) if args.run else None,
         preset=args.preset, overrides=_overrides(args), fresh=args.fresh, encoding=args.encoding,
         tensorboard_dir=tensorboard)  # "": RUN/tensorboard
+
+
+def refuse_a_model_too_big(request: RunRequest) -> None:
+    """Refuse (SettingError) settings whose model cannot fit this machine's memory, before
+    the corpus is read (its vocabulary taken at its smallest: engine/memory.py)."""
+    from engine.memory import refuse_if_too_big
+
+    if request.run_dir is not None:
+        config = request.settings(Path(request.run_dir))  # a resumed run's own, with the options given
+    else:
+        config = preset(request.preset or "fast", **request.overrides)
+    refuse_if_too_big(config)
+
+
+def refuse_a_missing_corpus(request: RunRequest) -> None:
+    """Refuse (CorpusError) a corpus that names nothing: no file, folder or named corpus
+    (what loading it would say at once, said before the app's screen opens)."""
+    from engine.corpus import corpus_problem
+
+    if isinstance(request.corpus, str):
+        problem = corpus_problem(request.corpus)
+        if problem:
+            from engine.errors import CorpusError
+
+            raise CorpusError(problem)
 
 
 @dataclass

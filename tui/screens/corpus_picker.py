@@ -31,6 +31,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from engine.errors import CharlmError
+from tui.visible import visible_line
 
 RECENT_SHOWN = 5      # recent corpora listed above the named ones
 PROBE_TIMEOUT = 3.0   # seconds to learn whether a download could start (vs ~12 s to fail)
@@ -248,6 +249,10 @@ class PlainDirectoryTree(DirectoryTree):
     def filter_paths(self, paths):
         return [path for path in paths if not path.name.startswith(".")]
 
+    def process_label(self, label) -> Text:
+        """A file name is drawn as text: its control characters shown (tui/visible.py)."""
+        return super().process_label(Text(visible_line(label)) if isinstance(label, str) else label)
+
     def action_up_folder(self) -> None:
         here = Path(self.path).resolve()
         if here.parent != here:
@@ -326,7 +331,7 @@ class CorpusPicker(ModalScreen[object]):
         option_list = self.query_one("#named", OptionList)
         if self.current in self.entries:
             option_list.highlighted = option_list.get_option_index(self.current)
-        option_list.focus()
+        self.query_one("#path", Input).focus()  # it invites a path: typing goes there; Tab, the list
         self.measure_listed()
 
     # -- sizes and vocabularies, off the event loop --------------------------------------
@@ -356,7 +361,7 @@ class CorpusPicker(ModalScreen[object]):
         recent = option_id.startswith(RECENT_PREFIX)
         name = _display(option_id[len(RECENT_PREFIX):]) if recent else option_id
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"{name:<14}", style="bold")
+        text.append(f"{visible_line(name):<14}", style="bold")
         text.append(" ")
         if info is None:
             text.append("measuring…", style="dim italic")
@@ -383,7 +388,7 @@ class CorpusPicker(ModalScreen[object]):
 
     def _detail(self, text: str) -> None:
         if self.is_attached:
-            self.query_one("#picker-detail", Static).update(text)
+            self.query_one("#picker-detail", Static).update(visible_line(text))
 
     # -- choosing --------------------------------------------------------------------------
     @on(Input.Submitted, "#path")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -35,8 +36,6 @@ log = logging.getLogger("charlm.tui")
 
 SEED_CHARS = 60       # a random seed text: the book's window; the sampler reads any length
 STALE_AFTER = 30.0    # watch: seconds without new metrics before saying so
-FINISHED = {"epochs": "finished: {epochs} epochs", "steps": "finished: {step:,} steps",
-            "time_budget": "finished: time budget reached"}
 # progress.Progress.state -> how the training pane marks it
 STATE_KINDS = {"starting": "loading", "running": "training", "paused": "paused", "stopping": "stopping",
                "stopped": "finished", "finished": "finished", "failed": "error"}
@@ -209,6 +208,9 @@ class MainScreen(Screen):
         """Header and seed texts: the corpus trained here, or a saved run's settings."""
         source = self.source
         if self.mode == "train":
+            config = source.config  # settled by now: what is trained, as watch and --no-train show it
+            self.header.set_info(layers=config.layers, units=config.units, preset=config.preset,
+                                 objective=config.objective)
             self.seed_corpus = source.corpus
             # Its figures for the picker, and the recent list (a corpus the picker chose
             # arrives loaded: the picker has remembered it).
@@ -279,7 +281,7 @@ class MainScreen(Screen):
             return ("sampling only (--no-train)", kind) if self.sampler is not None else \
                 ("opening the run (loading the model)…", kind)
         if self.mode == "watch":
-            return "watching: " + self._watch_status(shown), kind
+            return self._watch_status(shown), kind
         if shown.state == "starting":
             return self.preparing, kind
         if shown.state == "running":
@@ -293,15 +295,16 @@ class MainScreen(Screen):
             return "saving a checkpoint…", kind
         if shown.state == "stopped":
             return "stopped (checkpoint saved)", kind
-        return FINISHED.get(shown.finish_reason, "finished ({reason})").format(
-            epochs=shown.epoch, step=shown.step, reason=shown.finish_reason), kind
+        return f"finished: {progress.describe_end(shown.finish_reason)}", kind
 
     def _watch_status(self, shown: progress.Progress) -> str:
+        """Short enough for the stats pane at 120 columns (44 cells): the header says what
+        is watched, the bars and numbers where the run is."""
         if shown.state == "starting":
             return self.preparing if self.source is None or self.source.saved is None \
                 else "waiting for the trainer's metrics…"
         if shown.state in ("stopped", "finished"):
-            return f"the run {'stopped' if shown.state == 'stopped' else 'finished'} ({progress.describe_position(shown)})"
+            return f"the run ended: {progress.describe_end(shown.finish_reason)}"
         quiet = time.monotonic() - self.last_event_at
         if quiet > STALE_AFTER:
             return f"no new metrics for {quiet:.0f} s"
@@ -425,13 +428,18 @@ class MainScreen(Screen):
     # -- what the keys do to the run ---------------------------------------------------------------
     def edit_seed(self) -> None:
         from tui.screens.prompt import PromptScreen
+        from tui.visible import restore_controls, visible
 
         if self.sampler is None:
             return
         round_ = self.generation_pane.round
         current = self.pinned_seed or (round_.seed if round_ else "")
+        known = set(self.sampler.vocab)
 
         def check(value: str):
+            # The editor shows the corpus's control characters as pictures (a raw one would
+            # command the terminal): turned back here when the model knows them.
+            value = restore_controls(value, known.__contains__)
             if not value:
                 return None, "the seed text is empty"
             try:
@@ -443,10 +451,11 @@ class MainScreen(Screen):
         self.app.push_screen(PromptScreen(
             "Seed text", "Every round starts from this text until s picks a random one. It may "
             "span lines (a speaker's name and a newline, say). Only characters the model knows "
-            "are allowed.", current, check, multiline=True),
+            "are allowed.", visible(current), check, multiline=True),
             lambda value: value and self.pin_seed(value))
 
     def edit_temperatures(self) -> None:
+        from engine.config import MAX_TEMPERATURES, TEMPERATURE_RULE
         from tui.keys import parse_temperatures
         from tui.screens.prompt import PromptScreen
 
@@ -455,7 +464,7 @@ class MainScreen(Screen):
                 await self.set_temperatures(value)
 
         self.app.push_screen(PromptScreen(
-            "Temperatures", "1 to 6 values between 0 and 10, separated by commas (0 is greedy).",
+            "Temperatures", f"1 to {MAX_TEMPERATURES} values separated by commas, each {TEMPERATURE_RULE}.",
             ", ".join(f"{t:g}" for t in self.temperatures), parse_temperatures,
             placeholder="0.2, 0.5, 1.0, 1.2"), apply)
 
@@ -482,9 +491,11 @@ class MainScreen(Screen):
             f"{where}; the previous run is moved, whole, to a sibling folder (.prev-DATE-TIME)."), answer)
 
     def swap_corpus(self) -> None:
-        """Pick another corpus; training goes on in runs/<its name>."""
+        """Pick another corpus; training goes on in runs/<its name>. The corpus trained
+        already keeps training where it is (an explicit --run included)."""
         from engine.session import default_run_dir
         from tui.screens.corpus_picker import CorpusPicker
+        from tui.widgets.header import display_path
 
         session = self.session
         if session is None:
@@ -494,6 +505,11 @@ class MainScreen(Screen):
         async def chosen(result) -> None:
             if result:
                 corpus = result[1]
+                if _same_text(corpus, session.corpus) and not session.done.is_set():
+                    where = display_path(session.run_dir) if session.run_dir else "its run directory"
+                    self.app.notify(f"{corpus.name} is the corpus being trained: training goes on in {where}",
+                                    title="Corpus")
+                    return
                 await self.stop()
                 self.start(dataclasses.replace(session.request, corpus=corpus,
                                                run_dir=default_run_dir(corpus.name), fresh=False))
@@ -526,7 +542,8 @@ class MainScreen(Screen):
                 return
         info, shown = self.header.info, self.progress
         text = (f"# charlm-tui samples{source}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                f"# corpus {info.corpus} · model LSTM {info.layers}x{info.units} · "
+                f"# corpus {info.corpus} · model {info.model or 'not built yet'}"
+                f"{f' · preset {info.preset}' if info.preset else ''} · "
                 f"epoch {shown.epoch} · step {shown.step:,}\n" + self.generation_pane.export_text())
         try:
             path = write_new_file(folder, f"samples-{time.strftime('%Y%m%d-%H%M%S')}", text)
@@ -534,6 +551,17 @@ class MainScreen(Screen):
             self.app.notify(str(error), title="Export failed", severity="error", timeout=10)
             return
         self.app.notify(display_path(path), title="Samples exported")
+
+
+def _same_text(chosen, current) -> bool:
+    """Whether the picker's choice is the corpus being trained: the same file or folder
+    (or the same built-in), read with the same case setting."""
+    if chosen is None or current is None or chosen.lowercase != current.lowercase:
+        return False
+    try:
+        return os.path.samefile(chosen.source, current.source)
+    except OSError:  # a built-in's description, or a file gone
+        return chosen.source == current.source and chosen.name == current.name
 
 
 def _encodable(sampler, text: str) -> bool:

@@ -42,7 +42,10 @@ class PromptScreen(ModalScreen[object]):
             if self.multiline:
                 yield TextArea(self.value, soft_wrap=True, tab_behavior="focus",
                                placeholder=self.placeholder, id="prompt-text")
-                hint = "Enter: new line · Ctrl+S: apply · Escape: cancel"
+                # What Textual's TextArea offers to clear it (its F7 and Ctrl+U bindings).
+                hint = ("Enter: new line · Ctrl+S: apply · Escape: cancel\n"
+                        "F7 selects all (type to replace it, Backspace clears it) · "
+                        "Ctrl+U clears to the line start")
             else:
                 yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
                 hint = "Enter to apply · Escape to cancel"

@@ -26,6 +26,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from tui.visible import visible, visible_line
+
 TICK = 1 / 10           # seconds between pulls (each one repaints the columns)
 STEPS_PER_TICK = 7      # -> ~70 chars/s per column
 MIN_COLUMN_WIDTH = 28
@@ -119,16 +121,15 @@ def trim_end(line: Text, width: int) -> Text:
 
 
 def _shown(ch: str) -> str:
-    """How a generated character is drawn: control characters would corrupt the screen."""
-    if ch == "\n" or ch.isprintable():
-        return ch
-    return " " if ch in "\t\r\x0b\x0c" else "·"
+    """How a generated character is drawn: a control character would command the
+    terminal (tui/visible.py); a tab is a space, so the column's own wrap stays true."""
+    return visible(ch, tab=" ")
 
 
 def one_line(text: str) -> str:
     """`text` (a seed, say char-rnn's "ROMEO:\\n") drawn on one line: ⏎ for a newline,
     and no control character that would move the cursor."""
-    return "".join("⏎" if ch == "\n" else _shown(ch) for ch in text)
+    return visible_line(text)
 
 
 class SampleColumn(Widget, can_focus=True):
@@ -230,7 +231,7 @@ class SampleColumn(Widget, can_focus=True):
         self.done = True
 
     def _rebuild(self) -> None:
-        seed = "".join(_shown(ch) for ch in self.seed)  # (a corpus's \r would garble the column)
+        seed = "".join(_shown(ch) for ch in self.seed)
         self._text = Text.assemble((seed, SEED_STYLE))  # the seed only
         for ch, p in zip(self.chars, self.probs):
             self._text.append(_shown(ch), style=prob_style(p) if self.colour else None)
@@ -244,7 +245,7 @@ class SampleColumn(Widget, can_focus=True):
         self._update_title()
 
     def _update_title(self) -> None:
-        title = f"T {format_temperature(self.temperature)}"
+        title = "T 0 (greedy)" if self.temperature == 0 else f"T {format_temperature(self.temperature)}"
         if getattr(self, "note", ""):
             title += f" · {self.note}"
         self.border_title = f"{title} ↑{self.back}" if self.back else title
@@ -501,5 +502,6 @@ class GenerationPane(Vertical):
         if current is not None:
             parts.append(f"# round {current.number}: {current.label}\n# seed: {current.seed!r}\n")
         for column in self.columns:
-            parts.append(f"\n--- temperature {format_temperature(column.temperature)}\n{column.plain}\n")
+            title = format_temperature(column.temperature) + (" (greedy)" if column.temperature == 0 else "")
+            parts.append(f"\n--- temperature {title}\n{column.plain}\n")
         return "".join(parts)

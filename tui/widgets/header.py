@@ -10,6 +10,8 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
 
+from tui.visible import visible_line
+
 
 def display_path(path: str | os.PathLike | None) -> str:
     """`path` relative to the working directory when it lies under it, else absolute."""
@@ -35,6 +37,14 @@ class HeaderInfo:
     device: str = ""
     run_dir: str = ""
     mode: str = "train"  # "train", "saved" (sampling only) or "watch"
+
+    @property
+    def model(self) -> str:
+        """"LSTM 1×128 102,585 params", or "" before the settings are known."""
+        if self.units is None:
+            return ""
+        model = f"LSTM {self.layers or 1}×{self.units}"
+        return model + (f" {self.parameters:,} params" if self.parameters is not None else "")
 
 
 class RunHeader(Widget):
@@ -87,7 +97,7 @@ class RunHeader(Widget):
             piece = Text()
             if label:
                 piece.append(f"{label} ", style="dim")
-            piece.append(value, style="bold")
+            piece.append(visible_line(value), style="bold")  # a corpus or folder name may hold anything
             parts.append(piece)
 
         corpus = info.corpus or "…"
@@ -96,11 +106,8 @@ class RunHeader(Widget):
         part("corpus", corpus)
         if info.vocab is not None:
             part("vocab", str(info.vocab))
-        if info.units is not None:
-            model = f"LSTM {info.layers or 1}×{info.units}"
-            if info.parameters is not None:
-                model += f" {info.parameters:,} params"
-            part("model", model)
+        if info.model:
+            part("model", info.model)
         if info.preset:
             part("preset", f"{info.preset}/{info.objective}" if info.objective else info.preset)
         part("on", info.device or "…")
@@ -108,7 +115,7 @@ class RunHeader(Widget):
         if info.mode == "watch":  # another process trains there
             piece = Text()
             piece.append("watching ", style="bold yellow")
-            piece.append(where, style="bold")
+            piece.append(visible_line(where), style="bold")
             parts.append(piece)
         else:
             part("run" if info.mode == "train" else "sampling", where)

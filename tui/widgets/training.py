@@ -18,6 +18,7 @@ from textual_plotext import PlotextPlot
 
 from engine import events
 from engine.progress import Progress, format_duration, format_rate
+from tui.visible import visible_line
 
 LN2 = math.log(2.0)
 MAX_POINTS = 600
@@ -283,6 +284,10 @@ class EpochHistory(Widget):
         self.rows: deque[tuple[int, int, float | None, float | None, bool]] = deque(maxlen=MAX_EPOCHS)
 
     def add(self, epoch: int, step: int, train: float | None, val: float | None, complete: bool = True) -> None:
+        """List an epoch; a later row of the same epoch (a stopped epoch, then resumed and
+        finished: `12*`, then `12`) takes the earlier one's place."""
+        if self.rows and self.rows[-1][0] == epoch:
+            self.rows.pop()
         self.rows.append((epoch, step, train, val, complete))
         self.refresh()
 
@@ -339,6 +344,7 @@ class TrainingPane(Vertical):
         return self.stats.status
 
     def set_status(self, text: str, kind: str) -> None:
+        text = visible_line(text)  # it may quote a file name or an error about one
         stats = self.stats
         if (text, kind) != (stats.status, stats.status_kind):
             stats.status, stats.status_kind = text, kind
