@@ -258,13 +258,14 @@ class RunSession:
         save and holds nothing, and `run` returns None when the loading ends."""
         with self._lock:
             first = not self._stop.is_set()
+            ended = self.done.is_set()
             self._stop.set()
             trainer = self.trainer
             if not self._committed:
                 self.done.set()
         if trainer is not None:
             trainer.stop()
-        if first and not self.done.is_set():
+        if first and not ended:
             self._emit(events.StateChanged("stopping"))
 
     def pause(self) -> None:
