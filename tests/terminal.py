@@ -52,12 +52,14 @@ TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
 HANGUP, INTERRUPTED, TERMINATED, BROKEN_PIPE = 129, 130, 143, 141
 
 # Makes its standard error (always the pty here) the controlling terminal of the new
-# session, optionally blocks SIGHUP (the mask survives exec), then becomes the command.
+# session, blocks or ignores SIGHUP if asked (both survive exec), then becomes the command.
 _LAUNCHER = """
 import fcntl, os, signal, sys, termios
 fcntl.ioctl(2, termios.TIOCSCTTY, 0)
-if sys.argv[1] == "block-hup":
+if sys.argv[1] == "block":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+elif sys.argv[1] == "ignore":  # as nohup starts a command
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
 
@@ -108,7 +110,8 @@ class Terminal:
     """A command in a pseudo-terminal of its own; see the module's docstring."""
 
     def __init__(self, argv: list[str], *, workspace: Path, cwd: Path | None = None, size=(30, 100),
-                 stdin: str = "terminal", told_of_hangup: bool = True, env: dict | None = None):
+                 stdin: str = "terminal", told_of_hangup: bool = True, ignores_hangup: bool = False,
+                 env: dict | None = None):
         import pyte
 
         rows, columns = size
@@ -116,7 +119,8 @@ class Terminal:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         standard_input = {"terminal": slave, "pipe": subprocess.PIPE, "devnull": subprocess.DEVNULL}[stdin]
-        launcher = [sys.executable, "-c", _LAUNCHER, "deliver-hup" if told_of_hangup else "block-hup"]
+        hangup = "ignore" if ignores_hangup else "deliver" if told_of_hangup else "block"
+        launcher = [sys.executable, "-c", _LAUNCHER, hangup]
         self.process = subprocess.Popen(launcher + argv, stdin=standard_input, stdout=slave, stderr=slave,
                                         cwd=cwd or workspace, env=env or workspace_env(workspace),
                                         start_new_session=True)

@@ -29,6 +29,8 @@ end (tests/terminal.py).
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,7 @@ import pytest
 
 from tests.terminal import (
     HANGUP, PER_EPOCH, PHASE_SETTINGS, Terminal, assert_nothing_left_behind, assert_saved_and_released, charlm,
-    copy_run, last_step, lock_released, make_phase_base, metrics, with_sample_length,
+    copy_run, last_step, lock_released, make_phase_base, metrics, wait_for, with_sample_length,
 )
 
 pytestmark = pytest.mark.slow
@@ -179,3 +181,40 @@ def test_a_terminal_that_goes_away_ends_the_run_cleanly(front_end, way, phase, p
     assert_saved_and_released(run, reached)
     if phase.proof:
         phase.proof(run)
+
+
+def test_sigterm_during_a_step_too_long_to_wait_for_says_so_and_leaves(phase_base, tmp_path):
+    """A batch that takes minutes (4096 windows of 64 characters through 384 units): a
+    stop cannot wait for it. SIGTERM is answered within GONE_WITHIN seconds anyway: the
+    process says so, writes the end row, releases the run and exits 143 (it used to
+    answer only once the step had ended, minutes later)."""
+    corpus, _ = phase_base
+    run = tmp_path / "run"
+    huge = ["--units", "384", "--maxlen", "64", "--step", "8", "--batch-size", "4096", "--val-fraction", "0.45",
+            "--length", "0"]
+    with Terminal(charlm("train", "--corpus", corpus, "--run", run, *huge), workspace=tmp_path) as term:
+        term.wait(lambda: _starts(run) == 1, REACH, "the first step to begin")
+        term.signal(signal.SIGTERM)
+        code = term.wait_gone()
+        output = term.text()
+    assert code == 143, output[-3000:]
+    assert "did not end within" in output and "no checkpoint was saved yet" in output, output[-3000:]
+    assert metrics(run)[-1]["kind"] == "end" and lock_released(run)
+    assert_nothing_left_behind(tmp_path, output)
+
+
+def test_under_nohup_train_outlives_its_terminal(phase_base, tmp_path):
+    """`nohup charlm-tui train ... > log &`: started with SIGHUP ignored and its output in
+    a file, it trains on after the terminal goes away (a handler of its own used to
+    stop it at the hangup) and ends as asked."""
+    corpus, _ = phase_base
+    run, log = tmp_path / "run", tmp_path / "train.log"
+    train = shlex.join(charlm("train", "--corpus", corpus, "--run", run, *PHASE_SETTINGS, "--length", "0",
+                              "--steps", "300"))
+    with Terminal(["sh", "-c", f"exec {train} > {shlex.quote(str(log))} 2>&1"], workspace=tmp_path,
+                  ignores_hangup=True) as term:
+        term.wait(lambda: (last_step(run) or 0) >= 50, REACH, "training")
+        term.hang_up()
+        wait_for(lambda: term.process.poll() is not None, REACH, "the end of the run", term.describe)
+        assert term.process.returncode == 0, log.read_text()[-3000:]
+    assert_saved_and_released(run, 300, reason="steps")

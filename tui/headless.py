@@ -27,7 +27,7 @@ from engine.session import RunSession
 from engine.training import check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
 from tui import options
-from tui.lifeline import Lifeline
+from tui.lifeline import MULTIWORKER_STOP_DEADLINE, Lifeline
 from tui.streams import Guarded
 
 
@@ -92,7 +92,13 @@ class HeadlessTrainer:
     def _train(self) -> events.TrainingFinished | None:
         """session.run() on a thread of its own, while this (main) thread waits, ready to
         run signal handlers at once: Python runs them only on the main thread, between
-        two bytecodes, never in the middle of a TensorFlow step."""
+        two bytecodes, never in the middle of a TensorFlow step. Not under the
+        multi-worker strategy, which must be made on the main thread (engine/distribute.py
+        takes SIGTERM back from TensorFlow's coordination service there); its stops ride
+        on the next step's collective anyway."""
+        if self.session.config.strategy == "multiworker":
+            self.lifeline.stop_deadline = MULTIWORKER_STOP_DEADLINE
+            return self.session.run()
         outcome: dict = {}
 
         def train() -> None:

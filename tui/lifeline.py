@@ -40,6 +40,9 @@ log = logging.getLogger("charlm")
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_DEADLINE = 7.5  # seconds from the stop to the end of the run's checkpoint
 UI_GRACE = 2.0       # seconds the front end then has to shut down
+# Under --strategy multiworker every worker stops after the same step, agreed with the
+# next step's collective: a worker that left first would cost the others theirs.
+MULTIWORKER_STOP_DEADLINE = 60.0
 
 
 class Lifeline:
@@ -55,6 +58,7 @@ class Lifeline:
         self._requests: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._previous: dict[int, object] = {}
         self.signum: int | None = None
+        self.stop_deadline = STOP_DEADLINE  # seconds the run has to end once stopped
         self.deadline: float | None = None  # time.monotonic() by which the run must have ended
         self.ended = threading.Event()      # the front end has shut down: no need to force it
         threading.Thread(target=self._watch, name="charlm-lifeline", daemon=True).start()
@@ -91,7 +95,7 @@ class Lifeline:
     def _watch(self) -> None:
         signum, _ = self._requests.get()
         self.signum = signum
-        self.deadline = time.monotonic() + STOP_DEADLINE
+        self.deadline = time.monotonic() + self.stop_deadline
         session = self._session()
         if session is not None:
             session.on_signal(signum)
@@ -118,8 +122,8 @@ class Lifeline:
                 return True
             left = self.deadline - time.monotonic()
             if left <= 0:
-                self._abandon(session, f"the step under way did not end within {STOP_DEADLINE:.0f} s of "
-                                       f"{_name(self.signum)}")
+                self._abandon(session, f"the step under way did not end within {self.stop_deadline:.0f} s "
+                                       f"of {_name(self.signum)}")
             second = self._second_request(timeout=min(left, 0.1))
             if second is not None:
                 self._abandon(session, f"a second signal ({_name(second)})")
