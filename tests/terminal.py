@@ -260,6 +260,24 @@ class Terminal:
         self.close()
 
 
+def charlm_processes(marker: str) -> list[int]:
+    """Live Python processes (charlm-tui, not a shell or tmux) whose command line holds
+    `marker` (a run directory, say)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and b"python" in Path(argv[0].decode(errors="replace")).name.encode() and \
+                any(marker.encode() in arg for arg in argv):
+            found.append(int(entry.name))
+    return found
+
+
 def session_processes(session: int) -> list[int]:
     """Live processes (not zombies) of a session."""
     found = []
