@@ -204,15 +204,15 @@ def test_sigterm_during_a_step_too_long_to_wait_for_says_so_and_leaves(phase_bas
 
 
 def test_under_nohup_train_outlives_its_terminal(phase_base, tmp_path):
-    """`nohup charlm-tui train ... > log &`: started with SIGHUP ignored and its output in
-    a file, it trains on after the terminal goes away (a handler of its own used to
-    stop it at the hangup) and ends as asked."""
+    """`nohup charlm-tui train ... > log &`: started with SIGHUP ignored, no input (nohup
+    reads it from /dev/null) and its output in a file, it trains on after the terminal
+    goes away (a handler of its own used to stop it at the hangup) and ends as asked."""
     corpus, _ = phase_base
     run, log = tmp_path / "run", tmp_path / "train.log"
     train = shlex.join(charlm("train", "--corpus", corpus, "--run", run, *PHASE_SETTINGS, "--length", "0",
                               "--steps", "300"))
     with Terminal(["sh", "-c", f"exec {train} > {shlex.quote(str(log))} 2>&1"], workspace=tmp_path,
-                  ignores_hangup=True) as term:
+                  ignores_hangup=True, stdin="devnull") as term:
         term.wait(lambda: (last_step(run) or 0) >= 50, REACH, "training")
         term.hang_up()
         wait_for(lambda: term.process.poll() is not None, REACH, "the end of the run", term.describe)

@@ -122,7 +122,7 @@ class Lifeline:
                 return True
             left = self.deadline - time.monotonic()
             if left <= 0:
-                self._abandon(session, f"the step under way did not end within {self.stop_deadline:.0f} s "
+                self._abandon(session, f"the step under way did not end within {self.stop_deadline:g} s "
                                        f"of {_name(self.signum)}")
             second = self._second_request(timeout=min(left, 0.1))
             if second is not None:
