@@ -322,8 +322,9 @@ class Trainer:
             step = state.get("step") if isinstance(state.get("step"), int) else None
             wall = self._clock.elapsed if self._clock is not None else state.get("elapsed", 0.0)
             per_epoch = self.train_windows.batches_per_epoch
-            row = {"kind": "end", "epoch": (step or 0) // per_epoch, "step": step or 0, "wall": round(wall, 3),
-                   "chars": (step or 0) * self.config.batch_size * self.config.targets_per_window,
+            at = step or 0
+            row = {"kind": "end", "epoch": at // per_epoch, "step": at, "wall": round(wall, 3),
+                   "chars": at * self.config.batch_size * self.config.targets_per_window,
                    "train_loss": None, "val_loss": None, "reason": "stopped", "abandoned": True}
             try:
                 self.rundir.append_metrics(row)

@@ -86,7 +86,9 @@ def wait_for(predicate, timeout: float, what: str, describe=lambda: ""):
         time.sleep(0.05)
 
 
-_ESCAPES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+_ESCAPES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]"             # CSI: cursor, colour, modes
+                      rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: titles, links
+                      rb"|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 
 
 def plain(data: bytes) -> str:
@@ -100,7 +102,8 @@ def workspace_env(workspace: Path, **more: str) -> dict[str, str]:
     TensorFlow's scratch files land there, to be checked) and cache folder."""
     scratch = workspace / "tmp"
     scratch.mkdir(exist_ok=True)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "COLUMNS", "LINES"))}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PYTEST_", "COLUMNS", "LINES"))}
     env.update(TERM="xterm-256color", TMPDIR=str(scratch), XDG_CACHE_HOME=str(workspace / "cache"),
                TF_CPP_MIN_LOG_LEVEL="3", KERAS_HOME=str(workspace / "keras-home"), **more)
     return env
@@ -411,8 +414,8 @@ PER_EPOCH = 800  # batches per epoch of the phase corpus: a multiple of log_ever
 # Batches of 8 (milliseconds each), 45% held out (its scoring takes a second or two), no
 # mid-epoch checkpoint unless asked. The shared run samples nothing after an epoch unless
 # asked (with_sample_length).
-PHASE_SETTINGS = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "8", "--val-fraction", "0.45",
-                  "--checkpoint-every", "3600", "--epochs", "3"]
+PHASE_SETTINGS = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "8",
+                  "--val-fraction", "0.45", "--checkpoint-every", "3600", "--epochs", "3"]
 
 
 def phase_corpus_text() -> str:
@@ -437,7 +440,8 @@ def make_phase_base(workspace: Path) -> tuple[Path, Path]:
     run = workspace / "base"
     out = subprocess.run(charlm("train", "--corpus", corpus, "--run", run, *PHASE_SETTINGS, "--length", "0",
                                 "--steps", PER_EPOCH - 5),
-                         capture_output=True, text=True, env=workspace_env(workspace), cwd=workspace, timeout=300)
+                         capture_output=True, text=True, env=workspace_env(workspace), cwd=workspace,
+                         timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     start = next(row for row in metrics(run) if row["kind"] == "start")
     assert start["steps_per_epoch"] == PER_EPOCH, start

@@ -60,7 +60,8 @@ def shell(line: str, workspace: Path) -> tuple[int, str]:
 def assert_one_line_refusal(code: int, output: str, expected_code: int, *expected: str) -> None:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     assert code == expected_code, (code, output)
-    assert "Traceback" not in output and len(lines) == 1 and lines[0].startswith("charlm-tui: error: "), output
+    assert "Traceback" not in output and len(lines) == 1, output
+    assert lines[0].startswith("charlm-tui: error: "), output
     for text in expected:
         assert text in lines[0], lines[0]
 
@@ -86,13 +87,15 @@ def test_train_in_a_terminal_fresh_then_resumed_on_the_terminal_and_into_a_file(
     code, fresh = in_terminal(charlm("train", "--corpus", corpus, "--run", run, *TINY, "--steps", 30,
                                      "--length", 0), tmp_path)
     assert code == 0, fresh[-3000:]
-    for text in ("Corpus length: 6000", "Training on CPU", "(new run)", "epoch 1", "/42", "Stopped", "step 30"):
+    for text in ("Corpus length: 6000", "Training on CPU", "(new run)", "epoch 1", "/42", "Stopped",
+                 "step 30"):
         assert text in fresh, (text, fresh[-3000:])
     assert not (scratch / f"charlm-tf-{dead.pid}-killed").exists(), "kill -9's leftover was not removed"
     assert (scratch / f"charlm-tf-{os.getpid()}-alive").exists(), "a live process's folder was removed"
     (scratch / f"charlm-tf-{os.getpid()}-alive").rmdir()
 
-    code, resumed = in_terminal(charlm("train", "--corpus", corpus, "--run", run, "--time-budget", "2s"), tmp_path)
+    code, resumed = in_terminal(charlm("train", "--corpus", corpus, "--run", run, "--time-budget", "2s"),
+                                tmp_path)
     assert code == 0, resumed[-3000:]
     assert "resuming at step 30" in resumed and "Stopped" in resumed, resumed[-3000:]
     assert metrics(run)[-1]["reason"] == "time_budget"
@@ -113,7 +116,8 @@ def test_train_into_a_pipe_closed_once_training_began_saves_and_exits_141(tmp_pa
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(tiny_text(6000), encoding="utf-8")
     run = tmp_path / "run"
-    command = shlex.join(charlm("train", "--corpus", corpus, "--run", run, *TINY, "--epochs", "1000", "--length", "0"))
+    command = shlex.join(charlm("train", "--corpus", corpus, "--run", run, *TINY, "--epochs", "1000",
+                                "--length", "0"))
     code, shown = shell(f'{command} | sed "/Training on/q"; echo "train exited ${{PIPESTATUS[0]}}"', tmp_path)
     assert code == 0 and f"train exited {BROKEN_PIPE}" in shown, shown
     assert_saved_and_released(run)
@@ -159,7 +163,8 @@ def test_train_into_tee_then_ctrl_c_saves_and_exits_130(tmp_path):
 def test_train_dry_run_help_and_bad_input_in_a_terminal(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(tiny_text(6000), encoding="utf-8")
-    code, shown = in_terminal(charlm("train", "--corpus", corpus, "--run", tmp_path / "r", "--dry-run"), tmp_path)
+    code, shown = in_terminal(charlm("train", "--corpus", corpus, "--run", tmp_path / "r", "--dry-run"),
+                              tmp_path)
     assert code == 0 and "Model: 1 x LSTM(128)" in shown and "Traceback" not in shown, shown
     code, shown = in_terminal(charlm("train", "--corpus", corpus, "--dry-run", "--json"), tmp_path)
     assert code == 0 and json.loads(shown.strip().splitlines()[-1])["dry_run"] is True, shown
@@ -179,23 +184,25 @@ def test_train_dry_run_help_and_bad_input_in_a_terminal(tmp_path):
 
 def test_sample_in_a_terminal_into_a_file_and_into_a_pipe_closed_early(trained, tmp_path):
     corpus, run = trained
-    code, shown = in_terminal(charlm("sample", "--run", run, "--temperatures", "0.2,0.5,1.0,1.2", "--length", 400,
-                                     "--seed", 1), tmp_path)
+    code, shown = in_terminal(charlm("sample", "--run", run, "--temperatures", "0.2,0.5,1.0,1.2",
+                                     "--length", 400, "--seed", 1), tmp_path)
     assert code == 0 and "0.2" in shown and "1.2" in shown and "Traceback" not in shown, shown
     code, shown = in_terminal(charlm("sample", "--run", run, "--seed-text", r"The will\n", "--num-samples", 3,
                                      "--temperatures", "0.8", "--checkpoint", "best"), tmp_path)
     assert code == 0 and "The will" in shown and "Traceback" not in shown, shown
 
     out = tmp_path / "samples.txt"
-    code, shown = shell(f"{shlex.join(charlm('sample', '--run', run, '--seed', '2'))} > {shlex.quote(str(out))}",
-                        tmp_path)
-    assert code == 0 and "Traceback" not in shown and ESC not in out.read_text() and out.read_text().strip(), shown
+    code, shown = shell(f"{shlex.join(charlm('sample', '--run', run, '--seed', '2'))} "
+                        f"> {shlex.quote(str(out))}", tmp_path)
+    written = out.read_text()
+    assert code == 0 and "Traceback" not in shown and ESC not in written and written.strip(), shown
 
     many = shlex.join(charlm("sample", "--run", run, "--length", "2000", "--num-samples", "20"))
     code, shown = shell(f'{many} | head -1; echo "sample exited ${{PIPESTATUS[0]}}"', tmp_path)
-    assert f"sample exited {BROKEN_PIPE}" in shown and "Traceback" not in shown and "Error" not in shown, shown
-    code, shown = shell(f'{shlex.join(charlm("sample", "--help"))} | head -1; echo "exited ${{PIPESTATUS[0]}}"',
-                        tmp_path)
+    assert f"sample exited {BROKEN_PIPE}" in shown, shown
+    assert "Traceback" not in shown and "Error" not in shown, shown
+    help_line = shlex.join(charlm("sample", "--help"))
+    code, shown = shell(f'{help_line} | head -1; echo "exited ${{PIPESTATUS[0]}}"', tmp_path)
     assert "usage: charlm-tui sample" in shown and "Traceback" not in shown, shown
 
     code, shown = in_terminal(charlm("sample", "--run", run, "--length", "-1"), tmp_path)
@@ -222,7 +229,8 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
     run = tmp_path / "run"
     with Terminal(charlm("--corpus", corpus, "--run", run, *TINY, "--epochs", "1000"), workspace=tmp_path,
                   size=(40, 120)) as term:
-        term.wait_for_screen(lambda s: "training" in s and "round" in s and "T 0.2" in s, 120, "training and a round")
+        term.wait_for_screen(lambda s: "training" in s and "round" in s and "T 0.2" in s, 120,
+                             "training and a round")
         app(term, "s", shows="resampled")
         app(term, "p", shows="paused")
         app(term, "p", shows="training")
@@ -270,7 +278,8 @@ def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
         resumed = term.text()
     assert_saved_and_released(run, step)
     for checkpoint in ("latest", "best"):
-        with Terminal(charlm("--run", run, "--no-train", "--checkpoint", checkpoint), workspace=tmp_path) as term:
+        with Terminal(charlm("--run", run, "--no-train", "--checkpoint", checkpoint),
+                      workspace=tmp_path) as term:
             term.wait_for_screen(lambda s: "round" in s and "T 0.2" in s, 60, "a round")
             app(term, "s", shows="resampled")
             term.press("p", "r", "c")  # training keys: they do not apply here
@@ -285,7 +294,8 @@ def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
 @pytest.mark.xfail(strict=True, reason="issue 16 part B: a missing corpus opens the app, which offers r, "
                                        "instead of one line")
 def test_the_app_refuses_a_missing_corpus_in_one_line(tmp_path):
-    with Terminal(charlm("--corpus", tmp_path / "missing.txt", "--run", tmp_path / "r"), workspace=tmp_path) as term:
+    missing = charlm("--corpus", tmp_path / "missing.txt", "--run", tmp_path / "r")
+    with Terminal(missing, workspace=tmp_path) as term:
         wait_for(lambda: term.process.poll() is not None or "no model" in term.screen_text(), 60,
                  "a refusal", term.describe)
         assert term.process.poll() is not None, "the app opened on a corpus that does not exist"

@@ -37,8 +37,8 @@ from pathlib import Path
 import pytest
 
 from tests.terminal import (
-    HANGUP, PER_EPOCH, PHASE_SETTINGS, Terminal, assert_nothing_left_behind, assert_saved_and_released, charlm,
-    copy_run, last_step, lock_released, make_phase_base, metrics, wait_for, with_sample_length,
+    HANGUP, PER_EPOCH, PHASE_SETTINGS, Terminal, assert_nothing_left_behind, assert_saved_and_released,
+    charlm, copy_run, last_step, lock_released, make_phase_base, metrics, wait_for, with_sample_length,
 )
 
 pytestmark = pytest.mark.slow
@@ -152,7 +152,8 @@ MATRIX = (
 )
 
 
-@pytest.mark.parametrize("front_end, way, phase", MATRIX, ids=["-".join(case).replace(" ", "_") for case in MATRIX])
+@pytest.mark.parametrize("front_end, way, phase", MATRIX,
+                         ids=["-".join(case).replace(" ", "_") for case in MATRIX])
 def test_a_terminal_that_goes_away_ends_the_run_cleanly(front_end, way, phase, phase_base, tmp_path):
     corpus, base = phase_base
     phase = PHASES[phase]
@@ -190,8 +191,8 @@ def test_sigterm_during_a_step_too_long_to_wait_for_says_so_and_leaves(phase_bas
     answer only once the step had ended, minutes later)."""
     corpus, _ = phase_base
     run = tmp_path / "run"
-    huge = ["--units", "384", "--maxlen", "64", "--step", "8", "--batch-size", "4096", "--val-fraction", "0.45",
-            "--length", "0"]
+    huge = ["--units", "384", "--maxlen", "64", "--step", "8", "--batch-size", "4096",
+            "--val-fraction", "0.45", "--length", "0"]
     with Terminal(charlm("train", "--corpus", corpus, "--run", run, *huge), workspace=tmp_path) as term:
         term.wait(lambda: _starts(run) == 1, REACH, "the first step to begin")
         term.signal(signal.SIGTERM)

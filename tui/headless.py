@@ -117,8 +117,8 @@ class HeadlessTrainer:
         return outcome.get("finished")
 
     def _on_signal(self, signum: int) -> None:
-        if signum != self.session.signal_received or signum not in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            return  # said once, for the first signal (a lost output has nobody to tell)
+        if signum != self.session.signal_received or signum == signal.SIGPIPE:
+            return  # said once, for the first signal (a pipe closed has nobody to tell)
         trainer = self.session.trainer
         if trainer is None or trainer.chief:
             then = "stopping after this batch and saving a checkpoint..."

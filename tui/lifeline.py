@@ -142,7 +142,7 @@ class Lifeline:
 
     def _abandon(self, session, why: str) -> None:
         step = session.abandon()
-        saved = f"the checkpoint of step {step:,} is whole" if step is not None else "no checkpoint was saved yet"
+        saved = "no checkpoint was saved yet" if step is None else f"the checkpoint of step {step:,} is whole"
         message = f"{why}: leaving without saving it ({saved})"
         log.warning(message)
         self._say(message)
