@@ -212,6 +212,16 @@ class Terminal:
         os.close(self.master)
         self.master = None
 
+    def freeze(self) -> None:
+        """Stop reading what the command writes, the terminal left open: once the pty's
+        buffer is full every write blocks (a stalled SSH connection, a terminal paused)."""
+        self._reading.clear()
+        self._reader.join()
+
+    def unread(self) -> int:
+        """Bytes written to the terminal and not read yet (after freeze)."""
+        return struct.unpack("i", fcntl.ioctl(self.master, termios.FIONREAD, b"\0\0\0\0"))[0]
+
     def close_input(self) -> None:
         """End-of-file on standard input (stdin="pipe"); the screen stays."""
         self.dropped_at = time.monotonic()
@@ -236,7 +246,7 @@ class Terminal:
 
     def wait_exit(self, timeout: float = 120) -> int:
         wait_for(lambda: self.process.poll() is not None, timeout, "the command to end", self.describe)
-        if self.master is not None:  # what it wrote last
+        if self.master is not None and self._reading.is_set():  # what it wrote last
             wait_for(lambda: not self._reader.is_alive(), 10, "the end of its output")
         return self.process.returncode
 
@@ -249,7 +259,8 @@ class Terminal:
                 self.process.wait(timeout=10)
         if self.master is not None:
             self._reading.clear()
-            self._reader.join()
+            if self._reader.is_alive():
+                self._reader.join()
             os.close(self.master)
             self.master = None
         if self.process.stdin:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import shlex
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,3 +220,31 @@ def test_under_nohup_train_outlives_its_terminal(phase_base, tmp_path):
         wait_for(lambda: term.process.poll() is not None, REACH, "the end of the run", term.describe)
         assert term.process.returncode == 0, log.read_text()[-3000:]
     assert_saved_and_released(run, 300, reason="steps")
+
+
+def test_a_terminal_that_stops_reading_cannot_hold_the_app_after_sigterm(phase_base, tmp_path):
+    """A terminal that takes no more output (a stalled SSH connection, a paused terminal):
+    Textual's writer blocks, then its event loop behind the bounded queue. SIGTERM still
+    saves the step reached, and the watchdog leaves without Textual, saying so in the
+    log (the app used to be deaf to SIGTERM then, for good)."""
+    corpus, base = phase_base
+    run = copy_run(base, tmp_path / "run")
+    with Terminal(charlm("--corpus", corpus, "--run", run, *PHASE_SETTINGS), workspace=tmp_path) as term:
+        term.wait_for_screen("training", REACH)
+        term.freeze()
+        wait_for(lambda: _full(term), 60, "the terminal's buffer to fill")
+        reached = last_step(run) or PER_EPOCH - 5
+        term.signal(signal.SIGTERM)
+        code = term.wait_gone()
+    assert code == 143
+    assert_saved_and_released(run, reached)
+    logs = "".join(log.read_text() for log in (tmp_path / "tmp").glob("charlm-tui-*.log"))
+    assert "did not shut down" in logs, logs
+    assert_nothing_left_behind(tmp_path, "")
+
+
+def _full(term: Terminal) -> bool:
+    """Whether the terminal's buffer has stopped filling: the app's writes block."""
+    before = term.unread()
+    time.sleep(0.5)
+    return before > 0 and term.unread() == before

@@ -27,6 +27,7 @@ import os
 import selectors
 import sys
 import termios
+import threading
 from codecs import getincrementaldecoder
 from collections.abc import Callable
 from pathlib import Path
@@ -55,13 +56,18 @@ class TerminalModes:
             self.input_attributes = None
 
     def restore(self) -> None:
-        if self.output_fd is not None:
-            with contextlib.suppress(OSError):
-                os.set_blocking(self.output_fd, False)  # a terminal that no longer reads cannot hold us
-                os.write(self.output_fd, RESET_SEQUENCES.encode())
+        if self.output_fd is not None:  # (a terminal that reads no more cannot hold us)
+            writer = threading.Thread(target=self._reset, args=(self.output_fd,), daemon=True)
+            writer.start()
+            writer.join(0.2)
         if self.input_attributes is not None:
             with contextlib.suppress(termios.error, OSError):
                 termios.tcsetattr(self.input_fd, termios.TCSANOW, self.input_attributes)
+
+    @staticmethod
+    def _reset(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, RESET_SEQUENCES.encode())
 
 
 @contextlib.contextmanager
