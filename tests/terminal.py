@@ -18,6 +18,8 @@ renders the screen with pyte. Ways to lose the terminal:
   failing writes and the end of input say that the terminal is gone.
 * `stdin="pipe"` and then `close_input()`: input reaches end-of-file while the screen
   is still there.
+* `freeze()`: the terminal stays but reads no more (a stalled SSH connection): once its
+  buffer is full, every write blocks.
 
 `Tmux` is a tmux server of the test's own (its socket in the test's folder), for what
 only a full terminal emulator shows: the alternate screen, mouse reporting.
