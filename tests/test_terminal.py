@@ -247,7 +247,7 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         app(term, "t", shows="Temperatures")
         app(term, HOME_KILL, "abc", shows="abc")  # (typed keys show before Enter sends them)
         app(term, "\r", shows="is not a number")
-        app(term, HOME_KILL, "0.5, 1", shows="0.5, 1")
+        app(term, HOME_KILL, "0.5,1", shows="0.5,1")  # (not "0.5, 1.0": the placeholder)
         app(term, "\r", shows="T 1.0")
         assert "T 0.2" not in term.screen_text()
         app(term, "c", shows="Choose a corpus")

@@ -72,6 +72,12 @@ class Guarded:
         self._on_lost = on_lost
         self._lock = threading.Lock()
         self.lost: signal.Signals | None = None
+        # Asked once: a terminal that has hung up answers isatty() False, and rich would
+        # then stop drawing its progress bar, the writes that find out it is gone.
+        try:
+            self._terminal = stream.isatty()
+        except (OSError, ValueError):
+            self._terminal = False
 
     def write(self, text: str) -> int:
         if self.lost is None:
@@ -89,7 +95,7 @@ class Guarded:
                 self._lose(error)
 
     def isatty(self) -> bool:
-        return self.lost is None and self._stream.isatty()
+        return self.lost is None and self._terminal
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
