@@ -75,7 +75,7 @@ class Guarded:
         # Asked once: a terminal that has hung up answers isatty() False, and rich would
         # then stop drawing its progress bar, the writes that find out it is gone.
         try:
-            self._terminal = stream.isatty()
+            self._terminal = bool(getattr(stream, "isatty", lambda: False)())
         except (OSError, ValueError):
             self._terminal = False
 
