@@ -221,6 +221,22 @@ def app(term: Terminal, *keys: str, shows: str, timeout: float = 60) -> str:
     return term.wait_for_screen(shows, timeout, f"{shows!r} after {keys!r}")
 
 
+def quit_app(term: Terminal) -> int:
+    """q, and the exit code once the app has saved and left. A q that the app did not
+    see begin (on a machine loaded several times over keys have been seen not to arrive)
+    is pressed again: a second q while quitting changes nothing."""
+    for _ in range(3):
+        term.press("q")
+        try:
+            term.wait(lambda: term.process.poll() is not None or "saving a checkpoint" in term.screen_text()
+                      or "leaving" in term.screen_text(), 15, "q to begin quitting")
+            break
+        except AssertionError:
+            if term.process.poll() is not None:
+                break
+    return term.wait_exit(60)
+
+
 def escape(term: Terminal, closes: str) -> None:
     """Escape, and wait until `closes` is off the screen: a key pressed before would
     follow the ESC as one sequence (Alt+key)."""
@@ -279,8 +295,7 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         escape(term, closes="Resample now")
         app(term, "r", "y", shows="moved, whole")
         term.wait_for_screen("training", 60)
-        term.press("q")
-        assert term.wait_exit(60) == 0
+        assert quit_app(term) == 0
         shown = term.text()
     assert "charlm-tui: saved" in shown and "resume with: charlm-tui --corpus" in shown, shown[-2000:]
     assert_saved_and_released(run)
@@ -294,8 +309,7 @@ def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
     with Terminal(charlm("--corpus", corpus, "--run", run, "--epochs", "1000"), workspace=tmp_path) as term:
         term.wait_for_screen(f"resumed at step {step}", 120)
         term.wait_for_screen("training", 60)
-        term.press("q")
-        assert term.wait_exit(60) == 0
+        assert quit_app(term) == 0
         resumed = term.text()
     assert_saved_and_released(run, step)
     for checkpoint in ("latest", "best"):
@@ -306,8 +320,7 @@ def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
             term.press("p", "r", "c")  # training keys: they do not apply here
             app(term, "?", shows="Keys")
             escape(term, closes="Keys")
-            term.press("q")
-            assert term.wait_exit(60) == 0
+            assert quit_app(term) == 0
     code, shown = in_terminal(charlm("--no-train"), tmp_path)
     assert_one_line_refusal(code, shown, USAGE, "--no-train needs --run")
     assert_nothing_left_behind(tmp_path, resumed + shown)
@@ -334,8 +347,7 @@ def test_watch_in_a_terminal(trained, tmp_path):
         app(term, "?", shows="Keys")
         escape(term, closes="Keys")
         app(term, "x", shows="exported")
-        term.press("q")
-        assert term.wait_exit(60) == 0
+        assert quit_app(term) == 0
         shown = term.text()
     assert list(tmp_path.glob("samples-*.txt")), "a watcher exports to the current directory"
     assert_nothing_left_behind(tmp_path, shown)
@@ -353,8 +365,7 @@ def test_a_temperature_the_prompt_accepts_does_not_end_the_app(trained, tmp_path
         term.wait_for_screen(lambda s: "0.01" in s or "T 0.005" in s, 30, "an answer to 0.005")
         if "Temperatures" in term.screen_text():
             escape(term, closes="Temperatures")
-        term.press("q")
-        assert term.wait_exit(60) == 0
+        assert quit_app(term) == 0
 
 
 # -- text from a corpus never reaches the terminal raw -----------------------------------------------
