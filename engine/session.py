@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("charlm.engine")
 
 DEFAULT_RUNS_DIR = Path("runs")
-# How a signal ends a run, as a shell reports it: 128 + the signal's number.
+# The signals that stop a run, and how each ends it, as a shell reports it: 128 + the
+# signal's number.
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 PROGRESS_INTERVAL = 0.2  # seconds between corpus-reading progress events
 
@@ -128,6 +129,7 @@ class RunSession:
         self._lock = threading.Lock()           # trainer hand-over between threads
         self._thread: threading.Thread | None = None
         self._last_progress = 0.0
+        self._committed = False                 # the trainer is being made: a stop must wait for it
         self.done = threading.Event()           # set however the run ends
 
     # -- running ---------------------------------------------------------------------------
@@ -187,8 +189,10 @@ class RunSession:
         keras()
         from engine.training import Trainer
 
-        if self._stop.is_set():
-            return None
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            self._committed = True  # from here on a stop waits for the trainer and its checkpoint
         self._emit(events.Preparing("building the model…"))
         tensorboard = request.tensorboard_dir
         if tensorboard == "":
@@ -249,14 +253,19 @@ class RunSession:
 
     # -- control from any thread -----------------------------------------------------------
     def stop(self) -> None:
-        """Stop after the current batch, with a checkpoint saved (before training: at once)."""
-        first = not self._stop.is_set()
-        self._stop.set()
+        """Stop after the current batch, with a checkpoint saved. Before training (the
+        corpus or TensorFlow still loading) the run is over at once: it has nothing to
+        save and holds nothing, and `run` returns None when the loading ends."""
         with self._lock:
+            first = not self._stop.is_set()
+            ended = self.done.is_set()
+            self._stop.set()
             trainer = self.trainer
+            if not self._committed:
+                self.done.set()
         if trainer is not None:
             trainer.stop()
-        if first and not self.done.is_set():
+        if first and not ended:
             self._emit(events.StateChanged("stopping"))
 
     def pause(self) -> None:
@@ -311,11 +320,20 @@ class RunSession:
 
     @property
     def exit_code(self) -> int:
-        """What the process should exit with: the signal's code, 1 for a failure or a lost
-        checkpoint, else 0."""
+        """What the process should exit with: 128 + the signal's number (129 SIGHUP, 130
+        SIGINT, 141 SIGPIPE, 143 SIGTERM), 1 for a failure or a lost checkpoint, else 0."""
         if self.error is not None or self.checkpoint_error is not None:
             return 1
-        return SIGNAL_EXIT_CODES.get(self.signal_received, 0)
+        return 128 + int(self.signal_received) if self.signal_received is not None else 0
+
+    def abandon(self) -> int | None:
+        """The process must leave before the run could stop (a step that does not end):
+        write the run's end row with the step of its last checkpoint (whole on disk: every
+        file is replaced atomically) and release the run directory, so that `watch` and
+        the next `train` see a stopped run. Returns that step (None: no checkpoint yet)."""
+        with self._lock:
+            trainer = self.trainer
+        return trainer.abandon() if trainer is not None else None
 
     # -- signals -----------------------------------------------------------------------------
     def on_signal(self, signum: int) -> None:
@@ -327,13 +345,15 @@ class RunSession:
     @contextlib.contextmanager
     def stopping_on_signals(self, on_signal: Callable[[int], None] | None = None):
         """On the main thread: the stopping signals stop the run (then `on_signal(signum)`)
-        instead of killing the process; the previous handlers come back afterwards."""
+        instead of killing the process; the previous handlers come back afterwards. A
+        SIGHUP the process was started ignoring (nohup) stays ignored."""
         def handler(signum, frame) -> None:
             self.on_signal(signum)
             if on_signal is not None:
                 on_signal(signum)
 
-        previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_EXIT_CODES}
+        previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_EXIT_CODES
+                    if not (sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN)}
         try:
             yield self
         finally:

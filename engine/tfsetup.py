@@ -9,12 +9,15 @@ import fails.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 
+SCRATCH_PREFIX = "charlm-tf-"
 _scratch_dir: str | None = None
 
 
@@ -58,9 +61,43 @@ def _private_temporary_files() -> None:
     this process's own for them (tempfile.tempdir, set before TensorFlow is imported)."""
     global _scratch_dir
     if _scratch_dir is None:
-        _scratch_dir = tempfile.mkdtemp(prefix=f"charlm-tf-{os.getpid()}-")
+        remove_stale_temporary_files(tempfile.gettempdir())
+        _scratch_dir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
         tempfile.tempdir = _scratch_dir
         atexit.register(remove_temporary_files)
+
+
+def remove_stale_temporary_files(folder: str) -> None:
+    """Remove the scratch folders of earlier processes that could not remove their own
+    (kill -9, a power cut): this user's `charlm-tf-PID-*` folders whose process is gone.
+    A folder whose process still runs (or whose owner cannot be told) is left alone."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            pid = _scratch_owner(entry.name)
+            if pid is None or pid == os.getpid() or _running(pid):
+                continue
+            with contextlib.suppress(OSError):
+                details = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(details.st_mode) and details.st_uid == os.geteuid():
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _scratch_owner(name: str) -> int | None:
+    """The process id in a scratch folder's name (charlm-tf-PID-random), else None."""
+    if not name.startswith(SCRATCH_PREFIX):
+        return None
+    pid, _, rest = name[len(SCRATCH_PREFIX):].partition("-")
+    return int(pid) if pid.isdigit() and rest else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: running
+        return True
+    return True
 
 
 def remove_temporary_files() -> None:

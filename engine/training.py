@@ -174,6 +174,8 @@ class Trainer:
         another process took it...)."""
         if not self.chief or self.rundir.holds_lock():
             return
+        if self._abandoned:
+            raise RunDirError(f"{self.rundir.path} was released: the process is leaving")
         existed = self.rundir.path.is_dir()
         self.rundir.release()
         self.rundir.check_can_train(self._corpus_path())
@@ -346,6 +348,33 @@ class Trainer:
                 self._tensorboard.close()
             self.close()
 
+    def abandon(self) -> int | None:
+        """From another thread, while this one is stuck in a step the process cannot wait
+        for: the end row, with the step of the last checkpoint, and the run directory
+        released (RunSession.abandon). Returns that step (None: no checkpoint yet)."""
+        step = None
+        if self.chief and self.rundir.acquired:
+            try:
+                state = self.rundir.load_state() if self.rundir.has_checkpoint() else {}
+            except RunDirError:
+                state = {}
+            step = state.get("step") if isinstance(state.get("step"), int) else None
+            wall = self._clock.elapsed if self._clock is not None else state.get("elapsed", 0.0)
+            per_epoch = self.train_windows.batches_per_epoch
+            at = step or 0
+            row = {"kind": "end", "epoch": at // per_epoch, "step": at, "wall": round(wall, 3),
+                   "chars": at * self.config.batch_size * self.config.targets_per_window,
+                   "train_loss": None, "val_loss": None, "reason": "stopped", "abandoned": True}
+            try:
+                self.rundir.append_metrics(row)
+            except RunDirError:
+                pass  # a log: the checkpoint is what matters, and it is whole
+        self._abandoned = True  # (before the release: the stuck thread must not take it again)
+        self.rundir.release()
+        return step
+
+    _abandoned = False
+
     def close(self) -> None:
         if self._clock is not None:
             self._clock.close()
@@ -420,6 +449,8 @@ class Trainer:
                 break
             if self.sample_each_epoch and config.sample_length and self.chief:
                 self._sample_round(epoch + 1)
+                if self._stop.is_set() and not self._multiworker:  # stopped while sampling: saved above
+                    reason = "stopped"
             if reason:
                 break
         else:
@@ -595,8 +626,9 @@ class Trainer:
         sampler = self.sampler()
         rng = np.random.default_rng([self.config.seed, epoch])
         seed_text = self.corpus.random_text(SEED_LENGTH, rng)
-        samples = sampler.generate(seed_text, self.config.temperatures, self.config.sample_length,
-                                   seed=int(rng.integers(2**31)))
+        samples = self._generate(sampler, seed_text, seed=int(rng.integers(2**31)))
+        if samples is None:  # stopped: the user is waiting for the checkpoint, not for samples
+            return
         self._emit(events.SamplesGenerated(epoch, seed_text, samples))
         text = f"--- seed: {seed_text}\n" + "".join(
             f"\n--- temperature {t}\n{seed_text}{sample}\n{self._copied_line(sample)}\n"
@@ -605,6 +637,19 @@ class Trainer:
             self.rundir.write_samples(f"epoch-{epoch:04d}", text)
         except RunDirError as error:
             self._emit(events.Notice(str(error)))
+
+    def _generate(self, sampler, seed_text: str, seed: int) -> dict[float, str] | None:
+        """The epoch's samples (sampler.generate), or None once a stop is asked: a long
+        --length must not hold a stop up."""
+        temperatures = self.config.temperatures
+        columns: list[list[str]] = [[] for _ in temperatures]
+        for number, (chars, _) in enumerate(sampler.stream(seed_text, temperatures, self.config.sample_length,
+                                                           seed=seed)):
+            if number % 64 == 0 and self._stop.is_set():
+                return None
+            for column, char in zip(columns, chars):
+                column.append(char)
+        return {float(t): "".join(column) for t, column in zip(temperatures, columns)}
 
     def _copied_line(self, sample: str) -> str:
         """How much of a sample is copied from the training text (engine/novelty.py); its

@@ -4,8 +4,17 @@ fails, saying what to do, when the library changes under it: the private name is
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
+import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from engine import compat
 
@@ -198,3 +207,180 @@ def test_tensorflow_still_reports_each_devices_memory_through_device_lib():
         "the machine's memory only; find where TensorFlow reports a GPU's memory now")
     if not tensorflow().config.list_physical_devices("GPU"):
         assert compat.gpu_memory_bytes() is None
+
+
+# -- a terminal that goes away under Textual (tui/compat.py) ----------------------------------------
+
+class _GoneTerminal:
+    """A terminal after a hangup: every write fails with EIO."""
+
+    def write(self, text):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def flush(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def fileno(self):
+        return 1
+
+
+def _writes_finish(writer, count: int, within: float) -> bool:
+    """Whether `count` writes to a Textual WriterThread return within `within` seconds
+    (a thread of its own makes them: if they block, it is left blocked, a daemon)."""
+    done = threading.Event()
+
+    def write():
+        for _ in range(count):
+            writer.write("x")
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    return done.wait(within)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_textual_still_lets_its_writer_thread_die_at_a_failed_write_and_then_blocks():
+    """Why tui/compat.stderr_to_log gives Textual a Guarded stream: with a terminal gone,
+    Textual's writer thread dies and its bounded queue then blocks every writer (the
+    event loop, and the shutdown's WriterThread.stop) for good."""
+    from textual.drivers.linux_driver import WriterThread  # the class the driver draws with
+
+    writer = WriterThread(_GoneTerminal())
+    writer.start()
+    writer.write("the first write fails")
+    writer.join(5)
+    assert not _writes_finish(writer, 100, within=1.0), (
+        "Textual's writer thread now survives a failed write (or its queue is unbounded): "
+        "tui/compat.stderr_to_log's Guarded stream may no longer be needed")
+
+
+def test_the_guarded_stream_keeps_textuals_writer_alive_and_reports_the_terminal_gone():
+    from textual.drivers.linux_driver import WriterThread  # the class the driver draws with
+
+    from tui.streams import Guarded
+
+    reported = []
+    writer = WriterThread(Guarded(_GoneTerminal(), on_lost=reported.append))
+    writer.start()
+    assert _writes_finish(writer, 100, within=10.0), "writes blocked behind a dead writer thread"
+    writer.stop()  # returns: the thread is alive and drains its queue
+    assert not writer.is_alive()
+    assert reported == [signal.SIGHUP], "the lost terminal is reported once, as a hangup"
+
+
+class _StandIn:
+    """Enough of an App for a driver whose input is read but never dispatched."""
+
+    def call_later(self, *args, **kwargs):
+        pass
+
+
+@contextlib.contextmanager
+def _driver_reading(driver_class, data: bytes, close: bool, monkeypatch):
+    """A Textual Linux driver (of `driver_class`) whose input is a pipe holding `data`,
+    at its end if `close`; yields (driver, count of selects), the input thread running."""
+    import selectors
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    if close:
+        os.close(write_end)
+    selects = []
+
+    class CountingSelector(selectors.SelectSelector):
+        def select(self, timeout=None):
+            selects.append(1)
+            return super().select(timeout)
+
+    monkeypatch.setattr(selectors, "SelectSelector", CountingSelector)
+    monkeypatch.setattr(sys, "__stdin__", os.fdopen(read_end, "rb", buffering=0))
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTSTP, signal.SIGCONT)}
+    driver = driver_class(_StandIn(), debug=False, mouse=False, size=(80, 24))
+    thread = threading.Thread(target=driver.run_input_thread, daemon=True)
+    thread.start()
+    try:
+        yield driver, selects
+    finally:
+        driver.exit_event.set()
+        thread.join(5)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        sys.__stdin__.close()
+        if not close:
+            os.close(write_end)
+    assert not thread.is_alive(), "the input thread did not end when told to"
+
+
+async def test_textual_still_reads_its_input_again_and_again_once_it_has_ended(monkeypatch):
+    """Why tui/compat.terminal_driver replaces the input loop: at the end of its input
+    Textual's LinuxDriver selects and reads in a busy loop (upstream:
+    Textualize/textual#6690)."""
+    from textual.drivers.linux_driver import LinuxDriver
+
+    with _driver_reading(LinuxDriver, b"", close=True, monkeypatch=monkeypatch) as (driver, selects):
+        time.sleep(0.5)
+        spins = len(selects)
+    assert spins > 100, (
+        f"Textual's input loop selected {spins} times in 0.5 s at the end of its input: it no longer "
+        "spins there (Textualize/textual#6690 landed?). tui/compat.terminal_driver may now only need "
+        "to learn that the input ended, or go")
+
+
+async def test_the_drivers_input_loop_reports_its_end_once_and_stops_reading(monkeypatch):
+    from tui import compat
+
+    ended = []
+    driver_class = compat.terminal_driver(on_input_end=lambda: ended.append(1))
+    with _driver_reading(driver_class, b"", close=True, monkeypatch=monkeypatch) as (driver, selects):
+        wait = time.monotonic() + 5
+        while not ended and time.monotonic() < wait:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        spins = len(selects)
+    assert ended == [1] and spins < 10, (ended, spins)
+
+
+async def test_the_drivers_input_loop_passes_keys_on_as_textuals_does(monkeypatch):
+    """The replaced loop parses input with Textual's own parser: a key is a Key event."""
+    from textual import events
+
+    from tui import compat
+
+    keys = []
+
+    class Recording(compat.terminal_driver(on_input_end=lambda: None)):
+        def process_message(self, message):
+            if isinstance(message, events.Key):
+                keys.append(message.key)
+
+    with _driver_reading(Recording, b"q", close=False, monkeypatch=monkeypatch):
+        wait = time.monotonic() + 5
+        while not keys and time.monotonic() < wait:
+            time.sleep(0.01)
+    assert keys == ["q"]
+
+
+def test_the_terminal_modes_are_given_back_by_hand(monkeypatch):
+    """What the watchdog does when Textual cannot: the input settings as they were, the
+    alternate screen and mouse reporting off."""
+    import pty
+    import termios
+
+    from tui import compat
+
+    master, slave = pty.openpty()
+    try:
+        monkeypatch.setattr(sys, "__stdin__", os.fdopen(os.dup(slave), "rb", buffering=0))
+        before = termios.tcgetattr(slave)
+        modes = compat.TerminalModes(slave)
+        raw = termios.tcgetattr(slave)
+        raw[3] &= ~(termios.ECHO | termios.ICANON)
+        termios.tcsetattr(slave, termios.TCSANOW, raw)
+        modes.restore()
+        assert termios.tcgetattr(slave) == before
+        written = os.read(master, 4096)
+        assert b"\x1b[?1049l" in written and b"\x1b[?1000l" in written and b"\x1b[?25h" in written
+    finally:
+        sys.__stdin__.close()
+        os.close(master)
+        os.close(slave)

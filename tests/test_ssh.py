@@ -1,7 +1,8 @@
-"""A real SSH session: the app trains in a terminal that sshd gives it, and the
-connection drops (the ssh client is killed), as when a laptop loses Wi-Fi. sshd then
-sends the session SIGHUP: the app must save a checkpoint of the step it reached and
-exit. sshd runs on a loopback port with throwaway keys made here; skipped, with the
+"""A real SSH session: the app, or `train`, runs in a terminal that sshd gives it, and
+the connection drops (the ssh client is killed), as when a laptop loses Wi-Fi. sshd then
+hangs up the session's terminal: the process must save a checkpoint of the step it
+reached, write the run's end row, release the run and be gone within GONE_WITHIN
+seconds. sshd runs on a loopback port with throwaway keys made here; skipped, with the
 reason, where sshd or ssh is not installed (.ci/run installs openssh-server)."""
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import tiny_text
-from tests.test_tmux_smoke import _assert_checkpoint_is_the_last_step, _command, _wait_for_steps
+from tests.terminal import (
+    GONE_WITHIN, TINY, assert_saved_and_released, charlm, charlm_processes, last_step, wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
@@ -79,28 +81,25 @@ UsePAM no
         server.wait(timeout=10)
 
 
-def test_a_dropped_ssh_connection_stops_the_app_with_a_checkpoint(sshd, tmp_path):
+@pytest.mark.parametrize("command", [[], ["train"]], ids=["app", "train"])
+def test_a_dropped_ssh_connection_stops_the_run_with_a_checkpoint(command, sshd, tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(tiny_text(6000), encoding="utf-8")
     run_dir = tmp_path / "run"
-    app = _command() + ["--corpus", str(corpus), "--run", str(run_dir), "--units", "8", "--maxlen", "16",
-                        "--step", "8", "--batch-size", "16", "--epochs", "1000", "--checkpoint-every", "3600"]
-    remote = f"cd {shlex.quote(str(ROOT))} && TERM=xterm-256color exec {shlex.join(app)}"
+    args = charlm(*command, "--corpus", corpus, "--run", run_dir, *TINY, "--epochs", "1000",
+                  "--checkpoint-every", "3600")
+    remote = f"cd {shlex.quote(str(ROOT))} && TERM=xterm-256color exec {shlex.join(args)}"
     client = subprocess.Popen([*sshd, remote], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        seen = _wait_for_steps(run_dir, 30)
+        seen = wait_for(lambda: (last_step(run_dir) or 0) >= 30 and last_step(run_dir), 120, "training")
+        pids = charlm_processes(str(run_dir))
+        assert pids, "no charlm-tui process on the remote side"
         client.kill()  # the connection drops: sshd hangs up on the session
         client.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            rows = (run_dir / "metrics.jsonl").read_text().splitlines()
-            if rows and '"kind": "end"' in rows[-1]:
-                break
-            time.sleep(0.2)
-        _assert_checkpoint_is_the_last_step(run_dir, seen)
-        lock = (run_dir / ".lock").read_text().strip() if (run_dir / ".lock").exists() else ""
-        assert lock == "", f"the app (pid {lock}) still holds the run after the connection dropped"
+        wait_for(lambda: not any(charlm_processes(str(run_dir))), GONE_WITHIN + 5,
+                 "the remote process to leave after the connection dropped")
+        assert_saved_and_released(run_dir, seen)
     finally:
         if client.poll() is None:
             client.kill()

@@ -149,8 +149,8 @@ def test_train_dry_run_shows_hostile_names_as_text(hostile_run, tmp_path):
 def test_train_prints_its_samples_as_text_in_a_terminal(hostile_run, tmp_path):
     _, corpus_path, _ = hostile_run
     # TTY_COMPATIBLE=0: rich leaves its progress bar (and colours) off, so every ESC in
-    # what reaches the terminal would be the corpus's; the bar itself prints no text
-    # from the corpus (the terminal acceptance suite drives it).
+    # what reaches the terminal would be the corpus's; the bar itself prints no text from
+    # the corpus (tests/test_terminal.py drives train with its bar on a hostile corpus).
     result = run_in_pty([*charlm_command(), "train", "--corpus", str(corpus_path), "--run",
                          str(tmp_path / f"run{WINDOW_TITLE}"), *TINY, "--epochs", "1", "--length", "200"],
                         env={"TTY_COMPATIBLE": "0"}, timeout=180)

@@ -7,20 +7,20 @@ exits 0 and the terminal is given back.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
 import shutil
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import tiny_text
+from tests.terminal import (
+    TINY, Tmux, assert_saved_and_released, charlm, charlm_processes, last_step, shell_command, wait_for,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,62 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _command() -> list[str]:
-    script = Path(sys.executable).parent / "charlm-tui"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "tui.cli"]
-
-
-class Tmux:
-    """A tmux session on a server of its own (its socket in the test's folder), so no
-    other tmux session on the machine is touched."""
-
-    def __init__(self, width: int, height: int, command: str, cwd: Path, socket: Path):
-        self.name = f"charlm-{uuid.uuid4().hex[:8]}"
-        self.tmux = ["tmux", "-S", str(socket)]
-        subprocess.run([*self.tmux, "new-session", "-d", "-s", self.name, "-x", str(width),
-                        "-y", str(height), "-c", str(cwd), command], check=True)
-
-    def screen(self) -> str:
-        result = subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name],
-                                capture_output=True, text=True)
-        return result.stdout
-
-    def keys(self, *keys: str) -> None:
-        for key in keys:
-            subprocess.run([*self.tmux, "send-keys", "-t", self.name, key], check=True)
-            time.sleep(0.3)
-
-    def wait_for(self, predicate, timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if predicate(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
-            time.sleep(0.2)
-
-    def exit_code(self, exit_file: Path, what: str) -> str:
-        """What the command wrote to `exit_file` (its $?) once it has exited."""
-        deadline = time.monotonic() + 60
-        while not exit_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert exit_file.exists(), f"{what} did not exit; the screen:\n{self.screen()}"
-        return exit_file.read_text().strip()
-
-    def terminal_modes(self) -> str:
-        """"alternate-screen mouse-reporting" flags of the pane, e.g. "0 0" once given back."""
-        result = subprocess.run([*self.tmux, "display-message", "-p", "-t", self.name,
-                                 "#{alternate_on} #{mouse_any_flag}"], capture_output=True, text=True)
-        return result.stdout.strip()
-
-    def kill_session(self) -> None:
-        """What closing the terminal does: the processes in it get SIGHUP."""
-        subprocess.run([*self.tmux, "kill-session", "-t", self.name], check=True)
-
-    def kill(self) -> None:
-        subprocess.run([*self.tmux, "kill-server"], capture_output=True)  # this test's server only
+    return charlm()
 
 
 @pytest.fixture
@@ -158,52 +103,22 @@ def test_watch_in_tmux_follows_a_run_and_leaves_no_log_behind(workspace):
 
 def _pid_of(marker: str) -> int:
     """The pid of the charlm-tui process whose command line holds `marker`."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out = subprocess.run(["pgrep", "-f", "--", marker], capture_output=True, text=True).stdout.split()
-        pids = [int(pid) for pid in out if int(pid) != os.getpid()]
-        for pid in pids:
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"python" in Path(argv[0].decode()).name.encode():  # not tmux, not the shell
-                return pid
-        time.sleep(0.2)
-    raise AssertionError(f"no process for {marker}")
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return wait_for(lambda: (charlm_processes(marker) or [None])[0], 30, f"a process for {marker}")
 
 
 def _wait_for_steps(run_dir: Path, steps: int) -> int:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.jsonl").exists():
-            done = [row["step"] for row in _rows(run_dir) if row.get("kind") == "interval"]
-            if done and done[-1] >= steps:
-                return done[-1]
-        time.sleep(0.2)
-    raise AssertionError("the app did not train")
+    return wait_for(lambda: (last_step(run_dir) or 0) >= steps and last_step(run_dir), 90, "the app to train")
 
 
 def _app_command(corpus: Path, run_dir: Path, exit_file: Path) -> str:
-    args = _command() + ["--corpus", str(corpus), "--run", str(run_dir), "--units", "8", "--maxlen", "16",
-                         "--step", "8", "--batch-size", "16", "--epochs", "1000", "--checkpoint-every", "3600"]
-    env = f"cd {shlex.quote(str(ROOT))} && TERM=xterm-256color"
-    return f"{env} {shlex.join(args)}; echo $? > {shlex.quote(str(exit_file))}; sleep 30"
+    args = _command() + ["--corpus", str(corpus), "--run", str(run_dir), *TINY, "--epochs", "1000",
+                         "--checkpoint-every", "3600"]
+    return shell_command(args, exit_file)
 
 
 def _assert_checkpoint_is_the_last_step(run_dir: Path, seen: int) -> None:
     """The run ended with a checkpoint of the very step training reached: nothing lost."""
-    end = _rows(run_dir)[-1]
-    assert end["kind"] == "end" and end["reason"] == "stopped", end
-    state = json.loads((run_dir / "state.json").read_text())
-    assert state["step"] == end["step"] >= seen, (state, end)
-    from engine.rundir import archive_problem
-
-    assert archive_problem(run_dir / "model.keras") is None
+    assert_saved_and_released(run_dir, seen)
 
 
 @pytest.mark.parametrize("signame, code", [("HUP", 129), ("TERM", 143)])

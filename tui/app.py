@@ -11,11 +11,11 @@ followed. TensorFlow is imported on the engine's threads, after the first paint.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +25,11 @@ from textual.app import App
 from textual.binding import Binding
 
 from engine.errors import CharlmError
-from engine.session import SIGNAL_EXIT_CODES
-from tui import compat
+from tui import compat, streams
 from tui.commands import CharlmCommands
 from tui.keys import COLUMN_KEYS, KEYS, NEEDS_SAMPLER, TRAINING_ONLY
+from tui.lifeline import Lifeline
+from tui.messages import StopRequested
 from tui.options import AppOptions
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
@@ -36,7 +37,6 @@ from tui.screens.main import MainScreen
 from tui.visible import visible, visible_line
 
 QUIT_TIMEOUT = 120.0   # seconds q waits for the checkpoint before giving up
-SIGNAL_TIMEOUT = 10.0  # seconds a SIGHUP/SIGTERM waits for it: then out, the previous one whole
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,13 @@ class CharlmApp(App[int]):
     BINDINGS = [Binding(k.key, k.action, k.label, key_display=k.key_display, tooltip=k.detail)
                 for k in KEYS]
 
-    def __init__(self, options: AppOptions) -> None:
-        super().__init__()
+    def __init__(self, options: AppOptions, driver_class=None) -> None:
+        super().__init__(driver_class=driver_class)
         self.options = options
         self.main: MainScreen | None = None  # made by get_default_screen, as the app starts
         self.signal_received: int | None = None
         self.notices: deque[Notice] = deque(maxlen=100)  # what notify() has shown, newest last
+        self.lifeline: Lifeline | None = None  # run_app's: signals and a terminal gone
         self._quitting = False
 
     def notify(self, message: str, *, title: str = "", severity="information", **options) -> None:
@@ -75,11 +76,6 @@ class CharlmApp(App[int]):
     def get_default_screen(self) -> MainScreen:
         self.main = MainScreen(self.options)
         return self.main
-
-    def on_mount(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.on_stop_signal, signum)
 
     # -- what tests and benchmarks look at ----------------------------------------------------
     @property
@@ -194,23 +190,25 @@ class CharlmApp(App[int]):
             return
         self.call_from_thread(self.exit, 0)
 
-    def on_stop_signal(self, signum: int) -> None:
-        """SIGHUP (a dropped SSH session), SIGTERM, SIGINT: stop after this batch, save a
-        checkpoint, give the terminal back and exit 129/143/130, within SIGNAL_TIMEOUT
-        seconds. A second signal leaves at once (the previous checkpoint is whole)."""
-        code = SIGNAL_EXIT_CODES[signum]
+    def on_stop_requested(self, message: StopRequested) -> None:
+        """SIGHUP (a dropped SSH session, or a terminal found gone), SIGTERM, SIGINT: the
+        lifeline (tui/lifeline.py) has told the run to stop after this batch and save a
+        checkpoint; show it, wait for it, give the terminal back and exit 129/143/130.
+        The lifeline makes the process leave if this cannot happen in time."""
         if self.signal_received is not None:
-            self.exit(code)
             return
-        self.signal_received = signum
-        session = self.main.session
-        if session is not None:
-            session.on_signal(signum)
-        self.run_worker(self._leave_after_signal(code), group="signal")
+        self.signal_received = message.signum
+        self.run_worker(self._leave_after_signal(128 + message.signum), group="signal")
 
     async def _leave_after_signal(self, code: int) -> None:
-        await self.main.stop("saving a checkpoint (signal)…", SIGNAL_TIMEOUT)
+        deadline = self.lifeline.deadline if self.lifeline is not None else None
+        timeout = max(deadline - time.monotonic(), 0.0) if deadline is not None else QUIT_TIMEOUT
+        await self.main.stop("saving a checkpoint (signal)…", timeout)
         self.exit(code)
+
+    def session_now(self):
+        """The RunSession training now (None before the screen, and in --no-train/watch)."""
+        return self.main.session if self.main is not None else None
 
     async def on_unmount(self) -> None:
         """Every way out passes here: stop the trainer (it saves a checkpoint) before
@@ -219,16 +217,18 @@ class CharlmApp(App[int]):
             await self.main.stop(timeout=QUIT_TIMEOUT)
 
     def stop_threads(self, timeout: float = QUIT_TIMEOUT) -> None:
-        """From outside the event loop (after it ended): stop the run and wait for it."""
+        """From outside the event loop (after it ended): stop the run and wait for it
+        (after a signal, until the lifeline's deadline: it leaves then, whatever)."""
         source = self.main.source if self.main is not None else None
         if source is not None:
             source.stop()
-            source.wait(timeout if self.signal_received is None else 0)
+            deadline = self.lifeline.deadline if self.lifeline is not None else None
+            source.wait(timeout if deadline is None else max(deadline - time.monotonic(), 0.0))
 
 
 # -- entry points -------------------------------------------------------------------------------
-def build_app(options: AppOptions) -> CharlmApp:
-    return CharlmApp(options)
+def build_app(options: AppOptions, driver_class=None) -> CharlmApp:
+    return CharlmApp(options, driver_class)
 
 
 def saved_line(app: CharlmApp) -> str | None:
@@ -249,28 +249,38 @@ def saved_line(app: CharlmApp) -> str | None:
 
 def run_app(options: AppOptions) -> int:
     """Run the app in this terminal: the terminal is restored and the checkpoint saved
-    whatever way it ends. TensorFlow's C++ log lines go to a temporary log file, not the
-    screen (nothing is written where the user did not ask): removed after a clean exit,
-    named after a failure."""
+    whatever way it ends, a terminal that went away included (tui/lifeline.py, and
+    tui/compat.py for Textual's part). TensorFlow's C++ log lines go to a temporary log
+    file, not the screen (nothing is written where the user did not ask): removed after
+    a clean exit, named after a failure."""
     log_path = Path(tempfile.gettempdir()) / f"charlm-tui-{os.getpid()}.log"
-    app = build_app(options)
+    terminal = compat.TerminalModes(None)
+    app: CharlmApp | None = None
+    lifeline = Lifeline(session=lambda: app.session_now() if app is not None else None,
+                        on_stop=lambda signum: app.post_message(StopRequested(signum)),
+                        before_leaving=lambda: terminal.restore())
+    app = build_app(options, compat.terminal_driver(on_input_end=lambda: lifeline.request(signal.SIGHUP)))
+    app.lifeline = lifeline
+    lifeline.install()
     try:
-        with compat.stderr_to_log(log_path):
+        with compat.stderr_to_log(log_path, on_lost=lifeline.request) as terminal:
             try:
                 result = app.run()
             finally:
                 app.stop_threads()
-    except KeyboardInterrupt:
-        app.stop_threads()
-        return 130
+    finally:
+        lifeline.uninstall()
     code = app.return_code if app.return_code not in (None, 0) else int(result or 0)
+    if lifeline.exit_code is not None:
+        code = lifeline.exit_code
     line = saved_line(app)
     if line:
-        print(line)
+        streams.print_safely(line)
     if code == 0 or _empty(log_path):
         log_path.unlink(missing_ok=True)
     elif log_path.exists():
-        print(f"charlm-tui: the log is {log_path}", file=sys.stderr)
+        streams.print_safely(f"charlm-tui: the log is {log_path}", file=sys.stderr)
+    lifeline.ended.set()
     return code
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from engine.errors import CharlmError
-from tui import options
+from tui import options, streams
 from tui.visible import print_visible, visible_line
 
 COMMANDS = options.COMMANDS
@@ -163,10 +163,20 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The program (argv None: skips TensorFlow's slow interpreter teardown) or a call."""
+    """The program (argv None: skips TensorFlow's slow interpreter teardown) or a call.
+
+    Output whose reader has gone (`charlm-tui sample | head -1`, a closed terminal) ends
+    the program quietly, as Python's docs advise (tui/streams.py): 141 for a closed pipe,
+    129 for a terminal gone, never a traceback."""
     if argv is not None:
         return _main(argv)
-    code = _main(sys.argv[1:])
+    try:
+        code = _main(sys.argv[1:])
+        sys.stdout.flush()  # (what is still buffered fails here, not at the interpreter's exit)
+    except OSError as error:
+        if streams.lost_output(error) is None:
+            raise
+        code = streams.output_gone(error)
     if "tensorflow" in sys.modules:
         _exit_now(code)
     return code

@@ -1,9 +1,11 @@
 """`charlm-tui train`: headless training with a rich progress bar, a view of a RunSession.
 
 Prints what the book prints (corpus length, distinct characters, windows, the model
-summary, and after every epoch 400 chars at each temperature). The session stops on
-Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session) after the current batch with a
-checkpoint saved; output to a terminal that went away is dropped, never fatal.
+summary, and after every epoch 400 chars at each temperature). The session trains on a
+thread of its own, so that this one answers signals at once, even during a long step.
+It stops on Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session), and when its output
+goes away without a signal (a terminal gone: EIO; a pipe closed: EPIPE), after the
+current batch with a checkpoint saved, within a bounded time (tui/lifeline.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
+import threading
 import time
 
 from rich.console import Console
@@ -24,6 +28,8 @@ from engine.session import RunSession
 from engine.training import check_length  # TensorFlow is imported only when training starts
 from engine.windows import count_windows, split_point
 from tui import options
+from tui.lifeline import MULTIWORKER_STOP_DEADLINE, Lifeline
+from tui.streams import Guarded
 from tui.visible import visible, visible_line
 
 
@@ -34,27 +40,37 @@ def run(args: argparse.Namespace) -> int:
 class HeadlessTrainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
+        self.session = RunSession(options.run_request(self.args), on_event=self.on_event)
+        self.lifeline = Lifeline(lambda: self.session, on_stop=self._on_signal, say=self._say_error)
+        # A terminal or pipe that goes away stops the run as the signal it stands for would.
+        self.stdout = Guarded(sys.stdout, on_lost=self.lifeline.request)
+        self.console = Console(file=self.stdout, highlight=False, soft_wrap=True)
+        self.errors = Console(file=Guarded(sys.stderr, on_lost=self.lifeline.request), highlight=False,
+                              soft_wrap=True)  # one message, one line
         self.bar: Progress | None = None
         self.task = None
         self.progress = progress.Progress()
-        self.output_lost = False
         self.read_tenths = 0
         self.started = time.monotonic()
-        self.session = RunSession(options.run_request(self.args), on_event=self.on_event)
 
     # -- output that survives a vanished terminal --------------------------------------
     def say(self, *objects, **kwargs) -> None:
-        if self.output_lost:
-            return
-        try:
-            (self.bar.console if self.bar else self.console).print(*objects, **kwargs)
-        except OSError:  # EIO / broken pipe: the terminal is gone; keep training quietly
-            self.output_lost = True
+        """Print (through the bar while it shows); nothing once the output is gone."""
+        (self.bar.console if self.bar else self.console).print(*objects, **kwargs)
+
+    def _say_error(self, message: str) -> None:
+        self.errors.print(f"charlm-tui: {message}", markup=False)
 
     # -- the command -----------------------------------------------------------------------
     def run(self) -> int:
+        self.lifeline.install()  # from here on, a signal stops the run whatever it is doing
+        try:
+            return self._run()
+        finally:
+            self.lifeline.ended.set()  # leaving by itself: the watchdog need not force it
+            self.lifeline.uninstall()
+
+    def _run(self) -> int:
         session = self.session
         session.request.check()     # bad settings fail before any work,
         options.refuse_a_model_too_big(session.request)  # a model too big for this machine too,
@@ -65,12 +81,11 @@ class HeadlessTrainer:
         refuse_if_too_big(config, len(corpus.vocab))  # (with the corpus's own vocabulary)
         if self.args.dry_run:
             return self._dry_run(corpus, config)
-        with session.stopping_on_signals(self._on_signal):
-            try:
-                with self._progress_bar() as self.bar:
-                    finished = session.run()
-            finally:
-                self.bar = None
+        try:
+            with self._progress_bar() as self.bar:
+                finished = self._train()
+        finally:
+            self.bar = None
         if finished is not None:
             self._print_summary(finished)
         if session.checkpoint_error:
@@ -78,9 +93,36 @@ class HeadlessTrainer:
                                            f"{session.checkpoint_error}"), markup=False, emoji=False)
         return session.exit_code
 
+    def _train(self) -> events.TrainingFinished | None:
+        """session.run() on a thread of its own, while this (main) thread waits, ready to
+        run signal handlers at once: Python runs them only on the main thread, between
+        two bytecodes, never in the middle of a TensorFlow step. Not under the
+        multi-worker strategy, which must be made on the main thread (engine/distribute.py
+        takes SIGTERM back from TensorFlow's coordination service there); its stops ride
+        on the next step's collective anyway."""
+        if self.session.config.strategy == "multiworker":
+            self.lifeline.stop_deadline = MULTIWORKER_STOP_DEADLINE
+            return self.session.run()
+        outcome: dict = {}
+
+        def train() -> None:
+            try:
+                outcome["finished"] = self.session.run()
+            except BaseException as error:  # raised again here, on the main thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=train, name="charlm-training", daemon=True)
+        thread.start()
+        while thread.is_alive() and not self.session.done.is_set():  # (done: stopped while loading)
+            thread.join(0.25)
+        thread.join(0.25)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("finished")
+
     def _on_signal(self, signum: int) -> None:
-        if signum != self.session.signal_received:
-            return  # said once, for the first signal
+        if signum != self.session.signal_received or signum == signal.SIGPIPE:
+            return  # said once, for the first signal (a pipe closed has nobody to tell)
         trainer = self.session.trainer
         if trainer is None or trainer.chief:
             then = "stopping after this batch and saving a checkpoint..."
@@ -134,8 +176,10 @@ class HeadlessTrainer:
             else:  # a multi-worker helper: the chief writes checkpoints, samples and metrics
                 self.say(f"Training on {event.device} as {event.worker} ({where}); the chief keeps "
                          "the run directory", markup=False)
-            if self.bar:
-                self.task = self.bar.add_task("train", total=event.steps_per_epoch)
+            if self.bar:  # with every field its columns show, before any progress is known
+                self.task = self.bar.add_task("train", total=event.steps_per_epoch, epoch=event.epoch,
+                                              loss=float("nan"), rate=0.0,
+                                              eta=progress.format_duration(None))
         elif isinstance(event, events.EpochEnd):
             # A multi-worker helper leaves the held-out loss to the chief.
             val = f", held-out loss {event.val_loss:.4f}" if event.val_loss is not None else ""
@@ -176,11 +220,8 @@ class HeadlessTrainer:
         ended = progress.describe_end(finished.reason).capitalize()
         self.say(f"{ended} at {progress.describe_position(self.progress)}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
-        if self.args.json and not self.output_lost:
-            try:
-                print(json.dumps({"reason": finished.reason, "epoch": finished.epoch, "step": finished.step,
-                                  "train_loss": finished.train_loss, "val_loss": finished.val_loss,
-                                  "elapsed": finished.elapsed, "chars_per_sec": finished.chars_per_sec,
-                                  "run_dir": finished.run_dir}), flush=True)
-            except OSError:
-                pass
+        if self.args.json:
+            print(json.dumps({"reason": finished.reason, "epoch": finished.epoch, "step": finished.step,
+                              "train_loss": finished.train_loss, "val_loss": finished.val_loss,
+                              "elapsed": finished.elapsed, "chars_per_sec": finished.chars_per_sec,
+                              "run_dir": finished.run_dir}), file=self.stdout, flush=True)

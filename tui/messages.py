@@ -52,3 +52,11 @@ class SamplesMeasured(Message):
     round_number: int
     notes: tuple
     generation: int
+
+
+@dataclass
+class StopRequested(Message):
+    """A signal came, or the terminal went away (posted by tui.lifeline's thread): the
+    run is stopping; show it and shut down."""
+
+    signum: int
