@@ -26,6 +26,7 @@ from engine.errors import CorpusError
 BAR_WIDTH = 6              # characters of a probability bar at 100%
 CONTEXT_SHOWN = 60         # characters of the context printed before the distribution
 HELD_OUT_LINE_SEARCH = 1_000  # the held-out text starts at a line start found within this many characters
+LONG_TEXT = 50_000         # a text this long takes seconds to trace: say so first
 
 # tanh(c) and h lie in [-1, 1]: a diverging scale, blue below 0, red above (ColorBrewer RdBu).
 NEGATIVE, NEUTRAL, POSITIVE = (33, 102, 172), (247, 247, 247), (178, 24, 43)
@@ -191,6 +192,8 @@ def cmd_cells(args: argparse.Namespace) -> int:
     units = saved.config.units
     if args.cell is not None and args.cell >= units:
         raise ValueError(f"--cell must be from 0 to {units - 1}: layer {layer_number} has {units} cells")
+    if len(text) >= LONG_TEXT and sys.stderr.isatty():
+        print(f"charlm-tui: running the model over {len(text):,} characters (a few seconds)...", file=sys.stderr)
     traced = trace(saved.sampler, text, gates=False, probabilities=False,
                    what=f"--text-file {args.text_file}" if args.text_file else "the held-out text")
     layer = traced.layers[layer_number - 1]
