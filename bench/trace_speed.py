@@ -63,7 +63,7 @@ def one_round(sampler, text: str) -> dict:
     properties = text_properties(traced.text)
     properties_at = time.perf_counter()
     layer = traced.layers[-1]
-    ranking = rank_cells({"c": layer.tanh_c, "h": layer.h}, properties)
+    ranking = rank_cells(layer.activations, properties)
     ranked_at = time.perf_counter()
     assert all(len(scores) in (0, layer.units) for scores in ranking.values())
     return {"trace": traced_at - started, "properties": properties_at - traced_at,
@@ -78,7 +78,8 @@ def reference_round(sampler, text: str) -> float:
 
 
 def main() -> None:
-    parser = C.parser("Trace 10,000 characters through an LSTM(128) and rank every cell against every property.")
+    parser = C.parser("Trace 10,000 characters through an LSTM(128) and rank every cell against every "
+                      "property.")
     parser.add_argument("--chars", type=int, default=10_000)
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)

@@ -47,6 +47,11 @@ class LayerTrace:
     def units(self) -> int:
         return self.c.shape[1]
 
+    @property
+    def activations(self) -> dict[str, np.ndarray]:
+        """{"c": tanh(c), "h": h}: what engine.cellstats.rank_cells correlates."""
+        return {"c": self.tanh_c, "h": self.h}
+
     def activation(self, kind: str) -> np.ndarray:
         """(steps, units): "c" is tanh(c), "h" is h."""
         if kind not in ACTIVATIONS:

@@ -123,6 +123,10 @@ def test_inspect_keys_temperatures_as_written_and_prints_a_table(trained):
                  "--temperatures", "0.5,1", "--json")
     result = json.loads(out.stdout)
     assert list(result["top"]) == ["0.5", "1"] and all(len(top) == 3 for top in result["top"].values())
+    from_best = charlm("inspect", "--run", trained["run"], "--text", "the will", "--checkpoint", "best",
+                       "--json")
+    assert from_best.returncode == 0, from_best.stderr
+    assert json.loads(from_best.stdout)["checkpoint"] == "best"
     table = charlm("inspect", "--run", trained["run"], "--text", "the will", "--top", "4")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -293,7 +297,8 @@ def test_without_colour_a_cell_is_marked_under_each_line(trained):
 
 
 def test_inspect_in_a_terminal_shows_the_table(trained):
-    code, output = in_terminal("inspect", "--run", trained["run"], "--text", '"the will', env={"TERM": "xterm"})
+    code, output = in_terminal("inspect", "--run", trained["run"], "--text", '"the will',
+                               env={"TERM": "xterm"})
     assert code == 0, output
     plain = RICH_STYLE.sub("", output)
     assert "T=1.0" in plain and "bits" in plain and "\x1b" not in plain

@@ -73,6 +73,7 @@ def test_the_gates_are_the_ones_that_make_c_and_h(sampler):
         assert gate.min() > 0 and gate.max() < 1
     assert layer.g.min() > -1 and layer.g.max() < 1 and layer.g.min() < 0 < layer.g.max()
     assert layer.activation("c") is layer.tanh_c and layer.activation("h") is layer.h
+    assert layer.activations == {"c": layer.tanh_c, "h": layer.h}
     with pytest.raises(ValueError, match="'c'"):
         layer.activation("x")
 

@@ -193,11 +193,11 @@ def cmd_cells(args: argparse.Namespace) -> int:
     if args.cell is not None and args.cell >= units:
         raise ValueError(f"--cell must be from 0 to {units - 1}: layer {layer_number} has {units} cells")
     if len(text) >= LONG_TEXT and sys.stderr.isatty():
-        print(f"charlm-tui: running the model over {len(text):,} characters (a few seconds)...", file=sys.stderr)
+        print(f"charlm-tui: running the model over {len(text):,} characters (a few seconds)...",
+              file=sys.stderr)
     traced = trace(saved.sampler, text, gates=False, probabilities=False,
                    what=f"--text-file {args.text_file}" if args.text_file else "the held-out text")
-    layer = traced.layers[layer_number - 1]
-    activations = {"c": layer.tanh_c, "h": layer.h}
+    activations = traced.layers[layer_number - 1].activations
     properties = text_properties(traced.text)
     where = {"run": str(saved.path), "checkpoint": args.checkpoint, "layer": layer_number, "layers": layers,
              "cells": units, "chars": len(traced.text), "source": source}
