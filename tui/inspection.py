@@ -311,21 +311,22 @@ def _print_plain_cell(console, text: str, values) -> None:
     _say(console, "Under each line, a mark per character: '=' below -0.6, '-' below -0.2, ' ' near 0, "
                   "'+' above 0.2, '#' above 0.6 (a newline shows as \u21b5).")
     width = max(console.width, 20)
-    shown, marks = "", ""
+    shown, marks = [], []  # of the line being built, as wide as each other
     for char, value in zip(text, values):
         glyph = "\u21b5" if char == "\n" else "\u2192" if char == "\t" else _visible_char(char)
-        if cell_len(shown + glyph) > width:
+        if len(marks) + cell_len(glyph) > width:
             _print_pair(console, shown, marks)
-            shown, marks = "", ""
-        shown += glyph
-        marks += _mark(value) * cell_len(glyph)
+        shown.append(glyph)
+        marks.extend(_mark(value) * cell_len(glyph))
         if char == "\n":
             _print_pair(console, shown, marks)
-            shown, marks = "", ""
     if shown:
         _print_pair(console, shown, marks)
 
 
-def _print_pair(console, shown: str, marks: str) -> None:
-    _say(console, shown)
-    _say(console, marks.rstrip())
+def _print_pair(console, shown: list[str], marks: list[str]) -> None:
+    """Print a line of text and its marks, and empty both for the next line."""
+    _say(console, "".join(shown))
+    _say(console, "".join(marks).rstrip())
+    shown.clear()
+    marks.clear()
