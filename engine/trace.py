@@ -14,9 +14,12 @@ numpy, from the weights of a `Sampler` (a checkpoint's sidecar or a Keras model)
 TensorFlow is needed and the figures are the sampler's own (tests/test_trace.py checks
 them against Keras's per-step outputs).
 
-Speed: the input projection of a whole layer is one lookup (one-hot @ kernel is a row
-of the kernel) or one matrix product, outside the loop; the loop is the recurrence,
-one small product and a few in-place vector operations per step, all cells at once.
+Speed and memory: the input projection is outside the loop - for the first layer a
+table of one row per character (one-hot @ kernel is a row of the kernel), for the others
+one matrix product - and the loop is the recurrence, one small product and a few
+in-place vector operations per step, all cells at once. What is kept per step is c,
+tanh(c) and h (and the gates when asked): 10,000 characters through an LSTM(128) keep
+31 MB, 72 MB with the gates (bench/trace_speed.py times it).
 """
 
 from __future__ import annotations
@@ -107,10 +110,14 @@ def trace(sampler: Sampler, text: str, *, gates: bool = True, probabilities: boo
     layer_count = sum(1 for name in weights if name.endswith("_recurrent_kernel"))
     layers, inputs = [], None
     for number in range(1, layer_count + 1):
-        kernel, recurrent, bias = (weights[f"lstm_{number}_{part}"]
+        kernel, recurrent, bias = (_rearranged(weights[f"lstm_{number}_{part}"])
                                    for part in ("kernel", "recurrent_kernel", "bias"))
-        projected = kernel[ids] if inputs is None else inputs @ kernel  # one-hot @ kernel is a row lookup
-        layer = _run_layer(projected + bias, recurrent, gates)
+        if inputs is None:  # one-hot @ kernel is a row of the kernel: a table, one row a step
+            rows, row_of_step = kernel + bias, ids
+        else:
+            rows, row_of_step = inputs @ kernel, range(len(ids))
+            rows += bias
+        layer = _run_layer(rows, row_of_step, recurrent, gates)
         layers.append(layer)
         inputs = layer.h
     distributions = None
@@ -119,26 +126,30 @@ def trace(sampler: Sampler, text: str, *, gates: bool = True, probabilities: boo
     return Trace(text, tuple(sampler.vocab), tuple(layers), distributions)
 
 
-def _run_layer(projected: np.ndarray, recurrent_kernel: np.ndarray, keep_gates: bool) -> LayerTrace:
-    """The recurrence of one layer over inputs already projected (x @ kernel + bias).
-
-    Two exact rewrites make each step a few in-place operations: the columns are put in
-    the order i, f, o, g so the three sigmoid gates are one slice, and those columns are
-    halved beforehand (a power of two: exact), since sigmoid(z) = (tanh(z / 2) + 1) / 2 -
-    the same formula the sampler uses - so one tanh serves all four gates."""
-    steps, units = projected.shape[0], recurrent_kernel.shape[0]
-    order = np.r_[0:2 * units, 3 * units:4 * units, 2 * units:3 * units]  # i f g o -> i f o g
+def _rearranged(weights: np.ndarray) -> np.ndarray:
+    """An LSTM weight's gate columns rearranged for `_run_layer`: Keras's order i, f, g, o
+    becomes i, f, o, g (the three sigmoid gates one slice), and the sigmoid gates' columns
+    are halved (a power of two: exact), since sigmoid(z) = (tanh(z / 2) + 1) / 2 - the
+    sampler's formula - so that one tanh serves all four gates."""
+    units = weights.shape[-1] // 4
+    order = np.r_[0:2 * units, 3 * units:4 * units, 2 * units:3 * units]
     halve = np.r_[np.full(3 * units, 0.5), np.ones(units)]
-    projected = projected[:, order] * halve
-    recurrent = np.ascontiguousarray(recurrent_kernel[:, order] * halve)
+    return np.ascontiguousarray(weights[..., order] * halve)
+
+
+def _run_layer(rows: np.ndarray, row_of_step, recurrent: np.ndarray, keep_gates: bool) -> LayerTrace:
+    """The recurrence of one layer, all cells at once, a few in-place operations a step.
+    The input of step t, already projected (x @ kernel + bias, `_rearranged`), is
+    rows[row_of_step[t]]; `recurrent` is rearranged too."""
+    steps, units = len(row_of_step), recurrent.shape[0]
     c, tanh_c, h = (np.empty((steps, units)) for _ in range(3))
     activated = np.empty((steps if keep_gates else 1, 4 * units))
     sigmoid_part, g_part = slice(0, 3 * units), slice(3 * units, 4 * units)
     previous_c, previous_h = np.zeros(units), np.zeros(units)
-    for t in range(steps):
+    for t, row in enumerate(row_of_step):
         gate = activated[t if keep_gates else 0]
         np.matmul(previous_h, recurrent, out=gate)
-        gate += projected[t]
+        gate += rows[row]
         np.tanh(gate, out=gate)
         sigmoids = gate[sigmoid_part]
         sigmoids *= 0.5
