@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import pty
+import signal
 import re
 import shutil
 import struct
@@ -302,3 +303,35 @@ def test_inspect_in_a_terminal_shows_the_table(trained):
     assert code == 0, output
     plain = RICH_STYLE.sub("", output)
     assert "T=1.0" in plain and "bits" in plain and "\x1b" not in plain
+
+
+def test_a_terminal_that_goes_away_ends_the_command_quietly(trained, tmp_path):
+    """Under nohup (SIGHUP ignored) every write to a closed terminal fails with EIO."""
+    errors = tmp_path / "stderr.txt"
+    pid, fd = pty.fork()
+    if pid == 0:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        os.dup2(os.open(errors, os.O_WRONLY | os.O_CREAT, 0o600), 2)
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "tui.cli", "cells", "--run", str(trained["run"]),
+                                   "--cell", "2", "--chars", "5000"],
+                  {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor",
+                   "TF_CPP_MIN_LOG_LEVEL": "3"})
+    started = b""
+    while b"Cell 2" not in started:
+        started += os.read(fd, 1024)
+    os.close(fd)  # the terminal goes; 5,000 coloured characters are still to be written
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert errors.read_text() == ""
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(trained):
+    for args in (["cells", "--cell", "2", "--json"], ["cells", "--cell", "2"], ["inspect", "--text", "the"]):
+        process = subprocess.Popen([sys.executable, "-m", "tui.cli", *args, "--run", str(trained["run"])],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        process.stdout.read(10)  # as `head -c 10` does
+        process.stdout.close()
+        assert process.wait(timeout=60) in (0, 1), args  # 0: it had written everything already
+        assert process.stderr.read() == b"", args

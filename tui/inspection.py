@@ -7,13 +7,16 @@ simple properties of the text (engine/cellstats.py), or prints the text coloured
 cell. Both read the checkpoint's numpy sidecar, as `sample` does: no TensorFlow.
 
 Text from a corpus or a file never reaches the terminal raw: control characters are
-shown as escapes (`_visible`).
+shown as escapes (`_visible`). Output that can no longer be written (a pipe closed by
+`head`, a terminal gone with SIGHUP ignored) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import errno
+import functools
 import io
 import json
 import os
@@ -66,6 +69,24 @@ def _say(console, line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def _until_the_output_goes(command):
+    """Run `command`; if its reader goes away (EPIPE, or EIO from a vanished terminal),
+    stop writing quietly with exit code 1 rather than a traceback on every later write."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = command(args)
+            sys.stdout.flush()  # here, not at exit, where a failure could not be caught
+            return code
+        except OSError as error:
+            if error.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+            return 1
+    return run
+
+
 # -- loading ----------------------------------------------------------------------------------
 def _open(args: argparse.Namespace):
     """The run with the checkpoint asked for (its numpy sidecar when it matches: no TensorFlow)."""
@@ -91,7 +112,10 @@ def _read_text_file(path: str, max_chars: int) -> str:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the look and the open
             raise CorpusError(f"--text-file {path} is not a regular file")
         limit = 4 * max_chars + 4
-        data = file.read(limit)
+        try:
+            data = file.read(limit)
+        except OSError as error:
+            raise CorpusError(f"cannot read --text-file {path}: {error.strerror or error}") from None
     newlines = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8-sig")(), translate=True)
     try:
         text = newlines.decode(data, final=len(data) < limit)  # a cut multibyte character waits
@@ -123,6 +147,7 @@ def _held_out_text(saved, max_chars: int) -> tuple[str, str]:
 
 
 # -- inspect ----------------------------------------------------------------------------------
+@_until_the_output_goes
 def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.nextchar import next_char
 
@@ -175,6 +200,7 @@ def _bar_cell(char: str, probability: float):
 
 
 # -- cells ------------------------------------------------------------------------------------
+@_until_the_output_goes
 def cmd_cells(args: argparse.Namespace) -> int:
     from engine.cellstats import rank_cells, text_properties
     from engine.trace import trace
