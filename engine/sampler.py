@@ -217,6 +217,18 @@ class Sampler:
                  for number in range(1, layers + 1)]
         return cls(vocab, lstms, as_float64["dense_kernel"], as_float64["dense_bias"], lowercase=lowercase)
 
+    def weights(self) -> dict[str, np.ndarray]:
+        """The float64 arrays this sampler computes with, named as `weight_shapes` names them,
+        as read-only views: engine/trace.py runs the same network over a text, step by step."""
+        arrays = {"dense_kernel": self._dense_kernel, "dense_bias": self._dense_bias}
+        for number, lstm in enumerate(self._lstms, 1):
+            arrays.update({f"lstm_{number}_{part}": getattr(lstm, part) for part in _LSTM_PARTS})
+        views = {}
+        for name, array in arrays.items():
+            views[name] = array.view()
+            views[name].flags.writeable = False
+        return views
+
     # -- the recurrent core ----------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         if self.lowercase:

@@ -125,6 +125,18 @@ def _json_samples(saved, rounds: list[dict], listed: bool) -> dict:
     return {"samples": samples, **memorization_report(saved, samples)}
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from tui import inspection
+
+    return inspection.cmd_inspect(args)
+
+
+def cmd_cells(args: argparse.Namespace) -> int:
+    from tui import inspection
+
+    return inspection.cmd_cells(args)
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from engine.follow import read_run
     from tui.app import run_app
@@ -205,9 +217,11 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:
         command = argv[0]
         parser = {"train": options.train_parser, "sample": options.sample_parser,
-                  "watch": options.watch_parser}[command]()
+                  "watch": options.watch_parser,
+                  "inspect": options.inspect_parser, "cells": options.cells_parser}[command]()
         args = parser.parse_args(argv[1:])
-        handler = {"train": cmd_train, "sample": cmd_sample, "watch": cmd_watch}[command]
+        handler = {"train": cmd_train, "sample": cmd_sample, "watch": cmd_watch,
+                   "inspect": cmd_inspect, "cells": cmd_cells}[command]
     else:
         args = options.app_parser().parse_args(argv)
         handler = cmd_app

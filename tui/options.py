@@ -22,6 +22,8 @@ commands:
   charlm-tui train [options]       train headless (nohup/tmux friendly), progress on stdout
   charlm-tui sample --run DIR      generate text from a saved run, no training
   charlm-tui watch DIR             follow a run another process trains: plot and samples
+  charlm-tui inspect --run DIR --text T   the model's distribution of the character after T
+  charlm-tui cells --run DIR       which LSTM cells track line position, quotes, brackets...
 
 examples:
   charlm-tui --corpus corpora/mybook.txt
@@ -34,7 +36,7 @@ Run `charlm-tui train --help` or `charlm-tui sample --help` for their options.""
 
 
 # -- argument parsing ----------------------------------------------------------------------
-COMMANDS = ("train", "sample", "watch")
+COMMANDS = ("train", "sample", "watch", "inspect", "cells")
 
 
 class Parser(argparse.ArgumentParser):
@@ -273,6 +275,88 @@ def watch_parser() -> argparse.ArgumentParser:
                         help="characters sampled per temperature (default: the run's, else 400)")
     parser.add_argument("--seed", type=_sampling_option("--seed", int), default=None,
                         help="random seed for seed texts and sampling")
+    return parser
+
+
+def _written_temperatures(text: str) -> tuple[tuple[str, float], ...]:
+    """--temperatures as `_temperatures` reads them, each kept with its spelling ("1.0", "0.5"):
+    `inspect --json` keys its distributions by the temperatures as written."""
+    values = _temperatures(text)
+    written = tuple(part.strip() for part in text.split(",") if part.strip())
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"give each temperature once: {text!r}")
+    return tuple(zip(written, values))
+
+
+def _count(low: int, high: int):
+    """An argparse type: a whole number from `low` to `high`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low:,} to {high:,}, not {text!r}")
+        return value
+
+    return parse
+
+
+MAX_CELLS_CHARS = 100_000
+
+
+def _add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
+                        help="latest (default: model.keras, else model.prev.keras), best (model.best.keras: "
+                             "the lowest held-out loss), or a .keras FILE of this run")
+
+
+def inspect_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="charlm-tui inspect",
+                    description="The model's probability distribution over the character after a text, at "
+                                "temperature 1 and reweighted at each temperature (the book's "
+                                "reweight_distribution): what the sampler draws from.")
+    parser.add_argument("--run", required=True, metavar="DIR", help="the run directory")
+    parser.add_argument("--text", required=True, type=unescape, metavar="T",
+                        help=r"the context, with \n, \t and \\ for a newline, a tab and a backslash, "
+                             r"e.g. 'ROMEO:\n'")
+    parser.add_argument("--top", type=_count(1, 1000), default=10, metavar="K",
+                        help="the K likeliest characters (10)")
+    parser.add_argument("--temperatures", type=_written_temperatures,
+                        default=_written_temperatures("0.2,0.5,1.0,1.2"), metavar="LIST",
+                        help="temperatures to reweight at (0.2,0.5,1.0,1.2); temperature 1 is always shown")
+    _add_checkpoint_option(parser)
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON object: "top" maps each temperature as written to '
+                             "[[char, probability], ...], likeliest first")
+    return parser
+
+
+def cells_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="charlm-tui cells",
+                    description="Run the model over a text and rank its LSTM cells by their correlation "
+                                "(Pearson's r) with simple properties of the text: position in line, inside "
+                                "quotes, inside brackets, start of a word, upper case, just after a newline. "
+                                'Activation "c" is tanh of the cell state, "h" the output.')
+    parser.add_argument("--run", required=True, metavar="DIR", help="the run directory")
+    parser.add_argument("--text-file", default=None, metavar="F",
+                        help="a UTF-8 text file to run over (default: the run's held-out text, the tail of "
+                             "its training text it never trained on, when that text is on this machine)")
+    parser.add_argument("--chars", type=_count(1, MAX_CELLS_CHARS), default=10_000, metavar="N",
+                        help=f"characters of text to run over (10,000; at most {MAX_CELLS_CHARS:,})")
+    parser.add_argument("--layer", type=_count(1, 1000), default=None, metavar="L",
+                        help="which LSTM layer, 1 the first (default: the last)")
+    parser.add_argument("--cell", type=_count(0, 1_000_000), default=None, metavar="N",
+                        help="print the text coloured by cell N's activation (cells count from 0); with "
+                             "--json, its values per character")
+    parser.add_argument("--activation", choices=("c", "h"), default="c",
+                        help="with --cell: c, tanh of the cell state (default), or h, the output")
+    parser.add_argument("--top", type=_count(1, 1_000_000), default=5, metavar="K",
+                        help="best cells shown per property (5; --json lists every cell)")
+    _add_checkpoint_option(parser)
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON object: "properties" maps each property to '
+                             '[{"cell": N, "r": R, "activation": "c" or "h"}, ...], largest |r| first')
     return parser
 
 
