@@ -280,7 +280,7 @@ def test_a_cell_is_coloured_in_a_terminal_and_the_texts_control_characters_are_s
     assert re.search(r"\x1b\[30;48;2;\d+;\d+;\d+m", output)  # true-colour backgrounds
     plain = RICH_STYLE.sub("", output)
     assert "\x1b" not in plain and "\x07" not in plain  # nothing of the text's own escapes is left raw
-    assert "\\x1b]0;pwned\\x07" in plain and "\\x1b[31m" in plain and "\u2192" in plain  # shown, visibly
+    assert "␛]0;pwned␇" in plain and "␛[31m" in plain and "\u2192" in plain  # shown, visibly
     assert "Cell 2 (tanh(c))" in plain and "position in line" in plain
 
 

@@ -7,7 +7,7 @@ simple properties of the text (engine/cellstats.py), or prints the text coloured
 cell. Both read the checkpoint's numpy sidecar, as `sample` does: no TensorFlow.
 
 Text from a corpus or a file never reaches the terminal raw: control characters are
-shown as escapes (`_visible`). Output that can no longer be written (a pipe closed by
+shown visibly (tui/visible.py). Output that can no longer be written (a pipe closed by
 `head`, a terminal gone with SIGHUP ignored) ends the command quietly.
 """
 
@@ -22,9 +22,9 @@ import json
 import os
 import stat
 import sys
-import unicodedata
 
 from engine.errors import CorpusError
+from tui.visible import visible, visible_line
 
 BAR_WIDTH = 6              # characters of a probability bar at 100%
 CONTEXT_SHOWN = 60         # characters of the context printed before the distribution
@@ -38,25 +38,13 @@ PLAIN_MARKS = ((-0.6, "="), (-0.2, "-"), (0.2, " "), (0.6, "+"), (float("inf"), 
 
 
 # -- safe text --------------------------------------------------------------------------------
-# TODO(issue 19): a minimal private stand-in for the shared safe-printing function another
-# change adds to tui/; swap `_visible` and `_visible_char` for it when it lands.
-_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 _NAMED = {"\n": "\\n", "\t": "\\t"}
 
 
 def _visible_char(char: str) -> str:
-    """One character as it may reach a terminal: control and format characters (escape
-    sequences, bidirectional overrides, line separators) as escapes, the rest unchanged."""
-    if char in _NAMED:
-        return _NAMED[char]
-    if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
-        code = ord(char)
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-    return char
-
-
-def _visible(text: str) -> str:
-    return "".join(_visible_char(char) for char in text)
+    """One character as it may reach a terminal (tui/visible.py), a newline and a tab
+    named as escapes: in a table or over a mark, they must take one place."""
+    return _NAMED.get(char) or visible(char)
 
 
 def _shown_char(char: str) -> str:
@@ -174,9 +162,9 @@ def _print_distribution(saved, args, distribution, temperatures: dict[str, float
     from rich.table import Table
 
     console = Console(highlight=False)
-    context = _visible(distribution.context)
+    context = visible_line(distribution.context)
     if len(distribution.context) > CONTEXT_SHOWN:
-        context = "\u2026" + _visible(distribution.context[-CONTEXT_SHOWN:])
+        context = "\u2026" + visible_line(distribution.context[-CONTEXT_SHOWN:])
     _say(console, f"{saved.path} (checkpoint {args.checkpoint}): the next character after")
     _say(console, f"  '{context}'")
     table = Table(box=None, pad_edge=False, show_edge=False)
@@ -240,7 +228,7 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 def _describe(where: dict) -> str:
     return (f"{where['run']} (checkpoint {where['checkpoint']}), layer {where['layer']} of {where['layers']} "
-            f"({where['cells']} cells), over {where['chars']:,} characters of {_visible(where['source'])}")
+            f"({where['cells']} cells), over {where['chars']:,} characters of {visible_line(where['source'])}")
 
 
 def _print_ranking(ranking: dict, where: dict, top: int) -> None:

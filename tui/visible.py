@@ -6,9 +6,11 @@ screen, OSC 0 sets the window title, OSC 52 writes the clipboard, OSC 8 makes a 
 rich's `markup=False` does not stop them, nor does Textual. So everything shown from
 such a source goes through `visible` first: each control character becomes a visible
 one, the Unicode control pictures (ESC is ␛, BEL ␇, DEL ␡), a C1 control its 7-bit
-equivalent in pictures (CSI, 0x9B, is ␛[), and a lone surrogate (a file name that is not
-UTF-8) the replacement character, which any terminal can print. Newlines and tabs are
-kept, or drawn too where the text must stay on one line.
+equivalent in pictures (CSI, 0x9B, is ␛[), a lone surrogate (a file name that is not
+UTF-8) the replacement character, which any terminal can print, and the invisible
+characters that reorder or break what follows them (bidirectional overrides and
+isolates, zero-width marks, the line and paragraph separators) their code point, as
+`⟨U+202E⟩`. Newlines and tabs are kept, or drawn too where the text must stay on one line.
 
 Files written (samples/*.txt, exports) keep the text as it was generated.
 """
@@ -21,6 +23,10 @@ import sys
 NEWLINE_SHOWN = "⏎"  # a newline, where the text must stay on one line
 DEL_PICTURE = "␡"
 ESC_PICTURE = chr(0x2400 + 0x1B)
+# Characters that draw nothing yet change how the rest of a line is shown ("Trojan
+# Source"): zero-width marks, bidirectional embeddings, overrides and isolates, the line
+# and paragraph separators, the byte-order mark.
+REORDERING = (*range(0x200B, 0x2010), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF)
 
 
 @functools.cache
@@ -31,6 +37,7 @@ def _table(newline: str, tab: str) -> dict[int, str]:
     # A C1 control is ESC followed by the character 0x40 below it (7-bit code extension).
     table.update({code: ESC_PICTURE + chr(code - 0x40) for code in range(0x80, 0xA0)})
     table.update({code: "\ufffd" for code in range(0xD800, 0xE000)})
+    table.update({code: f"⟨U+{code:04X}⟩" for code in REORDERING})
     table[ord("\n")] = newline
     table[ord("\t")] = tab
     return table
