@@ -753,7 +753,9 @@ class RunDir:
         return read_metrics(self.path)
 
     def keep_metrics_up_to(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint (they will be redone).
+        """On resume: drop rows logged after the checkpoint (they will be redone), and the
+        lives that began at the checkpoint and saved nothing after it (killed, or stopped at
+        once), start rows included: the session resuming now starts there again, once.
 
         Streamed: the lines of the rows kept are copied as they are into a temporary file
         that then replaces metrics.jsonl, so memory does not depend on the file's length
@@ -766,8 +768,12 @@ class RunDir:
                 temporary.unlink()  # left by a killed process that had our pid
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             with os.fdopen(fd, "wb") as kept:
+                redone = False  # from a start row at the checkpoint's step on
                 for line, row in _metrics_lines(self.metrics_path):
-                    if _is_number(row.get("step")) and row["step"] <= step:
+                    if not _is_number(row.get("step")) or row["step"] > step:
+                        continue
+                    redone = redone or (row["step"] == step and row.get("kind") == "start")
+                    if not (redone and row["step"] == step):
                         kept.write(line + b"\n")
                 kept.flush()
                 os.fsync(kept.fileno())

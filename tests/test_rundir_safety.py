@@ -249,6 +249,19 @@ def test_the_writers_never_follow_a_link_planted_in_the_run_directory(tmp_path):
     assert not (tmp_path / "epoch-0001.txt").exists()
 
 
+def test_a_resume_drops_the_rows_after_its_checkpoint_and_the_lives_that_saved_nothing(tmp_path):
+    """Lives killed (or stopped at once) at the checkpoint's step would each leave a start
+    row there: the session resuming from it logs its start once, as if they never ran."""
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    kept = [("start", 0), ("interval", 10), ("epoch", 20), ("end", 20)]
+    redone = [("start", 20), ("end", 20), ("start", 20), ("interval", 25)]
+    for kind, step in kept + redone:
+        run.append_metrics({"kind": kind, "step": step})
+    run.keep_metrics_up_to(20)
+    assert [(row["kind"], row["step"]) for row in run.read_metrics()] == kept
+
+
 def test_a_planted_link_at_the_checkpoints_temporary_name_is_not_written_through(tmp_path):
     from engine.model import build_model
 
