@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import MAX_SEED, TEMPERATURE_RULE, valid_temperature
+from engine.config import MAX_SEED, TEMPERATURE_RULE, is_finite_number, valid_temperature
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -72,19 +72,14 @@ def _whole(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and bool(np.isfinite(value))
-
-
 # The sampling options as the command line spells them: (rule, what it must be). The
 # engine refuses a value outside its rule from any front end, and the command line's
 # argument types use the same rules, so nothing is accepted and then silently ignored.
 SAMPLING_RULES = {
     "--top-k": (lambda k: _whole(k) and k >= 1, "a whole number of at least 1"),
-    "--top-p": (lambda p: _real(p) and 0 < p <= 1, "a number above 0 and at most 1"),
+    "--top-p": (lambda p: is_finite_number(p) and 0 < p <= 1, "a number above 0 and at most 1"),
     "--seed": (lambda s: _whole(s) and 0 <= s <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
-    "--temperatures": (lambda t: _real(t) and valid_temperature(float(t)), TEMPERATURE_RULE),
+    "--temperatures": (lambda t: is_finite_number(t) and valid_temperature(float(t)), TEMPERATURE_RULE),
     "--length": (lambda n: _whole(n) and n >= 0, "a whole number, 0 or more"),
 }
 
@@ -322,3 +317,17 @@ class Sampler:
             for column, ch in zip(columns, chars):
                 column.append(ch)
         return {float(t): "".join(column) for t, column in zip(temperatures, columns)}
+
+
+def encode(sampler: Sampler, text: str, what: str = "the text") -> tuple[str, np.ndarray]:
+    """(the text as the model reads it, its character ids); a ValueError naming the
+    characters the model does not know (`what` says whose they are, e.g. "--text")."""
+    if sampler.lowercase:
+        text = text.lower()
+    index = {char: number for number, char in enumerate(sampler.vocab)}
+    unknown = sorted({char for char in text if char not in index})
+    if unknown:
+        shown = ", ".join(repr(char) for char in unknown[:8])
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        raise ValueError(f"{what} has characters the model does not know: {shown}{more}")
+    return text, np.fromiter((index[char] for char in text), dtype=np.intp, count=len(text))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine import events, schedule
+from engine import checkpoints, events, schedule
 from engine.config import TrainConfig
 from engine.errors import CorpusError, RunDirError, TrainingError
 from engine.multiworker import WorkerLost
@@ -281,7 +281,7 @@ class Trainer:
         return self.rundir.has_checkpoint() and not self.fresh
 
     def _load_checkpoint(self):
-        model = self.rundir.load_model(compile=True, on_notice=self._notice)
+        model = checkpoints.load_model(self.rundir, compile=True, on_notice=self._notice)
         if model.optimizer is None or not model.optimizer.built:
             raise RunDirError(f"{self.rundir.model_path} has no optimizer state to resume from; "
                               "pass --fresh to start over")
@@ -529,7 +529,7 @@ class Trainer:
             raise TrainingError("the model is not built yet")
         step = int(model.optimizer.iterations.numpy())
         self._reclaim_run_dir()
-        self.rundir.save_model(model)
+        checkpoints.save_model(self.rundir, model)
         self.checkpoint_error = None
         self._emit(events.CheckpointSaved(str(self.rundir.model_path), step,
                                           step // self.train_windows.batches_per_epoch + 1))
@@ -539,7 +539,7 @@ class Trainer:
             return True
         try:
             self._reclaim_run_dir()
-            self.rundir.save_model(model)
+            checkpoints.save_model(self.rundir, model)
             self.rundir.write_state(self._state(step, epoch, clock))
         except RunDirError as error:
             # The weights are still in memory: say so and carry on; the next checkpoint retries.
@@ -571,14 +571,14 @@ class Trainer:
             return
         if improved:
             try:
-                self.rundir.keep_best()
+                checkpoints.keep_best(self.rundir)
             except RunDirError as error:  # the latest checkpoint is saved: say so, carry on
                 self._best_val_loss = previous_best
                 self._emit(events.Notice(str(error)))
         every = self.config.keep_every
         if self.chief and every and epoch % every == 0 and step % self.train_windows.batches_per_epoch == 0:
             try:
-                self.rundir.keep_epoch(epoch, self.config.keep_max)
+                checkpoints.keep_epoch(self.rundir, epoch, self.config.keep_max)
             except RunDirError as error:
                 self._emit(events.Notice(str(error)))
     rescue_dir = None  # where the model went when the run directory could not take it
@@ -599,7 +599,7 @@ class Trainer:
         def save(rescue: RunDir) -> None:
             rescue.write_vocab(self.corpus.vocab)
             rescue.write_config(self.config, self._corpus_meta())
-            rescue.save_model(model)
+            checkpoints.save_model(rescue, model)
             rescue.write_state(self._state(step, epoch, clock))
 
         try:
@@ -614,7 +614,7 @@ class Trainer:
     def _roll_back(self, failure: str) -> None:
         if self.rundir.has_checkpoint():
             with self._model_lock:
-                self.model = self.rundir.load_model(compile=True, on_notice=self._notice)
+                self.model = checkpoints.load_model(self.rundir, compile=True, on_notice=self._notice)
             step = int(self.model.optimizer.iterations.numpy())
             where = f"rolled back to the last checkpoint (step {step:,})"
         else:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_text
+from engine import checkpoints
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
            "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
@@ -106,7 +107,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     counts = np.bincount(corpus.ids, minlength=len(corpus.vocab)) + 1.0
     weights[-1] = np.log(counts / counts.sum()).astype(weights[-1].dtype)
     model.set_weights(weights)
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     losses = [3.2, 2.9, 2.5, 2.2, 2.0, 1.9, 1.8, 1.7, 1.65, 1.6]
     run.append_metrics({"kind": "start", "epoch": 1, "step": 0, "wall": 0.0, "chars": 0, "train_loss": None,
                         "val_loss": None, "steps_per_epoch": 40, "epochs": 3})

@@ -341,7 +341,7 @@ def lock_released(run_dir: Path) -> bool:
 def assert_saved_and_released(run_dir: Path, reached: int | None = None, reason: str = "stopped") -> dict:
     """The run ended cleanly: an end row, a loadable checkpoint of the step it names
     (at least `reached`), and the run directory released. Returns the end row."""
-    from engine.rundir import archive_problem
+    from engine.vetting import archive_problem
 
     rows = metrics(run_dir)
     assert rows and rows[-1].get("kind") == "end", f"no end row: {rows[-3:]}"

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import checkpoints
 from engine import events
 from engine.errors import RunDirError
-from engine.rundir import RunDir, archive_problem
+from engine.rundir import RunDir
+from engine.vetting import archive_problem
 from tests.conftest import tiny_config, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -513,14 +515,14 @@ def test_a_damaged_model_keras_falls_back_to_model_prev_keras_visibly(damage, ru
         model_path.write_bytes(b"")
     before = snapshot(run_copy)
     notices = []
-    model = RunDir(run_copy).load_model(on_notice=notices.append)
+    model = checkpoints.load_model(RunDir(run_copy), on_notice=notices.append)
     assert int(model.optimizer.iterations.numpy()) == 2
     assert len(notices) == 1 and "model.keras" in notices[0] and "model.prev.keras" in notices[0]
     assert snapshot(run_copy) == before  # both kept
 
     # Saving over it does not rotate the damaged model.keras into model.prev.keras.
     fresh_view = RunDir(run_copy)  # even without having tried to load it
-    fresh_view.save_model(model)
+    checkpoints.save_model(fresh_view, model)
     assert prev_path.read_bytes() == before["model.prev.keras"]
     assert saved_step(model_path) == 2
 
@@ -547,7 +549,7 @@ def test_no_loadable_checkpoint_is_a_clear_error_and_both_files_are_kept(run_cop
     corrupt_the_middle(run_copy / "model.prev.keras")
     before = snapshot(run_copy)
     with pytest.raises(RunDirError, match="no loadable checkpoint.*model.keras.*model.prev.keras"):
-        RunDir(run_copy).load_model()
+        checkpoints.load_model(RunDir(run_copy))
     out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1")
     assert_one_line_refusal(out, "no loadable checkpoint")
     assert snapshot(run_copy) == before
@@ -586,7 +588,7 @@ def test_a_model_with_a_lambda_layer_is_refused_and_never_run(run_copy, corpus_f
 
     assert "Lambda" in archive_problem(model_path)
     with pytest.raises(RunDirError, match="Lambda layer"):
-        RunDir(run_copy).load_model()
+        checkpoints.load_model(RunDir(run_copy))
     for args in (["sample", "--run", run_copy, "--length", "5"],
                  ["train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1"]):
         assert_one_line_refusal(charlm(*args), "Lambda layer")
@@ -625,11 +627,11 @@ def test_a_checkpoint_naming_foreign_code_is_refused_before_keras_reads_it(chang
     _rewrite_config(model_path, change)
     assert expected in archive_problem(model_path)
     notices = []
-    RunDir(run_copy).load_model(on_notice=notices.append)  # model.prev.keras is used instead
+    checkpoints.load_model(RunDir(run_copy), on_notice=notices.append)  # model.prev.keras is used instead
     assert expected in notices[0]
     (run_copy / "model.prev.keras").unlink()
     with pytest.raises(RunDirError, match=re.escape(expected)):
-        RunDir(run_copy).load_model()
+        checkpoints.load_model(RunDir(run_copy))
 
 
 def _with_config(run: Path, **fields) -> None:
@@ -755,12 +757,12 @@ def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, mo
     model.optimizer.build(model.trainable_variables)
     run = RunDir(tmp_path / "run")
     run.create()
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     made = []
     construct = Optimizer.__init__
     monkeypatch.setattr(Optimizer, "__init__", lambda self, *a, **k: (made.append(1), construct(self, *a, **k))[1])
     for _ in range(3):
-        run.save_model(model)
+        checkpoints.save_model(run, model)
     assert made == []
     assert keras().saving.load_model(run.model_path, safe_mode=True) and len(made) == 1  # only Adam itself
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from engine import checkpoints
 from engine.errors import RunDirError
-from engine.rundir import RunDir, atomic_write_bytes, write_new_file
+from engine.rundir import RunDir
+from engine.safeio import atomic_write_bytes, write_new_file
 from tests.conftest import tiny_config, tiny_text
 from tests.test_reliability import ENV, ROOT, TINY, assert_one_line_refusal, charlm, saved_step
 
@@ -257,7 +259,7 @@ def test_a_planted_link_at_the_checkpoints_temporary_name_is_not_written_through
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     (run.path / f".model-{os.getpid()}.tmp.keras").symlink_to(victim)  # Keras writes to this name
-    run.save_model(build_model(20, tiny_config()))
+    checkpoints.save_model(run, build_model(20, tiny_config()))
     assert victim.read_bytes() == b"precious\n"
     assert saved_step(run.model_path) == 0
 

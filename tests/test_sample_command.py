@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import tiny_config, tiny_text
 from tests.ptyrun import charlm_command, run_in_pty
+from engine import checkpoints
 
 STEPS = 3
 
@@ -37,7 +38,7 @@ def trained_run(tmp_path_factory):
     windows = corpus.ids[: STEPS * 16 * 17].astype("int32").reshape(STEPS * 16, 17)
     model.fit(windows[:, :-1], windows[:, 1:], batch_size=16, epochs=1, verbose=0, shuffle=False)
     assert int(model.optimizer.iterations.numpy()) == STEPS
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     return run.path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import checkpoints
 from engine import sidecar
 from engine.rundir import RunDir
 from engine.sampler import Sampler, keras_weights
@@ -116,7 +117,7 @@ def keras_must_not_be_needed(monkeypatch) -> None:
 def test_the_sidecar_gives_bit_identical_probabilities_to_the_keras_model(run_copy, monkeypatch):
     from_keras, keras_parameters = sampler_from_keras(run_copy / "model.keras", run_copy)
     keras_must_not_be_needed(monkeypatch)
-    from_sidecar, parameters = RunDir(run_copy).load_sampler()
+    from_sidecar, parameters = checkpoints.load_sampler(RunDir(run_copy))
     assert parameters == keras_parameters
     for prefix in ("t", "the will to power", "woman. " * 12):
         assert np.array_equal(from_sidecar.next_distribution(prefix), from_keras.next_distribution(prefix))
@@ -134,13 +135,13 @@ def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monke
     run.create()
     run.write_config(config, {})
     run.write_vocab(vocab)
-    run.save_model(model)
+    checkpoints.save_model(run, model)
 
     stored = sidecar.decode(sidecar.sidecar_path(run.model_path).read_bytes(),
                             sidecar.fingerprint(run.model_path), {k: v.shape for k, v in keras_weights(model).items()})
     from_keras = Sampler.from_keras_model(model, vocab)
     keras_must_not_be_needed(monkeypatch)
-    from_sidecar, parameters = run.load_sampler()
+    from_sidecar, parameters = checkpoints.load_sampler(run)
     assert parameters == model.count_params() and len(stored) == 8
     ids = np.array([[vocab.index(ch) for ch in "gfedcba" * 9]], dtype="int32")
     np.testing.assert_allclose(from_sidecar.next_distribution("gfedcba" * 9),
@@ -251,7 +252,7 @@ def test_a_sidecar_that_does_not_match_is_ignored_and_rebuilt(damage, run_copy, 
     with pytest.raises(ValueError):
         sidecar.decode((run_copy / "model.sampler.npz").read_bytes(), sidecar.fingerprint(keras_path), shapes)
 
-    loaded, _ = RunDir(run_copy).load_sampler()  # through Keras
+    loaded, _ = checkpoints.load_sampler(RunDir(run_copy))  # through Keras
     expected, _ = sampler_from_keras(keras_path, run_copy)
     assert not marker.exists()
     assert np.array_equal(loaded.next_distribution("the will"), expected.next_distribution("the will"))
@@ -283,7 +284,7 @@ def test_a_checkpoint_with_nan_weights_gets_no_sidecar(run_copy):
     weights = model.get_weights()
     weights[-1][:] = np.nan
     model.set_weights(weights)
-    RunDir(run_copy).save_model(model)
+    checkpoints.save_model(RunDir(run_copy), model)
     assert (run_copy / "model.prev.sampler.npz").is_file()  # the good one, rotated
     assert not (run_copy / "model.sampler.npz").exists()
 
@@ -292,9 +293,9 @@ def test_a_checkpoint_with_nan_weights_gets_no_sidecar(run_copy):
 def test_a_reader_rebuilds_a_missing_sidecar_in_a_run_it_may_write(run_copy):
     expected = (run_copy / "model.sampler.npz").read_bytes()
     (run_copy / "model.sampler.npz").unlink()
-    RunDir(run_copy).load_sampler(rebuild_sidecar=False)  # a watcher that writes nothing
+    checkpoints.load_sampler(RunDir(run_copy), rebuild_sidecar=False)  # a watcher that writes nothing
     assert not (run_copy / "model.sampler.npz").exists()
-    RunDir(run_copy).load_sampler()
+    checkpoints.load_sampler(RunDir(run_copy))
     assert (run_copy / "model.sampler.npz").read_bytes() == expected  # the same bytes the trainer wrote
 
 

@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import tiny_text
 from tests.ptyrun import charlm_command, run_in_pty
 from tui.visible import restore_controls, visible, visible_line
+from engine import checkpoints
 
 CLEAR_SCREEN = "\x1b[2J"
 WINDOW_TITLE = "\x1b]0;pwned\x07"
@@ -106,7 +107,7 @@ def hostile_run(tmp_path_factory):
     counts = np.bincount(corpus.ids, minlength=len(corpus.vocab)) + 1.0
     weights[-1] = np.log(counts / counts.sum()).astype(weights[-1].dtype)
     model.set_weights(weights)
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     return folder, corpus_path, run_dir
 
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from engine import checkpoints
 from engine import events
 from engine.errors import CorpusError, RunDirError, TrainingError
 from engine.rundir import RunDir
@@ -65,14 +66,14 @@ def test_the_book_preset_has_the_books_parameter_count(tmp_path):
 
 def test_resume_continues_from_the_saved_step_with_the_optimizer_state(tiny_corpus, tmp_path):
     first, _ = train(tiny_corpus, tmp_path / "run", steps=3, epochs=5)
-    saved = RunDir(tmp_path / "run").load_model()
+    saved = checkpoints.load_model(RunDir(tmp_path / "run"))
     moments = [v.numpy().copy() for v in saved.optimizer.variables if v.shape.rank]  # Adam's m and v
     assert first.step == 3 and any(np.abs(m).sum() > 0 for m in moments)
 
     second, received = train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
     assert of(events.TrainingStarted, received)[0].resumed_from_step == 3
     assert second.step == 5
-    resumed = RunDir(tmp_path / "run").load_model()
+    resumed = checkpoints.load_model(RunDir(tmp_path / "run"))
     assert int(resumed.optimizer.iterations.numpy()) == 5
     steps = [r["step"] for r in RunDir(tmp_path / "run").read_metrics()]
     assert steps == sorted(steps)  # nothing logged twice
@@ -100,7 +101,7 @@ def test_stop_from_another_thread_ends_within_one_batch_with_a_checkpoint(tiny_c
     finished = of(events.TrainingFinished, progress)[0]
     assert not worker.is_alive() and finished.reason == "stopped"
     assert finished.step <= stopped_at + 1
-    assert int(RunDir(tmp_path / "run").load_model().optimizer.iterations.numpy()) == finished.step
+    assert int(checkpoints.load_model(RunDir(tmp_path / "run")).optimizer.iterations.numpy()) == finished.step
 
 
 def test_pause_holds_training_between_batches(tiny_corpus, tmp_path):
@@ -177,7 +178,7 @@ def test_nan_loss_stops_rolls_back_and_suggests_a_lower_learning_rate(tiny_corpu
     train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
     run = RunDir(tmp_path / "run")
     # poison the weights so the next batch's loss is NaN
-    model = run.load_model()
+    model = checkpoints.load_model(run)
     weights = model.get_weights()
     weights[-1][:] = np.nan
     model.set_weights(weights)
@@ -326,5 +327,5 @@ def test_stacked_lstms_train_under_xla_on_a_cpu_and_save_the_same_model(tiny_cor
     two = Trainer(tiny_corpus, tiny_config(steps=2, layers=2), tmp_path / "two", sample_each_epoch=False)
     assert two.run().step == 2
     assert two.model.jit_compile is True
-    saved = RunDir(tmp_path / "two").load_model()  # vetted as the network charlm-tui builds
+    saved = checkpoints.load_model(RunDir(tmp_path / "two"))  # vetted as the network charlm-tui builds
     assert saved.get_compile_config()["jit_compile"] == one_layer.get_compile_config()["jit_compile"]

@@ -80,7 +80,7 @@ def _read_seed_file(path: str) -> str:
     """nanoGPT's --start=FILE: the seed is a UTF-8 file's text. Read only if it is a
     regular file (never through a link, never a FIFO that would hang), and not too big."""
     from engine.errors import CorpusError
-    from engine.rundir import FileTooLarge, NotRegularFile, read_regular_file
+    from engine.safeio import FileTooLarge, NotRegularFile, read_regular_file
 
     limit = options.MAX_SEED_FILE_BYTES
     try:
@@ -116,7 +116,7 @@ def _sample_seeds(seed: int | None, count: int) -> list[int | None]:
 def _json_samples(saved, rounds: list[dict], listed: bool) -> dict:
     """"samples" and the memorization check: {temperature: text}, or with --num-samples
     {temperature: [text, ...]}."""
-    from engine.novelty import memorization_report
+    from tui.memorization import memorization_report
 
     if listed:
         samples = {str(t): [samples[t] for samples in rounds] for t in rounds[0]}

@@ -117,7 +117,7 @@ def _read_text_file(path: str, max_chars: int) -> str:
 def _held_out_text(saved, max_chars: int) -> tuple[str, str]:
     """(text, what it is): the run's held-out text, from its first line start, if the
     training text is on this machine."""
-    from engine.follow import seed_corpus
+    from engine.trainingtext import seed_corpus
     from engine.windows import split_point
 
     corpus = seed_corpus(saved)

@@ -235,7 +235,7 @@ class MainScreen(Screen):
 
     @work(thread=True, group="seed-corpus", exit_on_error=False)
     def _load_seed_corpus(self, generation: int, saved) -> None:
-        from engine.follow import seed_corpus
+        from engine.trainingtext import seed_corpus
 
         corpus = None
         try:
@@ -526,7 +526,7 @@ class MainScreen(Screen):
     def export(self) -> None:
         """Write the current samples, with where they came from, to a new file: in the run
         directory, or for a watcher (which never writes there) in the current directory."""
-        from engine.rundir import write_new_file
+        from engine.safeio import write_new_file
         from tui.widgets.header import display_path
 
         if self.generation_pane.round is None:
