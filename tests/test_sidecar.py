@@ -111,7 +111,7 @@ def keras_must_not_be_needed(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the fast path went to Keras")
 
-    monkeypatch.setattr(RunDir, "load_model", refuse)
+    monkeypatch.setattr(checkpoints, "load_model", refuse)
 
 
 def test_the_sidecar_gives_bit_identical_probabilities_to_the_keras_model(run_copy, monkeypatch):
