@@ -19,6 +19,8 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from engine import sidecar
 from engine.compat import memoize_keras_skipsets
 from engine.errors import RunDirError

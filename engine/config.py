@@ -197,19 +197,19 @@ def _check_json_types(data: dict) -> None:
         "dict": lambda v: isinstance(v, dict),
         "tuple[float, ...]": lambda v: isinstance(v, (list, tuple)) and all(is_finite_number(t) for t in v),
     }
-    for field in dataclasses.fields(TrainConfig):
-        if field.name not in data:
+    for setting in dataclasses.fields(TrainConfig):
+        if setting.name not in data:
             continue
-        annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+        annotation = setting.type if isinstance(setting.type, str) else getattr(setting.type, "__name__", str(setting.type))
         optional = annotation.endswith(" | None")
         check = kinds.get(annotation.removesuffix(" | None"))
-        value = data[field.name]
+        value = data[setting.name]
         if check is None or (optional and value is None):
             continue  # a field this check does not know about is left to validate()
         if not check(value):
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
             expected = "list of numbers" if annotation.startswith("tuple") else annotation
-            raise ValueError(f"{field.name} is {shown}, not {expected}")
+            raise ValueError(f"{setting.name} is {shown}, not {expected}")
 
 
 def preset(name: str, **overrides) -> TrainConfig:

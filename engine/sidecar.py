@@ -41,7 +41,7 @@ import numpy as np
 
 from engine.errors import RunDirError
 from engine.safeio import atomic_write_bytes, open_run_file
-from engine.sampler import Sampler, keras_weights, weight_shapes
+from engine.sampler import keras_weights
 
 FORMAT = 1
 _FINGERPRINT_SHAPES = {"format": (), "keras_size": (), "keras_sha256": (32,)}

@@ -390,7 +390,7 @@ def test_time_stopped_by_sigstop_counts_neither_toward_the_budget_nor_the_rate(w
                                     str(BUDGET_SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True, env={**ENV, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     # Stopped while it trains: a stop inside the first step's tracing, which holds the GIL
-    # for long stretches once it goes on, can count in part (engine.training._Clock).
+    # for long stretches once it goes on, can count in part (engine.clock.TrainingClock).
     trained_before = wait_for_training(process, run, past_start=True)
     process.send_signal(signal.SIGSTOP)
     time.sleep(STOPPED_SECONDS)

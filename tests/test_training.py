@@ -87,7 +87,7 @@ def test_fresh_starts_over(tiny_corpus, tmp_path):
 
 
 def test_stop_from_another_thread_ends_within_one_batch_with_a_checkpoint(tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.training.PROGRESS_INTERVAL", 0.0)  # an event per batch
+    monkeypatch.setattr("engine.callback.PROGRESS_INTERVAL", 0.0)  # an event per batch
     progress = []
     trainer = Trainer(tiny_corpus, tiny_config(epochs=1000, log_every=1), tmp_path / "run",
                       on_event=lambda e: progress.append(e))

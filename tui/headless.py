@@ -25,7 +25,7 @@ from engine import events, memory, progress
 from engine.memory import refuse_if_too_big
 from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.session import RunSession
-from engine.training import check_length  # TensorFlow is imported only when training starts
+from engine.windows import check_length
 from engine.windows import count_windows, split_point
 from tui import options
 from tui.lifeline import MULTIWORKER_STOP_DEADLINE, Lifeline

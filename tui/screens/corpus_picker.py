@@ -450,7 +450,7 @@ class CorpusPicker(ModalScreen[object]):
             corpus = corpus_module.load_corpus(spec, lowercase=self.lowercase, encoding=self.encoding,
                                                corpora_dir=self.corpora_dir, on_notice=notices.append)
             if self.config is not None:
-                from engine.training import check_length
+                from engine.windows import check_length
 
                 check_length(corpus, self.config)
         except CharlmError as error:
