@@ -23,11 +23,11 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere
 
 import numpy as np  # noqa: E402
 
-# The corpus: $CHARLM_BENCH_CORPUS, else the shared copy of nietzsche.txt, else our
-# loader's "nietzsche" (corpora/ folder, Keras cache, or a download).
-DEFAULT_CORPUS = os.environ.get("CHARLM_BENCH_CORPUS") or (
-    "/work/shared/corpora/nietzsche.txt" if Path("/work/shared/corpora/nietzsche.txt").is_file()
-    else "nietzsche")
+from engine import corpus as engine_corpus  # noqa: E402
+
+# The corpus: --corpus, else $CHARLM_BENCH_CORPUS, else the engine's named corpus
+# "nietzsche" (the corpora/ folder, the Keras cache, or a download).
+DEFAULT_CORPUS = os.environ.get("CHARLM_BENCH_CORPUS") or engine_corpus.DEFAULT_CORPUS
 
 BOOK_MAXLEN, BOOK_STEP, BOOK_BATCH, BOOK_LR = 60, 3, 128, 0.01
 
@@ -53,10 +53,8 @@ def corpus_path(spec: str) -> str:
 
 
 def load_corpus(spec: str):
-    from engine.corpus import load_corpus as _load
-
     # Lower-cased as the book's text is (book_text), so both sides learn the same characters.
-    return _load(spec, lowercase=True, on_notice=lambda message: print("note:", message, file=sys.stderr))
+    return engine_corpus.load_corpus(spec, lowercase=True, on_notice=lambda message: print("note:", message, file=sys.stderr))
 
 
 def keras():

@@ -7,6 +7,6 @@ it imports TensorFlow only when a model is built or loaded.
     from engine.config import preset
     from engine.training import Trainer
 
-    corpus = load_corpus("nietzsche")
+    corpus = load_corpus("nietzsche", lowercase=True)  # the book lower-cases its text
     Trainer(corpus, preset("book"), "runs/book", on_event=print).run()
 """

@@ -16,6 +16,7 @@ from typing import Protocol
 from engine import events, schedule
 from engine.clock import TrainingClock
 from engine.config import TrainConfig
+from engine.tfsetup import keras
 
 PROGRESS_INTERVAL = 0.1  # seconds between BatchProgress events (UIs coalesce anyway)
 SCHEDULE_EVERY = 4       # steps between learning-rate updates (a variable assignment each)
@@ -83,8 +84,6 @@ def progress_callback(control: RunControl, clock: TrainingClock, step: int):
 
 @functools.cache
 def _progress_class():
-    from engine.tfsetup import keras  # here: TensorFlow takes seconds to import
-
     return type("ProgressCallback", (ProgressMixin, keras().callbacks.Callback), {})
 
 

@@ -20,9 +20,12 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from engine import checkpoints, events
 from engine.config import TrainConfig, is_finite_number
@@ -76,8 +79,6 @@ class SavedRun:
             return 0
         config = self.config
         split = split_point(chars, config.val_fraction)
-        import numpy as np
-
         return Windows(np.zeros(split, dtype=np.uint8), config.maxlen, config.step, config.objective,
                        config.batch_size).batches_per_epoch
 
@@ -272,8 +273,6 @@ class RunFollower:
         model_path = RunDir(saved.path).model_path
         loaded_signature = attempted_signature = None
         last_load = -math.inf
-        import time
-
         while True:
             rows, reset = tail.poll()
             if reset:

@@ -29,8 +29,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from engine.config import SettingError, TrainConfig
 from engine.compat import gpu_memory_bytes
+from engine.config import SettingError, TrainConfig
 from engine.errors import TrainingError
 from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.tfsetup import tensorflow

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from engine.errors import RunDirError
 
+
 def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)

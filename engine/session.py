@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
 from engine import events
 from engine.config import TrainConfig, preset
 from engine.errors import CharlmError

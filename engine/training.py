@@ -41,6 +41,7 @@ from engine.tensorboard import TensorBoardLogger
 from engine.tfsetup import device_name, keras
 from engine.windows import Windows, check_length, count_windows, split_point
 
+
 class Trainer(Switches):
     """Trains `corpus` in `run_dir`, resuming the run there unless `fresh`."""
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.config import TrainConfig
 from engine.errors import CorpusError
+from engine.tfsetup import tensorflow
 
 # Above this many windows an exact shuffle would cost too much memory (4 bytes per
 # window); an affine permutation i -> (a*i + c) mod n costs none and still spreads
@@ -93,8 +94,6 @@ class Windows:
 
     def dataset(self, epoch: int, first_batch: int = 0, last_batch: int | None = None):
         """A prefetching tf.data pipeline over batches [first_batch, last_batch) of `epoch`."""
-        from engine.tfsetup import tensorflow
-
         tf = tensorflow()
         last_batch = self.batches_per_epoch if last_batch is None else last_batch
         y_shape = (None,) if self.objective == "last" else (None, self.maxlen)

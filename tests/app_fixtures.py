@@ -90,7 +90,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     from engine.model import build_model
     from engine.rundir import RunDir
 
-    corpus = load_corpus(corpus_path)
+    corpus = load_corpus(corpus_path, lowercase=True)
     # (its own learning rate, as a run saved by an earlier version keeps: the header shows it)
     config = preset("fast", units=16, maxlen=32, step=8, batch_size=16, epochs=3, lr=0.008,
                     log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH, lowercase=corpus.lowercase)

@@ -49,7 +49,7 @@ def tiny_corpus_path(tmp_path: Path) -> Path:
 def tiny_corpus(tiny_corpus_path):
     from engine.corpus import load_corpus
 
-    return load_corpus(tiny_corpus_path)
+    return load_corpus(tiny_corpus_path, lowercase=True)
 
 
 def tiny_config(**overrides):

@@ -364,7 +364,7 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
         from engine.corpus import load_corpus
         from engine.novelty import index_for
 
-        index = index_for(load_corpus(corpus_path))
+        index = index_for(load_corpus(corpus_path, lowercase=True))
         for column in app.generation_pane.columns:
             assert column.note.startswith(f"{index.measure(column.generated).share:.0%} copied")
         number = app.generation_pane.round.number

@@ -77,7 +77,7 @@ def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_te
     sampled = charlm("sample", "--run", run, "--length", "300", "--seed", "1", "--json", "--temperatures", "0,1")
     assert sampled.returncode == 0, sampled.stderr
     result = json.loads(sampled.stdout)
-    index = index_for(load_corpus(tiny_corpus_path))
+    index = index_for(load_corpus(tiny_corpus_path, lowercase=True))
     assert set(result["memorization"]) == set(result["samples"]) == {"0.0", "1.0"}
     for temperature, sample in result["samples"].items():
         assert result["memorization"][temperature] == index.measure(sample).as_json()

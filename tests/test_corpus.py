@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import corpus as corpus_module
+from engine import textfiles
 from engine import pydocs
 from engine.corpus import MAX_VOCAB, Corpus, default_corpora_dir, load_corpus, named_corpora
 from engine.errors import CorpusError
@@ -52,7 +53,7 @@ def book_text(path: Path) -> str:
 
 @needs_nietzsche
 def test_nietzsche_file_gives_the_book_counts():
-    corpus = load_corpus(SHARED_NIETZSCHE)
+    corpus = load_corpus(SHARED_NIETZSCHE, lowercase=True)
     assert len(corpus) == 600_894
     assert len(corpus.vocab) == 57
     assert corpus.ids.dtype == np.uint8
@@ -68,7 +69,7 @@ def test_nietzsche_named_corpus_comes_from_the_keras_cache(tmp_path, monkeypatch
     shutil.copy(SHARED_NIETZSCHE, keras_home / "datasets" / "nietzsche.txt")
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     notices = []
-    corpus = load_corpus("nietzsche", corpora_dir=tmp_path / "none", on_notice=notices.append)
+    corpus = load_corpus("nietzsche", lowercase=True, corpora_dir=tmp_path / "none", on_notice=notices.append)
     assert notices == []
     assert corpus.name == "nietzsche"
     assert (len(corpus), len(corpus.vocab)) == (600_894, 57)
@@ -102,7 +103,7 @@ def test_offline_nietzsche_falls_back_to_pydocs_quickly(tmp_path, monkeypatch):
 
 def test_small_file_is_read_like_the_book(tmp_path):
     path = write(tmp_path / "mixed.txt", "Hello, World!\nÉté à Zürich — naïve café.\n")
-    corpus = load_corpus(path)
+    corpus = load_corpus(path, lowercase=True)
     assert corpus.text() == book_text(path)
     assert list(corpus.vocab) == sorted(set(book_text(path)))
     assert corpus.ids.dtype == np.uint8
@@ -117,6 +118,13 @@ def test_lowercase_off_keeps_case(tmp_path):
     assert "H" in corpus.vocab and not corpus.lowercase
 
 
+def test_case_is_kept_by_default_as_on_the_command_line(tmp_path):
+    from engine.config import TrainConfig
+
+    corpus = load_corpus(write(tmp_path / "case.txt", "Hello World"))
+    assert corpus.text() == "Hello World" and corpus.lowercase is TrainConfig().lowercase is False
+
+
 def test_universal_newlines_and_bom(tmp_path):
     path = write(tmp_path / "newlines.txt", b"\xef\xbb\xbfone\r\ntwo\rthree\nfour\r")
     assert load_corpus(path).text() == "one\ntwo\nthree\nfour\n"
@@ -128,10 +136,10 @@ def test_reading_in_chunks_gives_the_same_text(tmp_path, monkeypatch, chunk_byte
     # lower case depends on the next letter) land on every chunk boundary.
     text = "ΟΔΟΣ café\r\n€uro 𝄞 ΣΊΣΥΦΟΣ\r\n\rdone ΑΣ" * 7
     path = write(tmp_path / "chunks.txt", text)
-    expected = load_corpus(path)
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", chunk_bytes)
+    expected = load_corpus(path, lowercase=True)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", chunk_bytes)
     progress = []
-    chunked = load_corpus(path, on_progress=lambda done, total: progress.append((done, total)))
+    chunked = load_corpus(path, lowercase=True, on_progress=lambda done, total: progress.append((done, total)))
     assert chunked.text() == expected.text() == book_text(path)
     assert chunked.vocab == expected.vocab
     assert np.array_equal(chunked.ids, expected.ids)
@@ -300,7 +308,7 @@ def test_latin1_reports_byte_and_offset(tmp_path):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3, 4, 1 << 20])
 def test_invalid_byte_offset_is_absolute_across_chunks(tmp_path, monkeypatch, chunk_bytes):
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", chunk_bytes)
     data = "abc é ".encode("utf-8") * 3 + b"\xff" + b" tail"
     bad_offset = data.index(b"\xff")
     message = refusal(write(tmp_path / "bad.txt", data))

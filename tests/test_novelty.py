@@ -38,7 +38,7 @@ def index_of(text: str, dtype=np.uint8) -> NoveltyIndex:
 def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("novelty") / "corpus.txt"
     path.write_text(tiny_text(60_000, seed=1), encoding="utf-8")
-    return load_corpus(path)
+    return load_corpus(path, lowercase=True)
 
 
 def test_a_sample_copied_from_the_text_is_all_copied(corpus):

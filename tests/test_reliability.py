@@ -180,7 +180,7 @@ def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["vocab_size"] > 2900
 
-    corpus = load_corpus(path)
+    corpus = load_corpus(path, lowercase=True)
     assert corpus.ids.dtype == np.uint16 and len(corpus.vocab) > 2900
     finished = Trainer(corpus, tiny_config(steps=2), tmp_path / "run", sample_each_epoch=False).run()
     assert finished.step == 2
@@ -230,8 +230,9 @@ def test_a_34_mb_corpus_loads_in_seconds_in_about_its_size_of_memory(tmp_path):
 
 def test_reading_progress_is_reported_in_order_up_to_the_total(tmp_path, monkeypatch):
     from engine import corpus as corpus_module
+    from engine import textfiles
 
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 4096)
     path = tmp_path / "text.txt"
     path.write_text(tiny_text(50_000), encoding="utf-8")
     reports = []

@@ -369,7 +369,7 @@ from engine.corpus import load_corpus
 from engine.training import Trainer
 from tests.conftest import tiny_config
 
-corpus, run = load_corpus(sys.argv[1]), sys.argv[2]
+corpus, run = load_corpus(sys.argv[1], lowercase=True), sys.argv[2]
 config = tiny_config(epochs=1000, log_every=2, time_budget=float(sys.argv[3]))
 result = {}
 thread = threading.Thread(target=lambda: result.update(

@@ -159,7 +159,7 @@ def test_a_checkpoint_of_another_vocabulary_is_refused_and_left_alone(tiny_corpu
     other_path = tmp_path / "other.txt"
     other_path.write_text("completely different: 0123456789 xyz!? " * 200)
     with pytest.raises(RunDirError, match="different vocabulary"):
-        Trainer(load_corpus(other_path), tiny_config(), tmp_path / "run")
+        Trainer(load_corpus(other_path, lowercase=True), tiny_config(), tmp_path / "run")
     with pytest.raises(RunDirError, match="units"):
         Trainer(tiny_corpus, tiny_config(units=9), tmp_path / "run")
     assert (tmp_path / "run" / "model.keras").read_bytes() == model_bytes
@@ -171,7 +171,7 @@ def test_too_short_a_corpus_is_refused_clearly(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("just a few words here\n")
     with pytest.raises(CorpusError, match="too short"):
-        Trainer(load_corpus(path), tiny_config(), tmp_path / "run")
+        Trainer(load_corpus(path, lowercase=True), tiny_config(), tmp_path / "run")
 
 
 def test_nan_loss_stops_rolls_back_and_suggests_a_lower_learning_rate(tiny_corpus, tmp_path):
