@@ -28,13 +28,9 @@ class Checkpointer:
     def __init__(self, rundir: RunDir, *, chief: bool, corpus_path: str | None,
                  write_run_files: Callable[[RunDir], None], report: Callable[[events.Event], None],
                  batches_per_epoch: int, targets_per_step: int, keep_every: int, keep_max: int) -> None:
-        self.rundir = rundir
-        self.chief = chief
-        self.corpus_path = corpus_path
-        self.write_run_files = write_run_files
-        self.report = report
-        self.batches_per_epoch = batches_per_epoch
-        self.targets_per_step = targets_per_step
+        self.rundir, self.chief, self.corpus_path = rundir, chief, corpus_path
+        self.write_run_files, self.report = write_run_files, report
+        self.batches_per_epoch, self.targets_per_step = batches_per_epoch, targets_per_step
         self.keep_every, self.keep_max = keep_every, keep_max
         self.error: RunDirError | None = None  # the last checkpoint's failure (None: it was saved)
         self.rescue_dir: Path | None = None      # where the model went when the run directory refused it

@@ -113,6 +113,18 @@ def _keep_as(run: RunDir, kept: Path) -> None:
     fsync_dir(run.path)
 
 
+def checkpoint_path(run: RunDir, choice: str) -> Path:
+    """`latest`, `best` or a FILE for `sample --checkpoint`."""
+    if choice == "latest":
+        return run.model_path
+    if choice == "best":
+        if not run.best_model_path.exists():
+            raise RunDirError(f"{run.path} has no model.best.keras yet (it is kept from the first "
+                              "epoch end with a held-out loss); use --checkpoint latest")
+        return run.best_model_path
+    return Path(choice)
+
+
 def _model_intact(run: RunDir) -> bool:
     return not run.damaged_model and archive_problem(run.model_path) is None
 

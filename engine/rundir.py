@@ -397,17 +397,6 @@ class RunDir:
         atomic_write_bytes(path, text.encode("utf-8"))
         return path
 
-    def checkpoint_path(self, choice: str) -> Path:
-        """`latest`, `best` or a FILE for `sample --checkpoint`."""
-        if choice == "latest":
-            return self.model_path
-        if choice == "best":
-            if not self.best_model_path.exists():
-                raise RunDirError(f"{self.path} has no model.best.keras yet (it is kept from the first "
-                                  "epoch end with a held-out loss); use --checkpoint latest")
-            return self.best_model_path
-        return Path(choice)
-
     def cleanup_temporaries(self) -> None:
         """Remove temp files a killed process left behind (only the names we give them)."""
         for folder, follow_link in ((self.path, True), (self.samples_dir, False)):

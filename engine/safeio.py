@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import RunDirError
@@ -238,11 +239,12 @@ def _refuse_too_large(error: FileTooLarge) -> RunDirError:
                        f"there ({error.limit:,} at most): refused")
 
 
-def open_run_file(path: Path, max_bytes: int | None = None):
-    """A run file opened for binary reading (see open_regular_file), its refusals told
-    as RunDirError. FileNotFoundError passes through: callers say what missing means."""
+@contextlib.contextmanager
+def _told_as_run_dir_errors(path) -> Iterator[None]:
+    """Refusals of a run file as RunDirError; FileNotFoundError passes through: callers
+    say what missing means."""
     try:
-        return open_regular_file(path, max_bytes)
+        yield
     except FileNotFoundError:
         raise
     except NotRegularFile as error:
@@ -251,20 +253,19 @@ def open_run_file(path: Path, max_bytes: int | None = None):
         raise _refuse_too_large(error) from None
     except OSError as error:
         raise explain_os_error(error, "read", Path(path)) from None
+
+
+def open_run_file(path: Path, max_bytes: int | None = None):
+    """A run file opened for binary reading (see open_regular_file), its refusals told
+    as RunDirError. FileNotFoundError passes through: callers say what missing means."""
+    with _told_as_run_dir_errors(path):
+        return open_regular_file(path, max_bytes)
 
 
 def read_run_file(path: Path, max_bytes: int = MAX_JSON_BYTES) -> bytes:
     """The whole of a small run file (see open_run_file); FileNotFoundError passes through."""
-    try:
+    with _told_as_run_dir_errors(path):
         return read_regular_file(path, max_bytes)
-    except FileNotFoundError:
-        raise
-    except NotRegularFile as error:
-        raise _refuse_irregular(error.path, error.kind) from None
-    except FileTooLarge as error:
-        raise _refuse_too_large(error) from None
-    except OSError as error:
-        raise explain_os_error(error, "read", Path(path)) from None
 
 
 def read_json(path: Path):

@@ -158,7 +158,7 @@ def test_cjk_text_uses_uint16_ids(tmp_path):
 
 def test_encode_decode_round_trip(tmp_path):
     path = write(tmp_path / "abc.txt", "the quick brown fox jumps over the lazy dog.\n")
-    corpus = load_corpus(path)
+    corpus = load_corpus(path, lowercase=True)
     ids = corpus.encode("The Lazy Fox.")
     assert ids.dtype == corpus.ids.dtype
     assert corpus.decode(ids) == "the lazy fox."

@@ -160,11 +160,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.checkpoint != "latest" and not args.no_train:
         return _error("--checkpoint chooses what --no-train samples from; training resumes from the latest", 2)
     if args.no_train:
+        from engine.checkpoints import checkpoint_path
         from engine.follow import read_run
         from engine.rundir import RunDir
 
         saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
-        RunDir(saved.path).checkpoint_path(args.checkpoint)  # ... and a checkpoint it does not have
+        checkpoint_path(RunDir(saved.path), args.checkpoint)  # ... and a checkpoint it does not have
         return run_app(options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved",
                                           checkpoint=args.checkpoint))
     request = options.run_request(args)
