@@ -54,7 +54,8 @@ def corpus_path(spec: str) -> str:
 
 def load_corpus(spec: str):
     # Lower-cased as the book's text is (book_text), so both sides learn the same characters.
-    return engine_corpus.load_corpus(spec, lowercase=True, on_notice=lambda message: print("note:", message, file=sys.stderr))
+    return engine_corpus.load_corpus(spec, lowercase=True,
+                                     on_notice=lambda message: print("note:", message, file=sys.stderr))
 
 
 def keras():

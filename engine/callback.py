@@ -159,7 +159,8 @@ class ProgressMixin:
     def _measure_rate(self) -> None:
         trained = self.clock.elapsed  # the rate is per training second: stops and pauses left out
         if trained - self.rate_mark[0] >= 1.0:
-            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / (trained - self.rate_mark[0])
+            seconds = trained - self.rate_mark[0]
+            self.rate = (self.step - self.rate_mark[1]) * self.targets_per_batch / seconds
             self.rate_mark = (trained, self.step)
         elif not self.rate:
             seconds = trained - self.rate_mark[0]
@@ -186,7 +187,8 @@ class ProgressMixin:
             self.stop_reason = "stopped"
         elif config.steps is not None and self.step - self.run_start_step >= config.steps:
             self.stop_reason = "steps"
-        elif config.time_budget is not None and self.clock.elapsed - self.run_start_time >= config.time_budget:
+        elif config.time_budget is not None \
+                and self.clock.elapsed - self.run_start_time >= config.time_budget:
             self.stop_reason = "time_budget"
         if self.stop_reason:
             self.model.stop_training = True

@@ -96,14 +96,16 @@ class Checkpointer:
         self.reclaim()
         checkpoints.save_model(self.rundir, model)
         self.error = None
-        self.report(events.CheckpointSaved(str(self.rundir.model_path), step, step // self.batches_per_epoch + 1))
+        epoch = step // self.batches_per_epoch + 1
+        self.report(events.CheckpointSaved(str(self.rundir.model_path), step, epoch))
 
     def save_epoch_end(self, model, step: int, clock: TrainingClock, epoch: int, val_loss) -> None:
         """The epoch-end checkpoint; if its held-out loss is the lowest yet, it is kept
         as model.best.keras too (with the loss in state.json, so a resumed run knows), and
         every `keep_every`th epoch's is kept as model.epoch-NNNN.keras."""
         previous_best = self.best_so_far()
-        improved = self.chief and val_loss is not None and math.isfinite(val_loss) and val_loss < previous_best
+        improved = (self.chief and val_loss is not None and math.isfinite(val_loss)
+                    and val_loss < previous_best)
         if improved:
             self._best_val_loss = val_loss  # written into state.json by the checkpoint
         if not self.save(model, step, clock, epoch):
@@ -129,7 +131,8 @@ class Checkpointer:
         return self._best_val_loss
 
     def state(self, step: int, epoch: int, clock: TrainingClock) -> dict:
-        state = {"step": step, "epoch": epoch, "elapsed": clock.elapsed, "chars": step * self.targets_per_step}
+        state = {"step": step, "epoch": epoch, "elapsed": clock.elapsed,
+                 "chars": step * self.targets_per_step}
         if self.chief and math.isfinite(self.best_so_far()):
             state["best_val_loss"] = self._best_val_loss
         return state
@@ -188,4 +191,5 @@ class Checkpointer:
             where = f"rolled back to the last checkpoint (step {int(model.optimizer.iterations.numpy()):,})"
         else:
             where = "no checkpoint was saved yet"
-        raise TrainingError(f"{failure}; {where}; try a lower learning rate (--lr {lr / 4:g}) or gradient clipping")
+        raise TrainingError(f"{failure}; {where}; try a lower learning rate (--lr {lr / 4:g}) "
+                            "or gradient clipping")

@@ -149,7 +149,8 @@ def load_model(run: RunDir, compile: bool = True, on_notice=None):
             memoize_keras_skipsets()
             model = keras().saving.load_model(path, safe_mode=True, compile=compile)
         except Exception as error:  # any failure to load is reported, never executed around
-            errors.append(f"{path.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            errors.append(f"{path.name}: {why}")
             if path == run.model_path:
                 run.damaged_model = True
             continue
@@ -220,7 +221,8 @@ def _weights_from_sidecars(run: RunDir, shapes, config, vocab_size: int,
     if run.model_path.exists():
         latest_problem = archive_problem(run.model_path, config, vocab_size)
         if latest_problem is None:
-            weights = sidecar.read_weights(run.model_path, shapes)  # None: Keras decides, may fall back itself
+            # None: Keras decides, and may fall back itself
+            weights = sidecar.read_weights(run.model_path, shapes)
             return (weights, run.model_path) if weights is not None else None
     else:
         latest_problem = "missing"

@@ -117,6 +117,7 @@ class TrainConfig:
 
     def _rules(self):
         """(field, holds, sentence) for every field: every number finite and in range."""
+        finite = is_finite_number
         return [
             ("preset", self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
             ("objective", self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
@@ -127,24 +128,24 @@ class TrainConfig:
              "--keep-max must be between 1 and 1000"),
             ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000, "warmup_steps must be between 0 and 1000000"),
-            ("lr_floor", is_finite_number(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
-            ("decay_start", is_finite_number(self.decay_start) and 0.0 <= self.decay_start < 1.0,
+            ("lr_floor", finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
+            ("decay_start", finite(self.decay_start) and 0.0 <= self.decay_start < 1.0,
              "decay_start must be in [0, 1)"),
             ("strategy", self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
             ("maxlen", 2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
             ("step", 1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
             ("units", 1 <= self.units <= 8192, "--units must be between 1 and 8192"),
             ("layers", 1 <= self.layers <= 16, "--layers must be between 1 and 16"),
-            ("dropout", is_finite_number(self.dropout) and 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            ("dropout", finite(self.dropout) and 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             ("batch_size", 1 <= self.batch_size <= 65_536, "--batch-size must be between 1 and 65536"),
-            ("lr", is_finite_number(self.lr) and 0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
-            ("clipnorm", self.clipnorm is None or (is_finite_number(self.clipnorm) and self.clipnorm > 0),
+            ("lr", finite(self.lr) and 0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
+            ("clipnorm", self.clipnorm is None or (finite(self.clipnorm) and self.clipnorm > 0),
              "clipnorm must be a positive finite number (or null: no clipping)"),
             ("epochs", 1 <= self.epochs <= 100_000, "--epochs must be between 1 and 100000"),
-            ("time_budget", self.time_budget is None or (is_finite_number(self.time_budget) and self.time_budget > 0),
+            ("time_budget", self.time_budget is None or (finite(self.time_budget) and self.time_budget > 0),
              "--time-budget must be a positive finite number of seconds"),
             ("steps", self.steps is None or self.steps > 0, "--steps must be positive"),
-            ("val_fraction", is_finite_number(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
+            ("val_fraction", finite(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
              "--val-fraction must be in (0, 0.5)"),
             ("seed", 0 <= self.seed <= MAX_SEED, f"--seed must be a whole number from 0 to {MAX_SEED}"),
             ("temperatures", 1 <= len(self.temperatures) <= MAX_TEMPERATURES,
@@ -153,7 +154,7 @@ class TrainConfig:
              f"each temperature must be {TEMPERATURE_RULE}"),
             ("sample_length", 0 <= self.sample_length <= 100_000, "sample length must be in [0, 100000]"),
             ("log_every", self.log_every >= 1, "log_every must be at least 1"),
-            ("checkpoint_every", is_finite_number(self.checkpoint_every) and self.checkpoint_every >= 0,
+            ("checkpoint_every", finite(self.checkpoint_every) and self.checkpoint_every >= 0,
              "--checkpoint-every must be a finite number of seconds, 0 or more"),
             ("val_max_windows", self.val_max_windows >= 1, "val_max_windows must be at least 1"),
             ("extra", isinstance(self.extra, dict) and _nesting_depth(self.extra) <= MAX_EXTRA_DEPTH,
@@ -200,7 +201,8 @@ def _check_json_types(data: dict) -> None:
     for setting in dataclasses.fields(TrainConfig):
         if setting.name not in data:
             continue
-        annotation = setting.type if isinstance(setting.type, str) else getattr(setting.type, "__name__", str(setting.type))
+        annotation = setting.type if isinstance(setting.type, str) \
+            else getattr(setting.type, "__name__", str(setting.type))
         optional = annotation.endswith(" | None")
         check = kinds.get(annotation.removesuffix(" | None"))
         value = data[setting.name]

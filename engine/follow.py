@@ -108,7 +108,8 @@ def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None
         saved.sampler, saved.parameters = checkpoints.load_sampler(run, on_notice=on_notice,
                                                                    rebuild_sidecar=rebuild_sidecar)
     else:
-        saved.sampler, saved.parameters = checkpoints.load_sampler_from(run, checkpoints.checkpoint_path(run, checkpoint))
+        chosen = checkpoints.checkpoint_path(run, checkpoint)
+        saved.sampler, saved.parameters = checkpoints.load_sampler_from(run, chosen)
     source = saved.sampler.source
     saved.checkpoint = CheckpointUsed(source) if source is not None else None
 

@@ -145,8 +145,8 @@ def append_row(path: Path, row: dict) -> None:
     """Append one row as one whole line, in one write: a reader never sees half of it."""
     line = (json.dumps(row, sort_keys=True) + "\n").encode()
     try:  # never through a link; O_NONBLOCK: a FIFO there fails instead of hanging
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o644)
         try:
             os.write(fd, line)
         finally:

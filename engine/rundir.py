@@ -401,7 +401,8 @@ class RunDir:
         """Remove temp files a killed process left behind (only the names we give them)."""
         for folder, follow_link in ((self.path, True), (self.samples_dir, False)):
             with contextlib.suppress(RunDirError):
-                remove_names(folder, lambda name: bool(TEMPORARY_NAME.fullmatch(name)), follow_link=follow_link)
+                remove_names(folder, lambda name: bool(TEMPORARY_NAME.fullmatch(name)),
+                             follow_link=follow_link)
 
 
 def load_config(run_dir) -> TrainConfig:

@@ -32,7 +32,8 @@ class RunStart:
     """The beginning of a run of `corpus` in `rundir`; `notice(message)` is told what the
     user should know."""
 
-    def __init__(self, rundir: RunDir, corpus, *, fresh: bool, chief: bool, notice: Callable[[str], None]) -> None:
+    def __init__(self, rundir: RunDir, corpus, *, fresh: bool, chief: bool,
+                 notice: Callable[[str], None]) -> None:
         self.rundir, self.corpus = rundir, corpus
         self.fresh, self.chief, self.notice = fresh, chief, notice
         self.saved_lr: float | None = None  # the resumed run's learning rate, as its config.json had it

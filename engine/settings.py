@@ -42,7 +42,8 @@ def resolve(run_dir, *, preset_name: str | None, overrides: dict, fresh: bool,
     run.check_can_train(corpus_path)
     saved = run.load_config() if run.config_path.exists() and not fresh else None
     if saved is None or (preset_name is not None and preset_name != saved.preset):
-        return RunSettings(run.path, preset(preset_name or "fast", **overrides), saved, False, dict(overrides))
+        config = preset(preset_name or "fast", **overrides)
+        return RunSettings(run.path, config, saved, False, dict(overrides))
     # How to spread the work depends on this machine, and stopping limits on this
     # session (SESSION_FIELDS): neither is the run's.
     not_the_runs = {"strategy": "default", **{name: None for name in SESSION_FIELDS}}

@@ -82,7 +82,8 @@ class Trainer(Switches):
         self.rundir.acquire()
         self.start = RunStart(self.rundir, corpus, fresh=fresh, chief=self.chief, notice=self._notice)
         self.checkpointer = Checkpointer(
-            self.rundir, chief=self.chief, corpus_path=self._corpus_path(), write_run_files=self._write_run_files,
+            self.rundir, chief=self.chief, corpus_path=self._corpus_path(),
+            write_run_files=self._write_run_files,
             report=self.report, batches_per_epoch=self.steps_per_epoch,
             targets_per_step=config.batch_size * config.targets_per_window,
             keep_every=config.keep_every, keep_max=config.keep_max)

@@ -401,7 +401,8 @@ def test_autograph_writes_into_the_scratch_folder_and_the_process_keeps_its_temp
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     keeps, untouched, in_scratch = out.stdout.split()
-    assert (keeps, untouched) == ("True", "True"), "importing TensorFlow changed the process's temporary folder"
+    assert (keeps, untouched) == ("True", "True"), \
+        "importing TensorFlow changed the process's temporary folder"
     assert in_scratch == "True", (
         "TensorFlow's autograph no longer writes through tensorflow.python.autograph.pyct.loader's "
         "tempfile, so engine.compat.autograph_files_in does nothing: find where it writes its files now")
