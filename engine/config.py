@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 PRESETS = ("book", "fast")
 OBJECTIVES = ("last", "all")  # predict the char after the window / every next char
-STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.distribute
-SCHEDULES = ("constant", "cosine")  # see engine.schedule
+STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.scale.distribute
+SCHEDULES = ("constant", "cosine")  # see engine.run.schedule
 
 MAX_SEED = 2**32 - 1  # what numpy's and Keras's global seeding accept
 # A temperature is 0 (greedy: always the likeliest character) or at least 0.01: below
@@ -79,7 +79,7 @@ class TrainConfig:
     optimizer: str = "adam"       # "rmsprop" (book) or "adam"
     lr: float = 0.02
     clipnorm: float | None = 1.0  # gradient clipping by global norm; None: off (book)
-    # The learning rate over the run (engine/schedule.py): "constant" (book), or "cosine":
+    # The learning rate over the run (engine/run/schedule.py): "constant" (book), or "cosine":
     # a linear warm-up over `warmup_steps`, held for the first half of the run, then a cosine
     # decay to lr * lr_floor at the end of the run as planned (its last epoch, --steps or
     # --time-budget, whichever comes first), as nanoGPT decays to its max_iters. Measured by

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_text
-from engine import checkpoints
+from engine.files import checkpoints
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
            "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
@@ -39,7 +39,7 @@ def app_options(corpus: Path | str, run_dir: Path | str, **overrides):
     config, or (no_train=True) sampling from the saved run in `run_dir`."""
     import dataclasses
 
-    from engine.session import RunRequest
+    from engine.run.session import RunRequest
     from tui.options import AppOptions
 
     config = overrides.pop("config", None) or tiny_train_config()
@@ -86,9 +86,9 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     """A run directory as the trainer leaves it, but with weights drawn from a seeded
     RNG and fixed metrics: what the app shows from it never varies."""
     from engine.config import preset
-    from engine.corpus import corpus_notes, load_corpus
-    from engine.model import build_model
-    from engine.rundir import RunDir
+    from engine.data.corpus import corpus_notes, load_corpus
+    from engine.modeling.model import build_model
+    from engine.files.rundir import RunDir
 
     corpus = load_corpus(corpus_path, lowercase=True)
     # (its own learning rate, as a run saved by an earlier version keeps: the header shows it)

@@ -66,8 +66,8 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
 
 def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_text_is_here(
         tiny_corpus_path, tmp_path, monkeypatch):
-    from engine.corpus import load_corpus
-    from engine.novelty import index_for
+    from engine.data.corpus import load_corpus
+    from engine.modeling.novelty import index_for
 
     run, no_named_corpora = tmp_path / "run", tmp_path / "corpora"
     no_named_corpora.mkdir()

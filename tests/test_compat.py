@@ -49,7 +49,7 @@ def test_keras_still_builds_a_throwaway_optimizer_at_every_save(monkeypatch):
     assert "variables" not in first and "learning_rate" in first  # what a skipset holds
     assert len(made) == 2, (
         "Keras's get_attr_skipset now caches its answer (the leak per checkpoint is fixed "
-        "upstream): remove engine.compat.memoize_keras_skipsets and its calls in engine/checkpoints.py")
+        "upstream): remove engine.compat.memoize_keras_skipsets and its calls in engine/files/checkpoints.py")
 
 
 def test_the_memoized_skipsets_are_keras_own_answers():
@@ -181,8 +181,8 @@ def test_keras_still_keeps_the_optimizer_step_where_sample_reads_it(tmp_path):
     without Keras (engine.compat.saved_optimizer_step)."""
     import numpy as np
 
-    from engine.model import build_model
-    from engine.vetting import checkpoint_step
+    from engine.modeling.model import build_model
+    from engine.files.vetting import checkpoint_step
     from tests.conftest import tiny_config
 
     model = build_model(12, tiny_config())

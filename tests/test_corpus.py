@@ -1,4 +1,4 @@
-"""engine.corpus and engine.pydocs: real files in tmp_path, real decoding, no mocks."""
+"""engine.data.corpus and engine.data.pydocs: real files in tmp_path, real decoding, no mocks."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import pydocs, textfiles
-from engine.corpus import MAX_VOCAB, Corpus, default_corpora_dir, load_corpus, named_corpora
+from engine.data import pydocs
+from engine.data import textfiles
+from engine.data.corpus import MAX_VOCAB, Corpus, default_corpora_dir, load_corpus, named_corpora
 from engine.errors import CorpusError
 
 SHARED_NIETZSCHE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "nietzsche.txt"
@@ -75,8 +76,8 @@ def test_nietzsche_named_corpus_comes_from_the_keras_cache(tmp_path, monkeypatch
 
 
 def test_offline_nietzsche_falls_back_to_pydocs_quickly(tmp_path, monkeypatch):
-    from engine import corpus as corpus_module
-    from engine.pydocs import pydocs_path
+    from engine.data import corpus as corpus_module
+    from engine.data.pydocs import pydocs_path
     from engine.tfsetup import keras
 
     keras(), pydocs_path()  # importing TensorFlow and building pydocs are not what is measured
@@ -382,7 +383,7 @@ def test_pydocs_is_a_large_prose_corpus(pydocs_cache):
 
 
 def test_engine_corpus_imports_no_keras_or_ui():
-    code = ("import sys, engine.corpus, engine.pydocs; "
+    code = ("import sys, engine.data.corpus, engine.data.pydocs; "
             "print(sorted(name for name in ('keras', 'tensorflow', 'textual', 'rich') "
             "if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

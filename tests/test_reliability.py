@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import checkpoints
+from engine.files import checkpoints
 from engine import events
 from engine.errors import RunDirError
-from engine.rundir import RunDir
-from engine.vetting import archive_problem
+from engine.files.rundir import RunDir
+from engine.files.vetting import archive_problem
 from tests.conftest import tiny_config, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,9 +170,9 @@ def cjk_text(distinct: int = 3000, length: int = 20_000, seed: int = 0) -> str:
 
 
 def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
-    from engine.corpus import load_corpus
-    from engine.follow import open_run
-    from engine.training import Trainer
+    from engine.data.corpus import load_corpus
+    from engine.run.follow import open_run
+    from engine.run.training import Trainer
 
     path = tmp_path / "cjk.txt"
     path.write_text(cjk_text(), encoding="utf-8")
@@ -229,8 +229,8 @@ def test_a_34_mb_corpus_loads_in_seconds_in_about_its_size_of_memory(tmp_path):
 
 
 def test_reading_progress_is_reported_in_order_up_to_the_total(tmp_path, monkeypatch):
-    from engine import corpus as corpus_module
-    from engine import textfiles
+    from engine.data import corpus as corpus_module
+    from engine.data import textfiles
 
     monkeypatch.setattr(textfiles, "CHUNK_BYTES", 4096)
     path = tmp_path / "text.txt"
@@ -246,7 +246,7 @@ def test_reading_progress_is_reported_in_order_up_to_the_total(tmp_path, monkeyp
 
 
 def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     received = []
     trainer = Trainer(tiny_corpus, tiny_config(epochs=1000), tmp_path / "run", on_event=received.append)
@@ -266,7 +266,7 @@ def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
 
 
 def test_a_stop_during_the_epoch_end_evaluation_stops_at_the_epoch_boundary(tiny_corpus, tmp_path, monkeypatch):
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     evaluate = Trainer.heldout_loss
 
@@ -383,7 +383,7 @@ def test_kill_9_at_random_moments_never_leaves_a_half_written_run(corpus_file, t
 def test_a_failed_checkpoint_is_reported_keeps_the_weights_and_can_be_retried(code, reason, tiny_corpus,
                                                                                tmp_path, monkeypatch):
     from engine.tfsetup import keras
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     run = tmp_path / "run"
     Trainer(tiny_corpus, tiny_config(steps=2, epochs=5), run, sample_each_epoch=False).run()
@@ -718,9 +718,9 @@ def test_no_source_can_execute_or_unpickle_what_it_reads():
 def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, capsys):
     import pickle
 
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
     from engine.tfsetup import keras
-    from engine.training import Trainer
+    from engine.run.training import Trainer
     from tui.cli import main
 
     keras()  # imported before the guards: only what reads the run directory is watched
@@ -750,7 +750,7 @@ def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, 
 def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, monkeypatch):
     """Keras's saving made an Optimizer(1.0) per save and per load to list attributes to
     skip, leaking ~70 KB each time: one leak per checkpoint, for the whole run."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
     from engine.tfsetup import keras
 
     Optimizer = keras().optimizers.Optimizer
@@ -770,7 +770,7 @@ def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, mo
 
 def test_epoch_after_epoch_keras_traces_nothing_new(tiny_corpus, tmp_path):
     from engine.compat import traced_function_count
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     counts = {}
 

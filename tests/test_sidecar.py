@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import checkpoints
-from engine import sidecar
-from engine.rundir import RunDir
-from engine.sampler import Sampler, keras_weights
+from engine.files import checkpoints
+from engine.files import sidecar
+from engine.files.rundir import RunDir
+from engine.modeling.sampler import Sampler, keras_weights
 from tests.conftest import tiny_config, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +36,8 @@ SAMPLE = ["--length", "120", "--seed", "5", "--temperatures", "0,0.5,1.0,1.2", "
 # with file descriptor 2 pointed elsewhere).
 REPORTING_IMPORTS = (
     "import atexit, runpy, sys\n"
-    "atexit.register(lambda: print('imported:', sorted(m for m in ('numpy', 'engine.rundir', 'tensorflow',"
-    " 'keras') if m in sys.modules), file=sys.stderr))\n"
+    "atexit.register(lambda: print('imported:', sorted(m for m in ('numpy', 'engine.files.rundir',"
+    " 'tensorflow', 'keras') if m in sys.modules), file=sys.stderr))\n"
     "sys.argv[0] = 'charlm-tui'\n"
     "runpy.run_module('tui.cli', run_name='__main__', alter_sys=True)\n")
 
@@ -104,7 +104,7 @@ def test_sample_from_the_sidecar_prints_the_same_text_without_importing_tensorfl
     out = charlm("sample", "--run", run_copy, *SAMPLE, report_imports=True)
     assert out.returncode == 0, out.stderr
     assert without_run_path(json.loads(out.stdout)) == without_run_path(keras_text)
-    assert split_report(out.stderr) == (["engine.rundir", "numpy"], [])  # no tensorflow, no keras
+    assert split_report(out.stderr) == (["engine.files.rundir", "numpy"], [])  # no tensorflow, no keras
 
 
 def keras_must_not_be_needed(monkeypatch) -> None:
@@ -125,7 +125,7 @@ def test_the_sidecar_gives_bit_identical_probabilities_to_the_keras_model(run_co
 
 def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monkeypatch):
     """Two layers, random weights far from an initialisation, through RunDir.save_model."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     vocab, config = tuple("abcdefg"), tiny_config(units=12, layers=2)
     model = build_model(len(vocab), config)

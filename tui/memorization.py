@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from engine.errors import CorpusError
-from engine.novelty import index_for
-from engine.trainingtext import training_text
+from engine.modeling.novelty import index_for
+from engine.data.trainingtext import training_text
 
 
 def memorization_report(saved, samples: dict[float, "str | list[str]"]) -> dict:
     """For `charlm-tui sample --json`: {"memorization": {temperature: Novelty.as_json()}}
     (a list of them where a temperature has a list of samples: --num-samples)
-    when the run's very training text is on this machine (engine.trainingtext.training_text:
+    when the run's very training text is on this machine (engine.data.trainingtext.training_text:
     its recorded path and fingerprint), else {"memorization_note": why not}."""
     corpus, why_not = training_text(saved)
     if corpus is None:

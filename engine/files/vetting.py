@@ -4,7 +4,7 @@ Nothing from a run directory is ever executed: an archive is refused before Kera
 TensorFlow) is imported if its members, declared sizes or compression methods are not
 those of our checkpoints, if a CRC fails, if its HDF5 weights file declares more data
 than a model of the run's size holds or points outside itself, or if its config names
-an object engine.model.build_model could not have made.
+an object engine.modeling.model.build_model could not have made.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from engine.compat import saved_optimizer_step
 from engine.config import TrainConfig
 from engine.errors import RunDirError
-from engine.model import architecture_problem, parameter_count
-from engine.safeio import READ_CHUNK_BYTES, open_run_file
+from engine.modeling.model import architecture_problem, parameter_count
+from engine.files.safeio import READ_CHUNK_BYTES, open_run_file
 
-# What a checkpoint written by engine.model.build_model may contain. Anything else in
+# What a checkpoint written by engine.modeling.model.build_model may contain. Anything else in
 # model.keras (a Lambda layer holding bytecode, a custom class, a function from another
 # module) is refused before Keras sees it: nothing from a run directory is ever executed,
 # whatever the Keras version's own safe_mode covers.
@@ -56,7 +56,7 @@ def archive_problem(path: Path, config: TrainConfig | None = None, vocab_size: i
     holds only our layers (checked without Keras: declared sizes and compression methods,
     then CRCs, then config.json). Given the run's config and vocabulary size, the weights
     may be no larger than such a model needs (checkpoint_bytes_bound) and the network
-    must be exactly the one engine.model.build_model makes for them."""
+    must be exactly the one engine.modeling.model.build_model makes for them."""
     weights_limit = MAX_CHECKPOINT_BYTES if config is None else checkpoint_bytes_bound(config, vocab_size)
     file_limit = weights_limit + MAX_CONFIG_BYTES + MAX_METADATA_BYTES + (64 << 10)  # + zip headers
     try:

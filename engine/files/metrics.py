@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.config import is_finite_number
 from engine.errors import RunDirError
-from engine.safeio import READ_CHUNK_BYTES, explain_os_error, fsync_dir, open_run_file
+from engine.files.safeio import READ_CHUNK_BYTES, explain_os_error, fsync_dir, open_run_file
 
 MAX_METRICS_LINE_BYTES = 64 << 10  # our rows are ~300 bytes; longer lines are skipped unread
 

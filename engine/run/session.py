@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 from engine import events
 from engine.config import TrainConfig, preset
 from engine.errors import CharlmError
-from engine.rundir import RunDir
-from engine.settings import RunSettings, resolve
+from engine.files.rundir import RunDir
+from engine.run.settings import RunSettings, resolve
 from engine.tfsetup import keras
 
 if TYPE_CHECKING:
-    from engine.corpus import Corpus
-    from engine.training import Trainer
+    from engine.data.corpus import Corpus
+    from engine.run.training import Trainer
 
 log = logging.getLogger("charlm.engine")
 
@@ -76,7 +76,7 @@ class RunRequest:
             RunDir(self.run_dir).check_can_train(self._corpus_path())
 
     def resolve(self, run_dir: Path) -> RunSettings:
-        """The settings to train with in `run_dir`, worked out once (engine/settings.py):
+        """The settings to train with in `run_dir`, worked out once (engine/run/settings.py):
         a resumed run keeps its saved settings unless this request overrides them (or
         names another preset, or starts fresh)."""
         return resolve(run_dir, preset_name=self.preset, overrides=self.overrides, fresh=self.fresh,
@@ -162,7 +162,7 @@ class RunSession:
             return None
         self._emit(events.Preparing("loading TensorFlow…"))
         keras()
-        from engine.training import Trainer  # (numpy and the training stack: not for --help)
+        from engine.run.training import Trainer  # (numpy and the training stack: not for --help)
 
         with self._lock:
             if self._stop.is_set():
@@ -213,7 +213,7 @@ class RunSession:
                 return corpus
             # Read it again with the case setting the run needs, from where it came from.
             corpus = corpus.source if Path(corpus.source).exists() else corpus.name
-        from engine.corpus import load_corpus  # (numpy: not for --help)
+        from engine.data.corpus import load_corpus  # (numpy: not for --help)
 
         self._emit(events.Preparing("loading the corpus…"))
         self.corpus = load_corpus(

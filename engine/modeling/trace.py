@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.nextchar import NextChar
-from engine.sampler import Sampler, encode, reweight_logits
+from engine.modeling.nextchar import NextChar
+from engine.modeling.sampler import Sampler, encode, reweight_logits
 
 ACTIVATIONS = ("c", "h")  # "c": tanh of the cell state, in [-1, 1] as the paper colours it; "h": the output
 
@@ -53,7 +53,7 @@ class LayerTrace:
 
     @property
     def activations(self) -> dict[str, np.ndarray]:
-        """{"c": tanh(c), "h": h}: what engine.cellstats.rank_cells correlates."""
+        """{"c": tanh(c), "h": h}: what engine.modeling.cellstats.rank_cells correlates."""
         return {"c": self.tanh_c, "h": self.h}
 
     def activation(self, kind: str) -> np.ndarray:
@@ -75,7 +75,7 @@ class Trace:
     def next_char(self, position: int):
         """The distribution the character at `position` was drawn from: P(. | text[:position]),
         1 <= position <= len(text) (the last one: the character after the whole text), as an
-        engine.nextchar.NextChar."""
+        engine.modeling.nextchar.NextChar."""
         if self.probabilities is None:
             raise ValueError("this trace was made without the output distribution")
         if not 1 <= position <= len(self.text):

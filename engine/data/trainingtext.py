@@ -2,7 +2,7 @@
 
 The app's random seed texts and the memorization check (how much of a sample is copied
 from the training text) need the very text the run learnt from: it is used only when it
-matches the fingerprint the run recorded (engine/corpus.py corpus_notes).
+matches the fingerprint the run recorded (engine/data/corpus.py corpus_notes).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from engine.corpus import is_on_disk, load_corpus, named_corpora, source_bytes, text_digest
+from engine.data.corpus import is_on_disk, load_corpus, named_corpora, source_bytes, text_digest
 from engine.errors import CharlmError
 
 
@@ -27,7 +27,7 @@ NOT_HERE = "the training text is not on this machine, so the samples were not ch
 def training_text(saved, encoding: str | None = None):
     """(the very text the run was trained on, None) or (None, why not, in one sentence).
 
-    A text is used only when it matches the fingerprint the run recorded (engine/corpus.py
+    A text is used only when it matches the fingerprint the run recorded (engine/data/corpus.py
     corpus_notes): at its absolute path, a regular file (or folder of them) of the recorded
     size, checked before a byte is read, so a crafted config.json cannot make this read
     anything else whole; then its digest, once read. A built-in (pydocs) is found by name.

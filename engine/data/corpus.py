@@ -29,10 +29,10 @@ from typing import Callable
 
 import numpy as np
 
-from engine import pydocs
+from engine.data import pydocs
 from engine.config import TrainConfig
 from engine.errors import CorpusError
-from engine.textfiles import CHUNK_BYTES, Progress, Source, codec, inspect, strerror, text_chunks
+from engine.data.textfiles import CHUNK_BYTES, Progress, Source, codec, inspect, strerror, text_chunks
 from engine.tfsetup import keras as quiet_keras
 
 DEFAULT_CORPUS = "nietzsche"
@@ -132,7 +132,7 @@ def source_bytes(source: str | os.PathLike) -> int | None:
 def corpus_notes(corpus: Corpus) -> dict:
     """What a run keeps of the text it learns from, to find it again for sure: the
     absolute path read (None for a built-in), and a fingerprint, its size on disk and
-    the digest of the text (engine/follow.py training_text uses a text only when both
+    the digest of the text (engine/run/follow.py training_text uses a text only when both
     match: a relative path means another file from another folder)."""
     path = os.path.abspath(corpus.source) if os.path.exists(corpus.source) else None
     return {"path": path, "fingerprint": {"bytes": source_bytes(path) if path else None,
@@ -150,7 +150,7 @@ def default_corpora_dir() -> Path:
     local = Path.cwd() / "corpora"
     if local.is_dir():
         return local
-    return Path(__file__).resolve().parent.parent / "corpora"
+    return Path(__file__).resolve().parents[2] / "corpora"
 
 
 def named_corpora(corpora_dir: Path | None = None) -> dict[str, str]:

@@ -13,15 +13,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine import checkpoints, memory
+from engine.files import checkpoints
+from engine.scale import memory
 from engine.config import TrainConfig
-from engine.corpus import corpus_notes
-from engine.epochsamples import SEED_LENGTH
+from engine.data.corpus import corpus_notes
+from engine.run.epochsamples import SEED_LENGTH
 from engine.errors import RunDirError
-from engine.model import build_model
-from engine.multiworker import Collectives, MultiWorkerLoop, fingerprint
-from engine.rundir import RunDir
-from engine.windows import check_length
+from engine.modeling.model import build_model
+from engine.scale.multiworker import Collectives, MultiWorkerLoop, fingerprint
+from engine.files.rundir import RunDir
+from engine.data.windows import check_length
 
 # Settings a checkpoint cannot change: resuming with different ones would be a new model.
 ARCHITECTURE_FIELDS = ("objective", "units", "layers", "maxlen", "step", "batch_size",

@@ -14,10 +14,11 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import checkpoints, events
-from engine.clock import TrainingClock
+from engine import events
+from engine.files import checkpoints
+from engine.run.clock import TrainingClock
 from engine.errors import RunDirError, TrainingError
-from engine.rundir import RunDir, save_rescue_run
+from engine.files.rundir import RunDir, save_rescue_run
 
 
 class Checkpointer:

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.config import TrainConfig
 from engine.errors import CorpusError
-from engine.novelty import index_for
+from engine.modeling.novelty import index_for
 
 SEED_LENGTH = 60  # the book's 60 chars whatever the window: the stateful sampler reads any length
 
@@ -40,7 +40,7 @@ def samples_file(corpus, seed_text: str, samples: dict[float, str]) -> str:
 
 
 def copied_line(corpus, sample: str) -> str:
-    """How much of a sample is copied from the training text (engine/novelty.py); its
+    """How much of a sample is copied from the training text (engine/modeling/novelty.py); its
     index is built at the first call, on the training thread, once per corpus."""
     try:
         measured = index_for(corpus).measure(sample).describe()

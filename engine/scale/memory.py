@@ -8,7 +8,7 @@ can have, again once the corpus is read, and against each GPU's memory once Tens
 which alone can say how much that is, has started (check_gpu_memory).
 
 The estimate counts, in float32 (4 bytes) unless said:
-    weights            every parameter (engine.model.parameter_count)
+    weights            every parameter (engine.modeling.model.parameter_count)
     gradients          one per parameter
     optimizer moments  Adam keeps two per parameter, RMSprop one
     activations        what backpropagation keeps for one batch: per window, per time
@@ -17,7 +17,7 @@ The estimate counts, in float32 (4 bytes) unless said:
                        the one-hot input; the softmax output (logits, probabilities and
                        their gradient) at every predicted position
     the sampler's copy the numpy sampler's float64 copy of the weights, made from the
-                       training weights for every round of samples (engine/sampler.py)
+                       training weights for every round of samples (engine/modeling/sampler.py)
 It leaves out what does not grow with the model (TensorFlow itself, the corpus's ids),
 so a model refused here cannot fit; one accepted may still be tight.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from engine.compat import gpu_memory_bytes
 from engine.config import SettingError, TrainConfig
 from engine.errors import TrainingError
-from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
+from engine.modeling.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.tfsetup import tensorflow
 
 FLOAT_BYTES = 4

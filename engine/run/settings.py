@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import SESSION_FIELDS, TrainConfig, preset
-from engine.rundir import RunDir
+from engine.files.rundir import RunDir
 
 
 @dataclass(frozen=True)

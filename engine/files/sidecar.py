@@ -13,7 +13,7 @@ A sidecar is an .npz (a zip of .npy files, which numpy loads with allow_pickle=F
     keras_size     int64 scalar: the size in bytes of the .keras file it was made from
     keras_sha256   32 uint8: the SHA-256 of that file's bytes
     lstm_1_kernel, lstm_1_recurrent_kernel, lstm_1_bias, ..., dense_kernel, dense_bias
-                   the weights exactly as Keras holds them (engine.sampler.keras_weights)
+                   the weights exactly as Keras holds them (engine.modeling.sampler.keras_weights)
 
 The .keras file stays the source of truth. A sidecar is used only when its fingerprint
 matches the bytes of the .keras file beside it and that archive passes the same vetting
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import RunDirError
-from engine.safeio import atomic_write_bytes, open_run_file
-from engine.sampler import keras_weights
+from engine.files.safeio import atomic_write_bytes, open_run_file
+from engine.modeling.sampler import keras_weights
 
 FORMAT = 1
 _FINGERPRINT_SHAPES = {"format": (), "keras_size": (), "keras_sha256": (32,)}

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import checkpoints, events
+from engine import events
+from engine.files import checkpoints
 from engine.config import TrainConfig, is_finite_number
 from engine.errors import CharlmError, RunDirError
-from engine.metrics import MetricsTail
-from engine.rundir import RunDir
-from engine.vetting import checkpoint_step
-from engine.windows import Windows, split_point
+from engine.files.metrics import MetricsTail
+from engine.files.rundir import RunDir
+from engine.files.vetting import checkpoint_step
+from engine.data.windows import Windows, split_point
 
 log = logging.getLogger("charlm.engine")
 
@@ -61,7 +62,7 @@ class SavedRun:
     config: TrainConfig
     vocab: tuple[str, ...]
     corpus_meta: dict
-    sampler: object = None          # engine.sampler.Sampler of the newest loadable checkpoint
+    sampler: object = None          # engine.modeling.sampler.Sampler of the newest loadable checkpoint
     parameters: int = 0
     excerpts: list[str] = field(default_factory=list)  # seed texts saved with the run
     checkpoint: CheckpointUsed | None = None  # where the sampler's weights came from

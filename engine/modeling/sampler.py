@@ -119,7 +119,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow
 
 
-# -- the weights a Sampler needs, by name (what engine/sidecar.py stores beside a checkpoint)
+# -- the weights a Sampler needs, by name (what engine/files/sidecar.py stores beside a checkpoint)
 _LSTM_PARTS = ("kernel", "recurrent_kernel", "bias")
 
 
@@ -139,7 +139,7 @@ def weight_shapes(vocab_size: int, layers: int, units: int) -> dict[str, tuple[i
 
 
 def keras_weights(model) -> dict[str, np.ndarray]:
-    """The arrays a Sampler needs from a model built by `engine.model.build_model`, named
+    """The arrays a Sampler needs from a model built by `engine.modeling.model.build_model`, named
     as `weight_shapes` names them and exactly as Keras holds them (float32, not converted)."""
     weights: dict[str, np.ndarray] = {}
     lstm_count = 0
@@ -179,7 +179,7 @@ class Sampler:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_keras_model(cls, model, vocab: Sequence[str], lowercase: bool = True) -> "Sampler":
-        """Copy the weights out of a model built by `engine.model.build_model`."""
+        """Copy the weights out of a model built by `engine.modeling.model.build_model`."""
         lstms, dense = [], None
         for layer in model.layers:
             kind = type(layer).__name__
@@ -214,7 +214,7 @@ class Sampler:
 
     def weights(self) -> dict[str, np.ndarray]:
         """The float64 arrays this sampler computes with, named as `weight_shapes` names them,
-        as read-only views: engine/trace.py runs the same network over a text, step by step."""
+        as read-only views: engine/modeling/trace.py runs the same network over a text, step by step."""
         arrays = {"dense_kernel": self._dense_kernel, "dense_bias": self._dense_bias}
         for number, lstm in enumerate(self._lstms, 1):
             arrays.update({f"lstm_{number}_{part}": getattr(lstm, part) for part in _LSTM_PARTS})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.sampler import Sampler, encode, reweight_distribution
+from engine.modeling.sampler import Sampler, encode, reweight_distribution
 
 
 @dataclass(frozen=True)

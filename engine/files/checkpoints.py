@@ -4,11 +4,11 @@
     model.prev.keras  the checkpoint before it, kept in case the newest is damaged
     model.best.keras  the epoch-end checkpoint with the lowest held-out loss (a hard link)
     model.epoch-NNNN.keras  kept by --keep-every (hard links)
-    model.sampler.npz, ...  each one's sampler weights in numpy (engine/sidecar.py)
+    model.sampler.npz, ...  each one's sampler weights in numpy (engine/files/sidecar.py)
 
 A checkpoint is saved to a temporary name and renamed into place, the previous one
 linked to model.prev.keras first, so model.keras never goes missing; a damaged one is
-never rotated. Every archive is vetted (engine/vetting.py) before Keras reads it, and
+never rotated. Every archive is vetted (engine/files/vetting.py) before Keras reads it, and
 Keras loads it in safe mode.
 """
 
@@ -21,21 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import sidecar
+from engine.files import sidecar
 from engine.compat import memoize_keras_skipsets
 from engine.errors import RunDirError
-from engine.rundir import RunDir
-from engine.safeio import explain_os_error, fsync_dir, os_error_in, remove_names
-from engine.sampler import Sampler, weight_shapes
+from engine.files.rundir import RunDir
+from engine.files.safeio import explain_os_error, fsync_dir, os_error_in, remove_names
+from engine.modeling.sampler import Sampler, weight_shapes
 from engine.tfsetup import keras
-from engine.vetting import archive_problem, fallback_notice
+from engine.files.vetting import archive_problem, fallback_notice
 
 
 def save_model(run: RunDir, model) -> None:
     """Write model.keras atomically, keeping the previous checkpoint as model.prev.keras.
 
     A damaged model.keras is never rotated into model.prev.keras: the previous good
-    checkpoint stays there. The sampler's sidecar is written beside it (engine/sidecar.py)."""
+    checkpoint stays there. The sampler's sidecar is written beside it (engine/files/sidecar.py)."""
     weights = sidecar.weights_of(model)  # compared after the save: the sidecar holds what the file holds
     temporary = run.path / f".model-{os.getpid()}.tmp.keras"  # Keras wants the suffix
     memoize_keras_skipsets()

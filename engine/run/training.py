@@ -6,10 +6,10 @@ with a checkpoint saved first. The optimizer's step counter, saved in model.kera
 the single source of truth for where a resumed run continues: epoch and batch follow
 from it, because an epoch's shuffle is a pure function of (seed, epoch).
 
-The pieces: engine/checkpointer.py (checkpoints, best, keep-every, rescue, rollback, a
-deleted run directory), engine/callback.py (what happens at each batch end, through
-the public control methods below), engine/clock.py (seconds of training),
-engine/epochsamples.py (the samples after each epoch).
+The pieces: engine/run/checkpointer.py (checkpoints, best, keep-every, rescue, rollback, a
+deleted run directory), engine/run/callback.py (what happens at each batch end, through
+the public control methods below), engine/run/clock.py (seconds of training),
+engine/run/epochsamples.py (the samples after each epoch).
 """
 
 from __future__ import annotations
@@ -22,24 +22,25 @@ import tempfile
 import threading
 from collections.abc import Callable
 
-from engine import events, memory
-from engine.callback import Switches, progress_callback
-from engine.checkpointer import Checkpointer
-from engine.clock import TrainingClock
+from engine import events
+from engine.scale import memory
+from engine.run.callback import Switches, progress_callback
+from engine.run.checkpointer import Checkpointer
+from engine.run.clock import TrainingClock
 from engine.config import TrainConfig
-from engine.corpus import Corpus
-from engine.distribute import is_chief, make_strategy, set_precision, worker_label
-from engine.epochsamples import sample_round, samples_file
+from engine.data.corpus import Corpus
+from engine.scale.distribute import is_chief, make_strategy, set_precision, worker_label
+from engine.run.epochsamples import sample_round, samples_file
 from engine.errors import RunDirError, TrainingError
-from engine.model import heldout_loss, summary_text, use_xla_for_stacked_lstms
-from engine.multiworker import NO_STOP, STOP_BUDGET, STOP_USER, WorkerLost
-from engine.rundir import RunDir
-from engine.runstart import RunStart
-from engine.sampler import Sampler
-from engine.settings import RunSettings
-from engine.tensorboard import TensorBoardLogger
+from engine.modeling.model import heldout_loss, summary_text, use_xla_for_stacked_lstms
+from engine.scale.multiworker import NO_STOP, STOP_BUDGET, STOP_USER, WorkerLost
+from engine.files.rundir import RunDir
+from engine.run.runstart import RunStart
+from engine.modeling.sampler import Sampler
+from engine.run.settings import RunSettings
+from engine.scale.tensorboard import TensorBoardLogger
 from engine.tfsetup import device_name, keras
-from engine.windows import Windows, check_length, count_windows, split_point
+from engine.data.windows import Windows, check_length, count_windows, split_point
 
 
 class Trainer(Switches):
@@ -73,7 +74,7 @@ class Trainer(Switches):
         self.sample_each_epoch = sample_each_epoch
         self.tensorboard_dir = tensorboard_dir
         self.model = None
-        self._multiworker = None  # engine.multiworker.MultiWorkerLoop under that strategy
+        self._multiworker = None  # engine.scale.multiworker.MultiWorkerLoop under that strategy
         Switches.__init__(self)
         self._model_lock = threading.Lock()
         self._cut_windows()
@@ -110,7 +111,7 @@ class Trainer(Switches):
     def steps_per_epoch(self) -> int:
         return self.train_windows.batches_per_epoch
 
-    # -- what the callback and the front ends use (engine.callback.RunControl) -------------------
+    # -- what the callback and the front ends use (engine.run.callback.RunControl) -------------------
     def report(self, event: events.Event) -> None:
         if isinstance(event, events.EpochEnd):
             self._epoch_row_step = event.step

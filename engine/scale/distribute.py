@@ -105,7 +105,7 @@ def set_precision(mixed: bool) -> str:
     """Set Keras's global dtype policy; return a note when mixed precision cannot apply.
 
     float16 compute needs a GPU (bfloat16 on Ampere and newer is safer: no loss
-    scaling); the softmax layer stays float32 either way (see engine.model).
+    scaling); the softmax layer stays float32 either way (see engine.modeling.model).
     """
     if not mixed:
         keras().mixed_precision.set_global_policy("float32")

@@ -352,7 +352,7 @@ _registry_lock = threading.Lock()  # guards the two dictionaries; never held dur
 
 
 def index_for(corpus) -> NoveltyIndex:
-    """The index of an engine.corpus.Corpus, built at the first call and shared after.
+    """The index of an engine.data.corpus.Corpus, built at the first call and shared after.
     Any thread: a second caller for the same corpus waits for the first one's build,
     callers for other corpora do not. Raises CorpusError for a corpus too big to index
     (at once: the size is checked first)."""

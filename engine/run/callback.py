@@ -13,8 +13,9 @@ import threading
 import time
 from typing import Protocol
 
-from engine import events, schedule
-from engine.clock import TrainingClock
+from engine import events
+from engine.run import schedule
+from engine.run.clock import TrainingClock
 from engine.config import TrainConfig
 from engine.tfsetup import keras
 
@@ -58,7 +59,7 @@ class Switches:
 
 
 class RunControl(Protocol):
-    """What the callback may ask of the run it trains (engine.training.Trainer)."""
+    """What the callback may ask of the run it trains (engine.run.training.Trainer)."""
 
     config: TrainConfig
     steps_per_epoch: int
@@ -103,7 +104,7 @@ class ProgressMixin:
         self.last_checkpoint = time.monotonic()
 
     def _schedule_learning_rate(self) -> None:
-        """Set the learning rate for the next step (engine/schedule.py): the one place the
+        """Set the learning rate for the next step (engine/run/schedule.py): the one place the
         schedule is applied to the optimizer."""
         config = self.control.config
         if config.schedule == "constant":

@@ -5,7 +5,7 @@
     model.best.keras  the epoch-end checkpoint with the lowest held-out loss (a hard link)
     model.sampler.npz, model.prev.sampler.npz
                       the sampler's weights in numpy, fingerprinted against the .keras
-                      file each came from: text without TensorFlow (engine/sidecar.py)
+                      file each came from: text without TensorFlow (engine/files/sidecar.py)
     config.json       the full TrainConfig and what corpus it was trained on
     vocab.json        the characters, in id order
     state.json        wall-clock seconds and counters (informational)
@@ -16,8 +16,8 @@
 
 Every file is written to a temporary name, flushed to disk and renamed over the old
 one, so a kill at any moment leaves the previous complete version in place
-(engine/safeio.py). metrics.jsonl is append-only (engine/metrics.py); the checkpoints
-are written and loaded by engine/checkpoints.py, vetted by engine/vetting.py.
+(engine/files/safeio.py). metrics.jsonl is append-only (engine/files/metrics.py); the checkpoints
+are written and loaded by engine/files/checkpoints.py, vetted by engine/files/vetting.py.
 
 The run directory is the user's disk: training starts only in a new or empty directory
 or in a charlm-tui run (`RunDir.check_can_train`), writes and deletes only the names
@@ -40,9 +40,10 @@ from pathlib import Path
 
 from engine.config import SESSION_FIELDS, SettingError, TrainConfig, is_finite_number
 from engine.errors import RunDirError
-from engine.metrics import append_row, keep_rows_up_to, read_metrics
-from engine.safeio import (MAX_NEW_FILE_ATTEMPTS, atomic_write_bytes, atomic_write_json, explain_os_error,
-                           fsync_dir, is_real_directory, open_directory, read_json, read_run_file, remove_names)
+from engine.files.metrics import append_row, keep_rows_up_to, read_metrics
+from engine.files.safeio import (MAX_NEW_FILE_ATTEMPTS, atomic_write_bytes, atomic_write_json,
+                                 explain_os_error, fsync_dir, is_real_directory, open_directory, read_json,
+                                 read_run_file, remove_names)
 
 FORMAT_VERSION = 1
 
@@ -121,7 +122,7 @@ class RunDir:
         self.samples_dir = self.path / "samples"
         self.lock_path = self.path / ".lock"
         self._lock_fd: int | None = None
-        self.damaged_model = False  # set when loading found model.keras unloadable (engine/checkpoints.py)
+        self.damaged_model = False  # loading found model.keras unloadable (engine/files/checkpoints.py)
 
     # -- creation and locking ---------------------------------------------------------
     def check_can_train(self, corpus_path=None) -> None:
