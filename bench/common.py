@@ -23,11 +23,11 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere
 
 import numpy as np  # noqa: E402
 
-# The corpus: $CHARLM_BENCH_CORPUS, else the shared copy of nietzsche.txt, else our
-# loader's "nietzsche" (corpora/ folder, Keras cache, or a download).
-DEFAULT_CORPUS = os.environ.get("CHARLM_BENCH_CORPUS") or (
-    "/work/shared/corpora/nietzsche.txt" if Path("/work/shared/corpora/nietzsche.txt").is_file()
-    else "nietzsche")
+from engine.data import corpus as engine_corpus  # noqa: E402
+
+# The corpus: --corpus, else $CHARLM_BENCH_CORPUS, else the engine's named corpus
+# "nietzsche" (the corpora/ folder, the Keras cache, or a download).
+DEFAULT_CORPUS = os.environ.get("CHARLM_BENCH_CORPUS") or engine_corpus.DEFAULT_CORPUS
 
 BOOK_MAXLEN, BOOK_STEP, BOOK_BATCH, BOOK_LR = 60, 3, 128, 0.01
 
@@ -53,10 +53,9 @@ def corpus_path(spec: str) -> str:
 
 
 def load_corpus(spec: str):
-    from engine.corpus import load_corpus as _load
-
     # Lower-cased as the book's text is (book_text), so both sides learn the same characters.
-    return _load(spec, lowercase=True, on_notice=lambda message: print("note:", message, file=sys.stderr))
+    return engine_corpus.load_corpus(spec, lowercase=True,
+                                     on_notice=lambda message: print("note:", message, file=sys.stderr))
 
 
 def keras():
@@ -147,7 +146,7 @@ def fast_config(**overrides):
 
 
 def split_ids(corpus, val_fraction: float = 0.1):
-    from engine.windows import split_point
+    from engine.data.windows import split_point
 
     split = split_point(len(corpus), val_fraction)
     return corpus.ids[:split], corpus.ids[split:]
@@ -157,7 +156,7 @@ def scoring_model(model, vocab_size: int):
     """Our model with the "all" objective holding `model`'s weights: the book's
     Sequential model and ours have the same weights (LSTM kernel, recurrent kernel,
     bias, Dense kernel, bias), so both are scored by the same function."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     lstms = [layer for layer in model.layers if type(layer).__name__ == "LSTM"]
     clone = build_model(vocab_size, fast_config(objective="all", layers=len(lstms), dropout=0.0,
@@ -168,15 +167,15 @@ def scoring_model(model, vocab_size: int):
 
 
 def evaluator(val_ids):
-    from engine.windows import Windows
+    from engine.data.windows import Windows
 
     return Windows(val_ids, EVAL_MAXLEN, EVAL_STEP, "all", batch_size=256, shuffle=False,
                    score_from=EVAL_CONTEXT)
 
 
 def heldout(model, vocab_size: int, val_ids) -> float:
-    """Held-out nats/char of `model` (book's or ours), by engine.model.heldout_loss."""
-    from engine.model import heldout_loss
+    """Held-out nats/char of `model` (book's or ours), by engine.modeling.model.heldout_loss."""
+    from engine.modeling.model import heldout_loss
 
     return heldout_loss(scoring_model(model, vocab_size), evaluator(val_ids))
 

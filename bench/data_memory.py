@@ -1,7 +1,7 @@
 """Peak memory of preparing the training data: the book's vectorisation vs ours.
 
 The book: read the text, cut 60-char windows every 3 chars, one-hot x (N, 60, 57) and
-y (N, 57) bool arrays. Ours: engine.corpus.load_corpus, the fast preset's lazy Windows,
+y (N, 57) bool arrays. Ours: engine.data.corpus.load_corpus, the fast preset's lazy Windows,
 and every (x, y) batch of one epoch gathered in turn. Each runs in its own fresh
 subprocess, measured two ways: the tracemalloc peak (Python and numpy allocations) and
 the growth of ru_maxrss over the process's own baseline (numpy and our modules
@@ -22,7 +22,8 @@ import json, resource, sys, time, tracemalloc
 sys.path[:0] = {paths!r}
 import numpy as np
 import common as C
-from engine import corpus as _corpus, windows as _windows  # our modules: part of the baseline
+from engine.data import corpus as _corpus
+from engine.data import windows as _windows  # our modules: part of the baseline
 which, spec = sys.argv[1], sys.argv[2]
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()

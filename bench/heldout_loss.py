@@ -2,9 +2,9 @@
 
 Both train on the first 90% of the corpus only and are scored by the same evaluator on
 the last 10% (bench/common.py: every held-out char predicted from 50-59 chars of
-context, engine.model.heldout_loss). The book trains exactly as printed (vectorised
+context, engine.modeling.model.heldout_loss). The book trains exactly as printed (vectorised
 one-hot arrays, model.fit, batch 128, RMSprop 0.01) for `--book-seconds`; ours trains
-through our real engine.training.Trainer, a fresh run for `--book-seconds` (ours at the
+through our real engine.run.training.Trainer, a fresh run for `--book-seconds` (ours at the
 book's budget) and another for `--fast-seconds`, each with that `--time-budget`, as a
 user would run it: the learning rate decays to the end of the budget it is given.
 Training time is what each loop's clock counts (the Trainer's includes its own
@@ -39,7 +39,7 @@ def train_book(text: str, chars, seconds: float, seed: int):
 
 
 def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dict):
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     config = C.fast_config(time_budget=seconds, epochs=100_000, **overrides)
     trainer = Trainer(corpus, config, run_dir, fresh=fresh, sample_each_epoch=False)

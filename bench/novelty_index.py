@@ -1,4 +1,4 @@
-"""The memorization check's index (engine/novelty.py): build time, memory, lookup time.
+"""The memorization check's index (engine/modeling/novelty.py): build time, memory, lookup time.
 
 For each corpus (synthetic pseudo-English of 1, 10 and 100 MiB, and the book's
 nietzsche.txt when present), in a fresh process each so one size's memory does not
@@ -88,13 +88,13 @@ def reset_peak_rss() -> None:
 
 def measure_one(spec: str) -> dict:
     """Build and query one corpus in this process."""
-    from engine.novelty import NoveltyIndex
+    from engine.modeling.novelty import NoveltyIndex
 
     if spec.startswith("synthetic:"):
         ids, vocab = synthetic_corpus(int(float(spec.split(":")[1]) * MiB))
         name = f"synthetic {float(spec.split(':')[1]):g} MiB"
     else:
-        from engine.corpus import load_corpus
+        from engine.data.corpus import load_corpus
 
         corpus = load_corpus(spec)
         ids, vocab, name = corpus.ids, corpus.vocab, os.path.basename(spec)

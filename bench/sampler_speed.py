@@ -48,7 +48,7 @@ def main() -> None:
     if args.quick:
         args.book_chars, args.steps, args.rounds = 20, 2_000, 1
 
-    from engine.sampler import Sampler
+    from engine.modeling.sampler import Sampler
 
     text = C.book_text(C.corpus_path(args.corpus))
     chars = sorted(set(text))

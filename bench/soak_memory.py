@@ -61,7 +61,7 @@ def summary(points: list[tuple[float, int]], per: float) -> dict:
 
 
 def tiny_corpus(directory: Path):
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
 
     words = ("the will to power is the will of life itself and every philosopher knows "
              "that truth is a woman who does not wish to be won by clumsy men").split()
@@ -82,7 +82,7 @@ def config(**overrides):
 
 
 def sampling_phase(corpus, run_dir: Path, rounds: int) -> dict:
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     trainer = Trainer(corpus, config(steps=2), run_dir, sample_each_epoch=False)
     trainer.run()
@@ -103,7 +103,7 @@ def sampling_phase(corpus, run_dir: Path, rounds: int) -> dict:
 
 def epochs_phase(corpus, run_dir: Path, epochs: int) -> dict:
     from engine import events
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     points, every = [], max(1, epochs // 20)
 
@@ -135,7 +135,7 @@ def registered_functions() -> int | None:
 
 
 def sessions_phase(corpus, run_dir: Path, sessions: int) -> dict:
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     points = []
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """How long `charlm-tui cells` takes for its work: trace 10,000 characters through an
-LSTM(128) (engine/trace.py: c, tanh(c), h and the gates of every cell at every step)
-and rank every cell against every text property (engine/cellstats.py).
+LSTM(128) (engine/modeling/trace.py: c, tanh(c), h and the gates of every cell at every step)
+and rank every cell against every text property (engine/modeling/cellstats.py).
 
     .venv/bin/python bench/trace_speed.py [--chars 10000] [--units 128] [--rounds 7]
 
@@ -44,7 +44,7 @@ def held_out_text(corpus, chars: int) -> str:
 
 
 def random_sampler(vocab, units: int, layers: int = 1):
-    from engine.sampler import Sampler, weight_shapes
+    from engine.modeling.sampler import Sampler, weight_shapes
 
     rng = np.random.default_rng(0)
     weights = {name: rng.normal(0, 1 / np.sqrt(shape[0]) if len(shape) == 2 else 0.1, shape)
@@ -54,8 +54,8 @@ def random_sampler(vocab, units: int, layers: int = 1):
 
 def one_round(sampler, text: str) -> dict:
     """Seconds for: the trace, the properties, the ranking (as `charlm-tui cells` does them)."""
-    from engine.cellstats import rank_cells, text_properties
-    from engine.trace import trace
+    from engine.modeling.cellstats import rank_cells, text_properties
+    from engine.modeling.trace import trace
 
     cpu_started, started = time.process_time(), time.perf_counter()
     traced = trace(sampler, text)

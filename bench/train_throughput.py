@@ -4,7 +4,7 @@ Targets are the characters the loss scores: 1 per window for the book, every pos
 for ours. The book runs exactly as printed (one-hot bool x (N, 60, 57), Sequential
 LSTM(128) + Dense softmax, RMSprop(learning_rate=0.01), categorical crossentropy, batch
 128, model.fit on numpy arrays); ours runs our model through our lazy windows' tf.data
-pipeline, as engine.training.Trainer does. Both warm up, then alternate rounds of
+pipeline, as engine.run.training.Trainer does. Both warm up, then alternate rounds of
 `--batches` batches; a batch's time is measured end to end (from the end of the batch
 before: data loading included). Rates use each side's median batch time over all
 rounds, and the ratio is also given per round (the CPU is shared: ratios of
@@ -50,8 +50,8 @@ def main() -> None:
     if args.quick:
         args.batches, args.rounds = 8, 2
 
-    from engine.model import build_model
-    from engine.windows import Windows
+    from engine.modeling.model import build_model
+    from engine.data.windows import Windows
 
     k = C.keras()
     corpus = C.load_corpus(args.corpus)

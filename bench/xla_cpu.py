@@ -4,7 +4,7 @@ alternating rounds, the median milliseconds per step and their ratio.
 
     .venv/bin/python bench/xla_cpu.py [--rounds 3] [--steps 40]
 
-The engine turns XLA on for stacked LSTMs on a CPU (engine.model.use_xla_for_stacked_lstms)
+The engine turns XLA on for stacked LSTMs on a CPU (engine.modeling.model.use_xla_for_stacked_lstms)
 because of these figures; one layer gains too little to pay for the compile.
 """
 
@@ -20,7 +20,7 @@ from common import environment, parser, save, table
 
 def step_seconds(layers: int, xla: bool, steps: int, rounds: int) -> list[float]:
     from engine.config import preset
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     config = preset("fast", layers=layers)
     model = build_model(57, config)

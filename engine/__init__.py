@@ -3,10 +3,10 @@
 Usable from a script, a notebook or a headless run; it never imports a UI library, and
 it imports TensorFlow only when a model is built or loaded.
 
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
     from engine.config import preset
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
-    corpus = load_corpus("nietzsche")
+    corpus = load_corpus("nietzsche", lowercase=True)  # the book lower-cases its text
     Trainer(corpus, preset("book"), "runs/book", on_event=print).run()
 """

@@ -9,6 +9,7 @@ Nothing here imports TensorFlow or Keras until it is called.
 from __future__ import annotations
 
 import functools
+import tempfile
 
 
 def keras_saving_lib():
@@ -67,7 +68,7 @@ def saved_optimizer_step(weights_h5) -> int | None:
     (an open h5py.File), or None if the file does not keep it where Keras 3 does. `sample`
     says which step it samples from without TensorFlow (tests/test_compat.py checks the
     place against a real checkpoint)."""
-    import numpy as np
+    import numpy as np  # (here: tfsetup imports this module, and `--help` needs no numpy)
 
     dataset = weights_h5.get(KERAS_ITERATIONS_DATASET)
     if dataset is None or getattr(dataset, "shape", None) != () or dataset.dtype.kind not in "iu":
@@ -94,3 +95,37 @@ def gpu_memory_bytes() -> list[int] | None:
     if it does not say. Call it only once TensorFlow is imported and a GPU is listed."""
     sizes = [size for kind, size in device_memory_limits() or () if kind == "GPU"]
     return sizes or None
+
+
+class _TemporaryFilesIn:
+    """The `tempfile` module as one module of TensorFlow's sees it: NamedTemporaryFile makes
+    its files in `folder` unless told another; everything else is the real module's."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def NamedTemporaryFile(self, *args, **kwargs):  # noqa: N802 (tempfile's own name)
+        kwargs.setdefault("dir", self.folder)
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(tempfile, name)
+
+
+def autograph_files_in(folder: str) -> bool:
+    """Make TensorFlow's autograph write the code it generates into `folder`. Its loader
+    (tensorflow.python.autograph.pyct.loader.load_source) writes each function to a
+    tempfile.NamedTemporaryFile in the process's temporary folder and removes it only in
+    an exit handler, which a front end that leaves with os._exit skips; no public API
+    names a folder for them. So that module alone is given a `tempfile` whose files go to
+    `folder` (removed by engine.tfsetup.remove_temporary_files): the process's own temporary
+    folder is left alone. Returns False in another TensorFlow layout (the files then go to
+    the temporary folder, as TensorFlow makes them)."""
+    try:
+        from tensorflow.python.autograph.pyct import loader
+    except ImportError:
+        return False
+    if not callable(getattr(loader, "load_source", None)) or not hasattr(loader, "tempfile"):
+        return False
+    loader.tempfile = _TemporaryFilesIn(folder)
+    return True

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 
 PRESETS = ("book", "fast")
 OBJECTIVES = ("last", "all")  # predict the char after the window / every next char
-STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.distribute
-SCHEDULES = ("constant", "cosine")  # see engine.schedule
+STRATEGIES = ("default", "mirrored", "multiworker")  # see engine.scale.distribute
+SCHEDULES = ("constant", "cosine")  # see engine.run.schedule
 
 MAX_SEED = 2**32 - 1  # what numpy's and Keras's global seeding accept
 # A temperature is 0 (greedy: always the likeliest character) or at least 0.01: below
@@ -37,12 +38,14 @@ class SettingError(ValueError):
         self.field = field
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value) -> bool:
+    """Whether `value` is a real, finite number: the one rule every reader of numbers from a
+    file, an event or a user applies (a bool is not a number here; numpy's scalars are)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def valid_temperature(value) -> bool:
-    return _finite(value) and (value == 0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE)
+    return is_finite_number(value) and (value == 0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE)
 
 
 def _nesting_depth(value, limit: int = MAX_EXTRA_DEPTH) -> int:
@@ -76,7 +79,7 @@ class TrainConfig:
     optimizer: str = "adam"       # "rmsprop" (book) or "adam"
     lr: float = 0.02
     clipnorm: float | None = 1.0  # gradient clipping by global norm; None: off (book)
-    # The learning rate over the run (engine/schedule.py): "constant" (book), or "cosine":
+    # The learning rate over the run (engine/run/schedule.py): "constant" (book), or "cosine":
     # a linear warm-up over `warmup_steps`, held for the first half of the run, then a cosine
     # decay to lr * lr_floor at the end of the run as planned (its last epoch, --steps or
     # --time-budget, whichever comes first), as nanoGPT decays to its max_iters. Measured by
@@ -114,6 +117,7 @@ class TrainConfig:
 
     def _rules(self):
         """(field, holds, sentence) for every field: every number finite and in range."""
+        finite = is_finite_number
         return [
             ("preset", self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}"),
             ("objective", self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
@@ -124,24 +128,24 @@ class TrainConfig:
              "--keep-max must be between 1 and 1000"),
             ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000, "warmup_steps must be between 0 and 1000000"),
-            ("lr_floor", _finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
-            ("decay_start", _finite(self.decay_start) and 0.0 <= self.decay_start < 1.0,
+            ("lr_floor", finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
+            ("decay_start", finite(self.decay_start) and 0.0 <= self.decay_start < 1.0,
              "decay_start must be in [0, 1)"),
             ("strategy", self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
             ("maxlen", 2 <= self.maxlen <= 10_000, "--maxlen must be between 2 and 10000"),
             ("step", 1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
             ("units", 1 <= self.units <= 8192, "--units must be between 1 and 8192"),
             ("layers", 1 <= self.layers <= 16, "--layers must be between 1 and 16"),
-            ("dropout", _finite(self.dropout) and 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            ("dropout", finite(self.dropout) and 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             ("batch_size", 1 <= self.batch_size <= 65_536, "--batch-size must be between 1 and 65536"),
-            ("lr", _finite(self.lr) and 0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
-            ("clipnorm", self.clipnorm is None or (_finite(self.clipnorm) and self.clipnorm > 0),
+            ("lr", finite(self.lr) and 0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
+            ("clipnorm", self.clipnorm is None or (finite(self.clipnorm) and self.clipnorm > 0),
              "clipnorm must be a positive finite number (or null: no clipping)"),
             ("epochs", 1 <= self.epochs <= 100_000, "--epochs must be between 1 and 100000"),
-            ("time_budget", self.time_budget is None or (_finite(self.time_budget) and self.time_budget > 0),
+            ("time_budget", self.time_budget is None or (finite(self.time_budget) and self.time_budget > 0),
              "--time-budget must be a positive finite number of seconds"),
             ("steps", self.steps is None or self.steps > 0, "--steps must be positive"),
-            ("val_fraction", _finite(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
+            ("val_fraction", finite(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
              "--val-fraction must be in (0, 0.5)"),
             ("seed", 0 <= self.seed <= MAX_SEED, f"--seed must be a whole number from 0 to {MAX_SEED}"),
             ("temperatures", 1 <= len(self.temperatures) <= MAX_TEMPERATURES,
@@ -150,7 +154,7 @@ class TrainConfig:
              f"each temperature must be {TEMPERATURE_RULE}"),
             ("sample_length", 0 <= self.sample_length <= 100_000, "sample length must be in [0, 100000]"),
             ("log_every", self.log_every >= 1, "log_every must be at least 1"),
-            ("checkpoint_every", _finite(self.checkpoint_every) and self.checkpoint_every >= 0,
+            ("checkpoint_every", finite(self.checkpoint_every) and self.checkpoint_every >= 0,
              "--checkpoint-every must be a finite number of seconds, 0 or more"),
             ("val_max_windows", self.val_max_windows >= 1, "val_max_windows must be at least 1"),
             ("extra", isinstance(self.extra, dict) and _nesting_depth(self.extra) <= MAX_EXTRA_DEPTH,
@@ -173,20 +177,41 @@ class TrainConfig:
             raise ValueError("config is not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        _check_json_types(kwargs)
         kwargs.setdefault("schedule", "constant")  # runs from before schedules trained at a constant rate
         kwargs.setdefault("decay_start", 0.0)      # ... and runs from before decay_start decayed throughout
         if "temperatures" in kwargs:
             kwargs["temperatures"] = tuple(float(t) for t in kwargs["temperatures"])
         config = cls(**kwargs)
-        for f in dataclasses.fields(cls):  # reject wrong types before they reach TensorFlow
-            value = getattr(config, f.name)
-            if f.name in ("maxlen", "step", "units", "layers", "batch_size", "epochs", "seed",
-                          "sample_length", "log_every", "val_max_windows", "warmup_steps", "keep_every",
-                          "keep_max"):
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError(f"config field {f.name} must be an integer")
         config.validate()
         return config
+
+
+def _check_json_types(data: dict) -> None:
+    """Raise ValueError unless every known field of a config's JSON has its field's JSON type
+    (from_json then converts and range-checks): "8" or true never reaches TensorFlow."""
+    kinds = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": is_finite_number,
+        "bool": lambda v: isinstance(v, bool),
+        "dict": lambda v: isinstance(v, dict),
+        "tuple[float, ...]": lambda v: isinstance(v, (list, tuple)) and all(is_finite_number(t) for t in v),
+    }
+    for setting in dataclasses.fields(TrainConfig):
+        if setting.name not in data:
+            continue
+        annotation = setting.type if isinstance(setting.type, str) \
+            else getattr(setting.type, "__name__", str(setting.type))
+        optional = annotation.endswith(" | None")
+        check = kinds.get(annotation.removesuffix(" | None"))
+        value = data[setting.name]
+        if check is None or (optional and value is None):
+            continue  # a field this check does not know about is left to validate()
+        if not check(value):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            expected = "list of numbers" if annotation.startswith("tuple") else annotation
+            raise ValueError(f"{setting.name} is {shown}, not {expected}")
 
 
 def preset(name: str, **overrides) -> TrainConfig:

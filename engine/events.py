@@ -1,8 +1,8 @@
 """Plain progress events: what the engine tells the front ends.
 
-A run in this process (engine.session.RunSession) calls its `on_event(event)` on the
+A run in this process (engine.run.session.RunSession) calls its `on_event(event)` on the
 training thread, so a subscriber must be quick and thread-safe (post a message, put on
-a queue, print). A run followed from another process (engine.follow) produces the same
+a queue, print). A run followed from another process (engine.run.follow) produces the same
 events from its metrics.jsonl. engine.progress turns either stream into what a front
 end shows.
 """

@@ -17,6 +17,8 @@ import stat
 import tempfile
 import warnings
 
+from engine.compat import autograph_files_in
+
 SCRATCH_PREFIX = "charlm-tf-"
 _scratch_dir: str | None = None
 
@@ -32,15 +34,14 @@ def _quiet_environment() -> None:
 def keras():
     """The `keras` module, with TensorFlow imported behind it and its logging silenced."""
     _quiet_environment()
-    _private_temporary_files()
     with tempfile.TemporaryFile() as scratch:
         saved_fd = os.dup(2)
         os.dup2(scratch.fileno(), 2)
         try:
             import absl.logging
             absl.logging.set_verbosity(absl.logging.ERROR)
-            import tensorflow as tf
             import keras as keras_module
+            import tensorflow as tf
         except BaseException:
             os.dup2(saved_fd, 2)
             scratch.seek(0)
@@ -51,20 +52,22 @@ def keras():
             os.close(saved_fd)
     tf.get_logger().setLevel("ERROR")
     _split_cpu(tf)
+    autograph_files_in(_private_scratch_dir())
     return keras_module
 
 
-def _private_temporary_files() -> None:
+def _private_scratch_dir() -> str:
     """TensorFlow writes the code it generates (autograph) to temporary files that only
     its exit handlers remove; a front end that leaves with os._exit to skip TensorFlow's
     slow interpreter teardown calls `remove_temporary_files` instead. Hence a folder of
-    this process's own for them (tempfile.tempdir, set before TensorFlow is imported)."""
+    this process's own for them, given to autograph alone (engine/compat.py): the rest of
+    the process, a library user's code included, keeps its temporary folder."""
     global _scratch_dir
     if _scratch_dir is None:
         remove_stale_temporary_files(tempfile.gettempdir())
         _scratch_dir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
-        tempfile.tempdir = _scratch_dir
         atexit.register(remove_temporary_files)
+    return _scratch_dir
 
 
 def remove_stale_temporary_files(folder: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_text
+from engine.files import checkpoints
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
            "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
@@ -38,7 +39,7 @@ def app_options(corpus: Path | str, run_dir: Path | str, **overrides):
     config, or (no_train=True) sampling from the saved run in `run_dir`."""
     import dataclasses
 
-    from engine.session import RunRequest
+    from engine.run.session import RunRequest
     from tui.options import AppOptions
 
     config = overrides.pop("config", None) or tiny_train_config()
@@ -85,11 +86,11 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     """A run directory as the trainer leaves it, but with weights drawn from a seeded
     RNG and fixed metrics: what the app shows from it never varies."""
     from engine.config import preset
-    from engine.corpus import corpus_notes, load_corpus
-    from engine.model import build_model
-    from engine.rundir import RunDir
+    from engine.data.corpus import corpus_notes, load_corpus
+    from engine.modeling.model import build_model
+    from engine.files.rundir import RunDir
 
-    corpus = load_corpus(corpus_path)
+    corpus = load_corpus(corpus_path, lowercase=True)
     # (its own learning rate, as a run saved by an earlier version keeps: the header shows it)
     config = preset("fast", units=16, maxlen=32, step=8, batch_size=16, epochs=3, lr=0.008,
                     log_every=10, sample_length=SNAPSHOT_SAMPLE_LENGTH, lowercase=corpus.lowercase)
@@ -106,7 +107,7 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     counts = np.bincount(corpus.ids, minlength=len(corpus.vocab)) + 1.0
     weights[-1] = np.log(counts / counts.sum()).astype(weights[-1].dtype)
     model.set_weights(weights)
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     losses = [3.2, 2.9, 2.5, 2.2, 2.0, 1.9, 1.8, 1.7, 1.65, 1.6]
     run.append_metrics({"kind": "start", "epoch": 1, "step": 0, "wall": 0.0, "chars": 0, "train_loss": None,
                         "val_loss": None, "steps_per_epoch": 40, "epochs": 3})

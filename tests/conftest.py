@@ -47,9 +47,9 @@ def tiny_corpus_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_corpus(tiny_corpus_path):
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
 
-    return load_corpus(tiny_corpus_path)
+    return load_corpus(tiny_corpus_path, lowercase=True)
 
 
 def tiny_config(**overrides):

@@ -341,7 +341,7 @@ def lock_released(run_dir: Path) -> bool:
 def assert_saved_and_released(run_dir: Path, reached: int | None = None, reason: str = "stopped") -> dict:
     """The run ended cleanly: an end row, a loadable checkpoint of the step it names
     (at least `reached`), and the run directory released. Returns the end row."""
-    from engine.rundir import archive_problem
+    from engine.files.vetting import archive_problem
 
     rows = metrics(run_dir)
     assert rows and rows[-1].get("kind") == "end", f"no end row: {rows[-3:]}"
@@ -435,7 +435,7 @@ def phase_corpus_text() -> str:
     """Pseudo-English whose training split makes exactly PER_EPOCH batches: the metrics
     row of an epoch's last batch (log_every divides it) says the held-out scoring has
     begun."""
-    from engine.windows import count_windows, split_point
+    from engine.data.windows import count_windows, split_point
     from tests.conftest import tiny_text
 
     text = tiny_text(100_000, seed=5)

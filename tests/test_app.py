@@ -316,7 +316,7 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
 # -- failures stay inside the app ----------------------------------------------------------------
 @slow
 async def test_locked_run_dir_is_reported_and_app_stays_usable(tiny_corpus_path, tmp_path):
-    from engine.rundir import RunDir
+    from engine.files.rundir import RunDir
 
     run_dir = tmp_path / "run"
     holder = RunDir(run_dir)
@@ -361,10 +361,10 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
         # The memorization check of each column, against the training text (on this machine).
         await wait_until(pilot, lambda: all("copied" in c.note for c in app.generation_pane.columns),
                          what="the memorization check in the column titles")
-        from engine.corpus import load_corpus
-        from engine.novelty import index_for
+        from engine.data.corpus import load_corpus
+        from engine.modeling.novelty import index_for
 
-        index = index_for(load_corpus(corpus_path))
+        index = index_for(load_corpus(corpus_path, lowercase=True))
         for column in app.generation_pane.columns:
             assert column.note.startswith(f"{index.measure(column.generated).share:.0%} copied")
         number = app.generation_pane.round.number
@@ -380,7 +380,8 @@ def test_tui_app_import_does_not_import_tensorflow():
     import subprocess
 
     code = ("import sys, tui.app; bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras') or m in ('engine.training', 'engine.sampler', 'engine.model')];"
+            "('tensorflow', 'keras') or m in ('engine.run.training', 'engine.modeling.sampler',"
+            " 'engine.modeling.model')];"
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -463,9 +464,9 @@ async def test_no_train_samples_from_the_checkpoint_asked_for(sample_workspace, 
 
     import numpy as np
 
-    from engine.follow import open_run
-    from engine.model import build_model
-    from engine.rundir import RunDir
+    from engine.run.follow import open_run
+    from engine.modeling.model import build_model
+    from engine.files.rundir import RunDir
     from tui.options import AppOptions
 
     workspace, corpus_path, run_dir = sample_workspace

@@ -195,11 +195,11 @@ def closed_port_url() -> str:
 
 @slow
 async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sample_workspace, monkeypatch):
-    import engine.corpus
-    from engine import pydocs
+    import engine.data.corpus
+    from engine.data import pydocs
     from tui.screens.corpus_picker import CorpusPicker
 
-    monkeypatch.setattr(engine.corpus, "NIETZSCHE_URL", closed_port_url())
+    monkeypatch.setattr(engine.data.corpus, "NIETZSCHE_URL", closed_port_url())
     app = sampling_app()
     chosen = []
     async with running_app(app) as pilot:
@@ -219,7 +219,7 @@ async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sampl
 async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, monkeypatch):
     """Offline, --corpus nietzsche trains pydocs: the picker then lists pydocs' figures as
     pydocs', and corpora/nietzsche.txt, once there, with its own."""
-    import engine.corpus
+    import engine.data.corpus
     from tui.screens.corpus_picker import CorpusPicker
 
     monkeypatch.chdir(tmp_path)
@@ -227,7 +227,7 @@ async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, 
     corpora.mkdir()
     monkeypatch.setenv("CHARLM_CORPORA", str(corpora))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
-    monkeypatch.setattr(engine.corpus, "NIETZSCHE_URL", closed_port_url())
+    monkeypatch.setattr(engine.data.corpus, "NIETZSCHE_URL", closed_port_url())
 
     async def picker_rows(app, pilot) -> dict[str, str]:
         await pilot.press("c")

@@ -1,4 +1,4 @@
-"""Text properties and cell correlations (engine/cellstats.py): plain numpy, no TensorFlow,
+"""Text properties and cell correlations (engine/modeling/cellstats.py): plain numpy, no TensorFlow,
 checked on constructed texts and activations whose answer is known."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.cellstats import (PROPERTIES, after_newline, inside_brackets, inside_quotes, pearson,
+from engine.modeling.cellstats import (PROPERTIES, after_newline, inside_brackets, inside_quotes, pearson,
                               position_in_line, rank_cells, text_properties, upper_case, word_starts)
 from tests.conftest import tiny_text
 

@@ -66,8 +66,8 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
 
 def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_text_is_here(
         tiny_corpus_path, tmp_path, monkeypatch):
-    from engine.corpus import load_corpus
-    from engine.novelty import index_for
+    from engine.data.corpus import load_corpus
+    from engine.modeling.novelty import index_for
 
     run, no_named_corpora = tmp_path / "run", tmp_path / "corpora"
     no_named_corpora.mkdir()
@@ -77,7 +77,7 @@ def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_te
     sampled = charlm("sample", "--run", run, "--length", "300", "--seed", "1", "--json", "--temperatures", "0,1")
     assert sampled.returncode == 0, sampled.stderr
     result = json.loads(sampled.stdout)
-    index = index_for(load_corpus(tiny_corpus_path))
+    index = index_for(load_corpus(tiny_corpus_path, lowercase=True))
     assert set(result["memorization"]) == set(result["samples"]) == {"0.0", "1.0"}
     for temperature, sample in result["samples"].items():
         assert result["memorization"][temperature] == index.measure(sample).as_json()

@@ -9,6 +9,7 @@ import errno
 import gc
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -48,7 +49,7 @@ def test_keras_still_builds_a_throwaway_optimizer_at_every_save(monkeypatch):
     assert "variables" not in first and "learning_rate" in first  # what a skipset holds
     assert len(made) == 2, (
         "Keras's get_attr_skipset now caches its answer (the leak per checkpoint is fixed "
-        "upstream): remove engine.compat.memoize_keras_skipsets and its calls in engine/rundir.py")
+        "upstream): remove engine.compat.memoize_keras_skipsets and its calls in engine/files/checkpoints.py")
 
 
 def test_the_memoized_skipsets_are_keras_own_answers():
@@ -180,8 +181,8 @@ def test_keras_still_keeps_the_optimizer_step_where_sample_reads_it(tmp_path):
     without Keras (engine.compat.saved_optimizer_step)."""
     import numpy as np
 
-    from engine.model import build_model
-    from engine.rundir import checkpoint_step
+    from engine.modeling.model import build_model
+    from engine.files.vetting import checkpoint_step
     from tests.conftest import tiny_config
 
     model = build_model(12, tiny_config())
@@ -384,3 +385,24 @@ def test_the_terminal_modes_are_given_back_by_hand(monkeypatch):
         sys.__stdin__.close()
         os.close(master)
         os.close(slave)
+
+
+def test_autograph_writes_into_the_scratch_folder_and_the_process_keeps_its_temporary_folder(tmp_path):
+    code = ("import os, sys, tempfile\n"
+            "before = tempfile.gettempdir()\n"
+            "from engine.tfsetup import keras\n"
+            "keras()\n"
+            "from tensorflow.python.autograph.pyct import loader\n"
+            "module, name = loader.load_source('x = 1\\n', delete_on_exit=True)\n"
+            "print(tempfile.gettempdir() == before, tempfile.tempdir in (None, before),\n"
+            "      os.path.basename(os.path.dirname(name)).startswith(f'charlm-tf-{os.getpid()}-'))\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    keeps, untouched, in_scratch = out.stdout.split()
+    assert (keeps, untouched) == ("True", "True"), \
+        "importing TensorFlow changed the process's temporary folder"
+    assert in_scratch == "True", (
+        "TensorFlow's autograph no longer writes through tensorflow.python.autograph.pyct.loader's "
+        "tempfile, so engine.compat.autograph_files_in does nothing: find where it writes its files now")

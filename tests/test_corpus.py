@@ -1,4 +1,4 @@
-"""engine.corpus and engine.pydocs: real files in tmp_path, real decoding, no mocks."""
+"""engine.data.corpus and engine.data.pydocs: real files in tmp_path, real decoding, no mocks."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import corpus as corpus_module
-from engine import pydocs
-from engine.corpus import MAX_VOCAB, Corpus, default_corpora_dir, load_corpus, named_corpora
+from engine.data import pydocs
+from engine.data import textfiles
+from engine.data.corpus import MAX_VOCAB, Corpus, default_corpora_dir, load_corpus, named_corpora
 from engine.errors import CorpusError
 
 SHARED_NIETZSCHE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "nietzsche.txt"
@@ -52,7 +52,7 @@ def book_text(path: Path) -> str:
 
 @needs_nietzsche
 def test_nietzsche_file_gives_the_book_counts():
-    corpus = load_corpus(SHARED_NIETZSCHE)
+    corpus = load_corpus(SHARED_NIETZSCHE, lowercase=True)
     assert len(corpus) == 600_894
     assert len(corpus.vocab) == 57
     assert corpus.ids.dtype == np.uint8
@@ -68,7 +68,7 @@ def test_nietzsche_named_corpus_comes_from_the_keras_cache(tmp_path, monkeypatch
     shutil.copy(SHARED_NIETZSCHE, keras_home / "datasets" / "nietzsche.txt")
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     notices = []
-    corpus = load_corpus("nietzsche", corpora_dir=tmp_path / "none", on_notice=notices.append)
+    corpus = load_corpus("nietzsche", lowercase=True, corpora_dir=tmp_path / "none", on_notice=notices.append)
     assert notices == []
     assert corpus.name == "nietzsche"
     assert (len(corpus), len(corpus.vocab)) == (600_894, 57)
@@ -76,8 +76,8 @@ def test_nietzsche_named_corpus_comes_from_the_keras_cache(tmp_path, monkeypatch
 
 
 def test_offline_nietzsche_falls_back_to_pydocs_quickly(tmp_path, monkeypatch):
-    from engine import corpus as corpus_module
-    from engine.pydocs import pydocs_path
+    from engine.data import corpus as corpus_module
+    from engine.data.pydocs import pydocs_path
     from engine.tfsetup import keras
 
     keras(), pydocs_path()  # importing TensorFlow and building pydocs are not what is measured
@@ -102,7 +102,7 @@ def test_offline_nietzsche_falls_back_to_pydocs_quickly(tmp_path, monkeypatch):
 
 def test_small_file_is_read_like_the_book(tmp_path):
     path = write(tmp_path / "mixed.txt", "Hello, World!\nÉté à Zürich — naïve café.\n")
-    corpus = load_corpus(path)
+    corpus = load_corpus(path, lowercase=True)
     assert corpus.text() == book_text(path)
     assert list(corpus.vocab) == sorted(set(book_text(path)))
     assert corpus.ids.dtype == np.uint8
@@ -117,6 +117,13 @@ def test_lowercase_off_keeps_case(tmp_path):
     assert "H" in corpus.vocab and not corpus.lowercase
 
 
+def test_case_is_kept_by_default_as_on_the_command_line(tmp_path):
+    from engine.config import TrainConfig
+
+    corpus = load_corpus(write(tmp_path / "case.txt", "Hello World"))
+    assert corpus.text() == "Hello World" and corpus.lowercase is TrainConfig().lowercase is False
+
+
 def test_universal_newlines_and_bom(tmp_path):
     path = write(tmp_path / "newlines.txt", b"\xef\xbb\xbfone\r\ntwo\rthree\nfour\r")
     assert load_corpus(path).text() == "one\ntwo\nthree\nfour\n"
@@ -128,10 +135,11 @@ def test_reading_in_chunks_gives_the_same_text(tmp_path, monkeypatch, chunk_byte
     # lower case depends on the next letter) land on every chunk boundary.
     text = "ΟΔΟΣ café\r\n€uro 𝄞 ΣΊΣΥΦΟΣ\r\n\rdone ΑΣ" * 7
     path = write(tmp_path / "chunks.txt", text)
-    expected = load_corpus(path)
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", chunk_bytes)
+    expected = load_corpus(path, lowercase=True)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", chunk_bytes)
     progress = []
-    chunked = load_corpus(path, on_progress=lambda done, total: progress.append((done, total)))
+    chunked = load_corpus(path, lowercase=True,
+                          on_progress=lambda done, total: progress.append((done, total)))
     assert chunked.text() == expected.text() == book_text(path)
     assert chunked.vocab == expected.vocab
     assert np.array_equal(chunked.ids, expected.ids)
@@ -150,7 +158,7 @@ def test_cjk_text_uses_uint16_ids(tmp_path):
 
 def test_encode_decode_round_trip(tmp_path):
     path = write(tmp_path / "abc.txt", "the quick brown fox jumps over the lazy dog.\n")
-    corpus = load_corpus(path)
+    corpus = load_corpus(path, lowercase=True)
     ids = corpus.encode("The Lazy Fox.")
     assert ids.dtype == corpus.ids.dtype
     assert corpus.decode(ids) == "the lazy fox."
@@ -182,7 +190,7 @@ def test_folder_concatenates_txt_files_in_order(tmp_path):
     write(folder / "c.txt", "")
     write(folder / "notes.md", "ignored")
     corpus = load_corpus(folder)
-    assert corpus.text() == "first\nsecond\n"
+    assert corpus.text() == "First\nsecond\n"
     assert corpus.name == "books"
 
 
@@ -194,7 +202,7 @@ def test_named_corpus_from_corpora_dir(tmp_path):
     assert list(names)[:2] == ["nietzsche", "pydocs"]
     assert "shakespeare" in names
     corpus = load_corpus("shakespeare", corpora_dir=corpora)
-    assert corpus.name == "shakespeare" and corpus.text() == "to be, or not to be"
+    assert corpus.name == "shakespeare" and corpus.text() == "To be, or not to be"
 
 
 def test_default_corpora_dir_respects_environment(tmp_path, monkeypatch):
@@ -207,9 +215,9 @@ def test_default_corpora_dir_respects_environment(tmp_path, monkeypatch):
 
 def test_explicit_encodings(tmp_path):
     latin = write(tmp_path / "latin.txt", "Café olé".encode("latin-1"))
-    assert load_corpus(latin, encoding="latin-1").text() == "café olé"
+    assert load_corpus(latin, encoding="latin-1").text() == "Café olé"
     wide = write(tmp_path / "wide.txt", "Hello wide world".encode("utf-16"))
-    assert load_corpus(wide, encoding="utf-16").text() == "hello wide world"
+    assert load_corpus(wide, encoding="utf-16").text() == "Hello wide world"
 
 
 # --- refusals: one clear sentence each ---------------------------------------------------
@@ -241,7 +249,7 @@ def test_folder_without_text(tmp_path):
 def test_empty_and_one_character_files(tmp_path):
     assert "empty" in refusal(write(tmp_path / "empty.txt", ""))
     assert "needs at least 2 distinct characters" in refusal(write(tmp_path / "a.txt", "a"))
-    assert "needs at least 2 distinct characters" in refusal(write(tmp_path / "aA.txt", "aAaA"))
+    assert "needs at least 2 distinct characters" in refusal(write(tmp_path / "aA.txt", "aAaA"), lowercase=True)
 
 
 @pytest.mark.parametrize("magic, format_name", [
@@ -282,7 +290,7 @@ def test_utf16_without_a_bom_names_the_encodings_that_read_it(tmp_path, codec):
     path = write(tmp_path / "wide.txt", "Hello, world!\n".encode(codec))
     message = refusal(path, encoding="utf-16")
     assert "cannot be decoded as utf-16" in message and "--encoding utf-16-le or utf-16-be" in message
-    assert load_corpus(path, encoding=codec).text() == "hello, world!\n"
+    assert load_corpus(path, encoding=codec).text() == "Hello, world!\n"
 
 
 @pytest.mark.parametrize("codec", ["utf-32", "utf-32-le"])
@@ -300,7 +308,7 @@ def test_latin1_reports_byte_and_offset(tmp_path):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3, 4, 1 << 20])
 def test_invalid_byte_offset_is_absolute_across_chunks(tmp_path, monkeypatch, chunk_bytes):
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", chunk_bytes)
     data = "abc é ".encode("utf-8") * 3 + b"\xff" + b" tail"
     bad_offset = data.index(b"\xff")
     message = refusal(write(tmp_path / "bad.txt", data))
@@ -375,7 +383,7 @@ def test_pydocs_is_a_large_prose_corpus(pydocs_cache):
 
 
 def test_engine_corpus_imports_no_keras_or_ui():
-    code = ("import sys, engine.corpus, engine.pydocs; "
+    code = ("import sys, engine.data.corpus, engine.data.pydocs; "
             "print(sorted(name for name in ('keras', 'tensorflow', 'textual', 'rich') "
             "if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -389,5 +397,5 @@ def test_a_corpora_file_replaces_a_built_in_name(tmp_path):
     write(corpora / "nietzsche.txt", "Supposing that truth is a woman")
     notices = []
     corpus = load_corpus("nietzsche", corpora_dir=corpora, on_notice=notices.append)
-    assert corpus.text() == "supposing that truth is a woman" and notices == []
+    assert corpus.text() == "Supposing that truth is a woman" and notices == []
     assert named_corpora(corpora)["nietzsche"] == str(corpora / "nietzsche.txt")

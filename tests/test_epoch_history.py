@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from engine import events
-from engine.follow import history
-from engine.training import Trainer
+from engine.run.follow import history
+from engine.run.training import Trainer
 from tests.conftest import tiny_config
 
 

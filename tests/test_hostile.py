@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.files import checkpoints
 from engine.errors import RunDirError
-from engine.rundir import MetricsTail, RunDir, iter_metrics, read_metrics
-from engine.sampler import Sampler, _Lstm
+from engine.files.metrics import MetricsTail, iter_metrics, read_metrics
+from engine.files.rundir import RunDir
+from engine.modeling.sampler import Sampler, _Lstm
 from tests.test_reliability import (ENV, ROOT, TINY, assert_one_line_refusal, base_run, charlm,  # noqa: F401
                                     corpus_file, poison, run_copy)
 
@@ -49,7 +51,7 @@ def refusal_in_child(run: Path, call: str) -> str:
     """The RunDirError that `call` (engine code, `run` its run directory) raises in a child
     process under the memory limit and a 60 s timeout; the test fails if it raises none."""
     code = ("import sys\nfrom pathlib import Path\nfrom engine.errors import RunDirError\n"
-            "from engine.rundir import MetricsTail, RunDir\n"
+            "from engine.files.metrics import MetricsTail\nfrom engine.files.rundir import RunDir\n"
             f"run = Path({str(run)!r})\n"
             f"try:\n    {call}\nexcept RunDirError as error:\n    print(error)\n    sys.exit(3)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -416,14 +418,14 @@ def test_a_network_charlm_tui_did_not_build_is_refused_before_keras_loads_it(twi
     foreign_model(vocab_size, twist).save(run_copy / "model.keras")
     (run_copy / "model.prev.keras").unlink()
     with pytest.raises(RunDirError, match="it is not the network charlm-tui builds for this run") as refusal:
-        RunDir(run_copy).load_model(compile=False)
+        checkpoints.load_model(RunDir(run_copy), compile=False)
     assert expected in str(refusal.value)
     assert_one_line_refusal(limited("sample", "--run", run_copy, "--length", "5"), expected)
 
 
 def test_the_networks_charlm_tui_builds_are_accepted(tmp_path):
-    from engine.model import build_model
-    from engine.rundir import archive_problem
+    from engine.modeling.model import build_model
+    from engine.files.vetting import archive_problem
     from tests.conftest import tiny_config
 
     for settings in ({"layers": 2, "dropout": 0.1}, {"preset": "book", "units": 8}, {"layers": 3}):

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cellstats import PROPERTIES, text_properties
-from engine.sampler import reweight_distribution
+from engine.modeling.cellstats import PROPERTIES, text_properties
+from engine.modeling.sampler import reweight_distribution
 from tests.conftest import tiny_config, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +49,9 @@ def corpus_text() -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A run trained for one epoch by the engine's Trainer, its corpus, and its Keras model."""
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
     from engine.tfsetup import keras
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     folder = tmp_path_factory.mktemp("inspect")
     corpus_path = folder / "tiny.txt"

@@ -1,7 +1,7 @@
 """The memorization check measures samples against the very text a run was trained on.
 
 A run records its corpus's absolute path and a fingerprint (size on disk and a digest of
-the text, engine/corpus.py corpus_notes); engine/follow.py training_text uses a text only
+the text, engine/data/corpus.py corpus_notes); engine/data/trainingtext.py training_text uses a text only
 when both match, and says why not in `memorization_note` otherwise. The issue's case: a
 run trained on `corp/shk.txt` (typed relative), checked from another folder holding
 another `corp/shk.txt`, reported the other text's figures.
@@ -38,8 +38,8 @@ def trained_from_a_folder(tmp_path_factory):
 
 
 def report(run_dir: Path, sample: str) -> dict:
-    from engine.follow import read_run
-    from engine.novelty import memorization_report
+    from engine.run.follow import read_run
+    from tui.memorization import memorization_report
 
     return memorization_report(read_run(run_dir), {"1.0": sample})
 

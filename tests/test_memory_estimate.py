@@ -1,5 +1,5 @@
 """A model that cannot fit this machine's memory is refused at once, in one sentence
-(engine/memory.py): by `train`, `train --dry-run` and the app before its screen opens,
+(engine/scale/memory.py): by `train`, `train --dry-run` and the app before its screen opens,
 and by the trainer with the corpus's real vocabulary."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from engine import memory
+from engine.scale import memory
 from engine.config import preset
-from engine.model import parameter_count
+from engine.modeling.model import parameter_count
 from tests.conftest import tiny_config
 from tests.ptyrun import charlm_command, run_in_pty
 
@@ -58,7 +58,7 @@ def test_big_batches_are_told_to_shrink_the_batch():
 
 
 def test_the_estimate_counts_what_keras_builds():
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     config = tiny_config(layers=2, units=12)
     model = build_model(30, config)
@@ -70,7 +70,7 @@ def test_the_estimate_counts_what_keras_builds():
 
 def test_the_trainer_refuses_before_writing_anything(tiny_corpus, tmp_path):
     from engine.errors import TrainingError
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     needed = memory.estimate(len(tiny_corpus.vocab), tiny_config(units=8192, layers=16))
     if memory.machine_memory() is None or needed.total <= memory.machine_memory():

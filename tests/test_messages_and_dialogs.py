@@ -45,7 +45,7 @@ async def quit_app(pilot, app):
 
 # -- temperatures: the prompt refuses exactly what the engine refuses ------------------------------
 def _engine_sampler():
-    from engine.sampler import Sampler, weight_shapes
+    from engine.modeling.sampler import Sampler, weight_shapes
 
     rng = np.random.default_rng(0)
     vocab = ("a", "b", "c")

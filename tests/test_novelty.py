@@ -1,14 +1,14 @@
-"""The memorization check (engine/novelty.py) against real corpora and a brute-force count."""
+"""The memorization check (engine/modeling/novelty.py) against real corpora and a brute-force count."""
 
 import threading
 
 import numpy as np
 import pytest
 
-from engine import novelty
-from engine.corpus import load_corpus
+from engine.modeling import novelty
+from engine.data.corpus import load_corpus
 from engine.errors import CorpusError
-from engine.novelty import LONGEST_CAP, NGRAM, Novelty, NoveltyIndex, index_for
+from engine.modeling.novelty import LONGEST_CAP, NGRAM, Novelty, NoveltyIndex, index_for
 from tests.conftest import tiny_text
 
 
@@ -38,7 +38,7 @@ def index_of(text: str, dtype=np.uint8) -> NoveltyIndex:
 def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("novelty") / "corpus.txt"
     path.write_text(tiny_text(60_000, seed=1), encoding="utf-8")
-    return load_corpus(path)
+    return load_corpus(path, lowercase=True)
 
 
 def test_a_sample_copied_from_the_text_is_all_copied(corpus):
@@ -132,7 +132,7 @@ def test_a_text_shorter_than_one_window_finds_nothing():
 
 
 def test_one_index_per_corpus_shared_between_threads(tiny_corpus):
-    from engine.novelty import built_index
+    from engine.modeling.novelty import built_index
 
     assert built_index(tiny_corpus) is None  # never waits, never builds
     corpus, results = tiny_corpus, []

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.files import checkpoints
 from engine import events
 from engine.errors import RunDirError
-from engine.rundir import RunDir, archive_problem
+from engine.files.rundir import RunDir
+from engine.files.vetting import archive_problem
 from tests.conftest import tiny_config, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,9 +170,9 @@ def cjk_text(distinct: int = 3000, length: int = 20_000, seed: int = 0) -> str:
 
 
 def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
-    from engine.corpus import load_corpus
-    from engine.follow import open_run
-    from engine.training import Trainer
+    from engine.data.corpus import load_corpus
+    from engine.run.follow import open_run
+    from engine.run.training import Trainer
 
     path = tmp_path / "cjk.txt"
     path.write_text(cjk_text(), encoding="utf-8")
@@ -178,7 +180,7 @@ def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["vocab_size"] > 2900
 
-    corpus = load_corpus(path)
+    corpus = load_corpus(path, lowercase=True)
     assert corpus.ids.dtype == np.uint16 and len(corpus.vocab) > 2900
     finished = Trainer(corpus, tiny_config(steps=2), tmp_path / "run", sample_each_epoch=False).run()
     assert finished.step == 2
@@ -227,9 +229,10 @@ def test_a_34_mb_corpus_loads_in_seconds_in_about_its_size_of_memory(tmp_path):
 
 
 def test_reading_progress_is_reported_in_order_up_to_the_total(tmp_path, monkeypatch):
-    from engine import corpus as corpus_module
+    from engine.data import corpus as corpus_module
+    from engine.data import textfiles
 
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 4096)
     path = tmp_path / "text.txt"
     path.write_text(tiny_text(50_000), encoding="utf-8")
     reports = []
@@ -243,7 +246,7 @@ def test_reading_progress_is_reported_in_order_up_to_the_total(tmp_path, monkeyp
 
 
 def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     received = []
     trainer = Trainer(tiny_corpus, tiny_config(epochs=1000), tmp_path / "run", on_event=received.append)
@@ -263,7 +266,7 @@ def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
 
 
 def test_a_stop_during_the_epoch_end_evaluation_stops_at_the_epoch_boundary(tiny_corpus, tmp_path, monkeypatch):
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     evaluate = Trainer.heldout_loss
 
@@ -380,7 +383,7 @@ def test_kill_9_at_random_moments_never_leaves_a_half_written_run(corpus_file, t
 def test_a_failed_checkpoint_is_reported_keeps_the_weights_and_can_be_retried(code, reason, tiny_corpus,
                                                                                tmp_path, monkeypatch):
     from engine.tfsetup import keras
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     run = tmp_path / "run"
     Trainer(tiny_corpus, tiny_config(steps=2, epochs=5), run, sample_each_epoch=False).run()
@@ -513,14 +516,14 @@ def test_a_damaged_model_keras_falls_back_to_model_prev_keras_visibly(damage, ru
         model_path.write_bytes(b"")
     before = snapshot(run_copy)
     notices = []
-    model = RunDir(run_copy).load_model(on_notice=notices.append)
+    model = checkpoints.load_model(RunDir(run_copy), on_notice=notices.append)
     assert int(model.optimizer.iterations.numpy()) == 2
     assert len(notices) == 1 and "model.keras" in notices[0] and "model.prev.keras" in notices[0]
     assert snapshot(run_copy) == before  # both kept
 
     # Saving over it does not rotate the damaged model.keras into model.prev.keras.
     fresh_view = RunDir(run_copy)  # even without having tried to load it
-    fresh_view.save_model(model)
+    checkpoints.save_model(fresh_view, model)
     assert prev_path.read_bytes() == before["model.prev.keras"]
     assert saved_step(model_path) == 2
 
@@ -547,7 +550,7 @@ def test_no_loadable_checkpoint_is_a_clear_error_and_both_files_are_kept(run_cop
     corrupt_the_middle(run_copy / "model.prev.keras")
     before = snapshot(run_copy)
     with pytest.raises(RunDirError, match="no loadable checkpoint.*model.keras.*model.prev.keras"):
-        RunDir(run_copy).load_model()
+        checkpoints.load_model(RunDir(run_copy))
     out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1")
     assert_one_line_refusal(out, "no loadable checkpoint")
     assert snapshot(run_copy) == before
@@ -586,7 +589,7 @@ def test_a_model_with_a_lambda_layer_is_refused_and_never_run(run_copy, corpus_f
 
     assert "Lambda" in archive_problem(model_path)
     with pytest.raises(RunDirError, match="Lambda layer"):
-        RunDir(run_copy).load_model()
+        checkpoints.load_model(RunDir(run_copy))
     for args in (["sample", "--run", run_copy, "--length", "5"],
                  ["train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1"]):
         assert_one_line_refusal(charlm(*args), "Lambda layer")
@@ -625,11 +628,11 @@ def test_a_checkpoint_naming_foreign_code_is_refused_before_keras_reads_it(chang
     _rewrite_config(model_path, change)
     assert expected in archive_problem(model_path)
     notices = []
-    RunDir(run_copy).load_model(on_notice=notices.append)  # model.prev.keras is used instead
+    checkpoints.load_model(RunDir(run_copy), on_notice=notices.append)  # model.prev.keras is used instead
     assert expected in notices[0]
     (run_copy / "model.prev.keras").unlink()
     with pytest.raises(RunDirError, match=re.escape(expected)):
-        RunDir(run_copy).load_model()
+        checkpoints.load_model(RunDir(run_copy))
 
 
 def _with_config(run: Path, **fields) -> None:
@@ -715,9 +718,9 @@ def test_no_source_can_execute_or_unpickle_what_it_reads():
 def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, capsys):
     import pickle
 
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
     from engine.tfsetup import keras
-    from engine.training import Trainer
+    from engine.run.training import Trainer
     from tui.cli import main
 
     keras()  # imported before the guards: only what reads the run directory is watched
@@ -747,7 +750,7 @@ def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, 
 def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, monkeypatch):
     """Keras's saving made an Optimizer(1.0) per save and per load to list attributes to
     skip, leaking ~70 KB each time: one leak per checkpoint, for the whole run."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
     from engine.tfsetup import keras
 
     Optimizer = keras().optimizers.Optimizer
@@ -755,19 +758,19 @@ def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, mo
     model.optimizer.build(model.trainable_variables)
     run = RunDir(tmp_path / "run")
     run.create()
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     made = []
     construct = Optimizer.__init__
     monkeypatch.setattr(Optimizer, "__init__", lambda self, *a, **k: (made.append(1), construct(self, *a, **k))[1])
     for _ in range(3):
-        run.save_model(model)
+        checkpoints.save_model(run, model)
     assert made == []
     assert keras().saving.load_model(run.model_path, safe_mode=True) and len(made) == 1  # only Adam itself
 
 
 def test_epoch_after_epoch_keras_traces_nothing_new(tiny_corpus, tmp_path):
     from engine.compat import traced_function_count
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     counts = {}
 

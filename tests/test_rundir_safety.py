@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.files import checkpoints
 from engine.errors import RunDirError
-from engine.rundir import RunDir, atomic_write_bytes, write_new_file
+from engine.files.rundir import RunDir
+from engine.files.safeio import atomic_write_bytes, write_new_file
 from tests.conftest import tiny_config, tiny_text
 from tests.test_reliability import ENV, ROOT, TINY, assert_one_line_refusal, charlm, saved_step
 
@@ -263,14 +265,14 @@ def test_a_resume_drops_the_rows_after_its_checkpoint_and_the_lives_that_saved_n
 
 
 def test_a_planted_link_at_the_checkpoints_temporary_name_is_not_written_through(tmp_path):
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     (run.path / f".model-{os.getpid()}.tmp.keras").symlink_to(victim)  # Keras writes to this name
-    run.save_model(build_model(20, tiny_config()))
+    checkpoints.save_model(run, build_model(20, tiny_config()))
     assert victim.read_bytes() == b"precious\n"
     assert saved_step(run.model_path) == 0
 
@@ -360,7 +362,7 @@ def test_a_new_peak_learning_rate_on_resume_is_said_and_scheduled(run_copy, corp
 def test_a_new_clipnorm_on_resume_reaches_the_optimizer(tiny_corpus, tmp_path):
     from engine import events
     from engine.tfsetup import keras
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     run = tmp_path / "run"
     Trainer(tiny_corpus, tiny_config(steps=1), run, sample_each_epoch=False).run()
@@ -376,11 +378,11 @@ def test_a_new_clipnorm_on_resume_reaches_the_optimizer(tiny_corpus, tmp_path):
 
 WORKER_THREAD_TRAINING = """
 import json, sys, threading
-from engine.corpus import load_corpus
-from engine.training import Trainer
+from engine.data.corpus import load_corpus
+from engine.run.training import Trainer
 from tests.conftest import tiny_config
 
-corpus, run = load_corpus(sys.argv[1]), sys.argv[2]
+corpus, run = load_corpus(sys.argv[1], lowercase=True), sys.argv[2]
 config = tiny_config(epochs=1000, log_every=2, time_budget=float(sys.argv[3]))
 result = {}
 thread = threading.Thread(target=lambda: result.update(
@@ -401,7 +403,7 @@ def test_time_stopped_by_sigstop_counts_neither_toward_the_budget_nor_the_rate(w
                                     str(BUDGET_SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True, env={**ENV, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     # Stopped while it trains: a stop inside the first step's tracing, which holds the GIL
-    # for long stretches once it goes on, can count in part (engine.training._Clock).
+    # for long stretches once it goes on, can count in part (engine.run.clock.TrainingClock).
     trained_before = wait_for_training(process, run, past_start=True)
     process.send_signal(signal.SIGSTOP)
     time.sleep(STOPPED_SECONDS)

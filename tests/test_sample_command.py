@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import tiny_config, tiny_text
 from tests.ptyrun import charlm_command, run_in_pty
+from engine.files import checkpoints
 
 STEPS = 3
 
@@ -19,9 +20,9 @@ STEPS = 3
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A run directory whose checkpoint was saved after STEPS optimizer steps."""
-    from engine.corpus import load_corpus
-    from engine.model import build_model
-    from engine.rundir import RunDir
+    from engine.data.corpus import load_corpus
+    from engine.modeling.model import build_model
+    from engine.files.rundir import RunDir
 
     folder = tmp_path_factory.mktemp("sampled")
     corpus_path = folder / "tiny.txt"
@@ -37,7 +38,7 @@ def trained_run(tmp_path_factory):
     windows = corpus.ids[: STEPS * 16 * 17].astype("int32").reshape(STEPS * 16, 17)
     model.fit(windows[:, :-1], windows[:, 1:], batch_size=16, epochs=1, verbose=0, shuffle=False)
     assert int(model.optimizer.iterations.numpy()) == STEPS
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     return run.path
 
 
@@ -95,7 +96,7 @@ class CountingSampler:
 
 
 def test_a_long_seed_is_primed_once_for_every_sample_drawn_from_it(trained_run):
-    from engine.follow import open_run
+    from engine.run.follow import open_run
 
     saved = open_run(trained_run)
     seed = "".join(saved.vocab[i % len(saved.vocab)] for i in range(500))

@@ -4,7 +4,7 @@ must agree with the saved Keras model."""
 import numpy as np
 import pytest
 
-from engine.sampler import Sampler, filter_logits, reweight_distribution, sample
+from engine.modeling.sampler import Sampler, filter_logits, reweight_distribution, sample
 
 
 def book_reweight(original_distribution, temperature):
@@ -57,7 +57,7 @@ def test_top_k_and_top_p_keep_only_the_best_characters():
 @pytest.fixture(scope="module")
 def random_model():
     """An untrained model with seeded random weights: enough to compare arithmetic."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
     from tests.conftest import tiny_config
 
     config = tiny_config(units=12, layers=2)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from engine.config import TrainConfig, preset
-from engine.schedule import fraction_done, learning_rate
+from engine.run.schedule import fraction_done, learning_rate
 from tests.conftest import tiny_config
 
 
@@ -56,7 +56,7 @@ def test_runs_saved_before_schedules_resume_at_a_constant_rate():
 
 
 def test_the_trainer_decays_the_rate_over_its_steps(tiny_corpus, tmp_path):
-    from engine.training import Trainer
+    from engine.run.training import Trainer
 
     config = tiny_config(epochs=1, steps=40, lr=0.01, warmup_steps=4, lr_floor=0.1, sample_length=0)
     trainer = Trainer(tiny_corpus, config, tmp_path / "run")

@@ -10,10 +10,10 @@ import threading
 import time
 
 from engine import events
-from engine.follow import RunFollower
+from engine.run.follow import RunFollower
 from engine.progress import Progress, replay
-from engine.rundir import RunDir
-from engine.session import RunRequest, RunSession
+from engine.files.rundir import RunDir
+from engine.run.session import RunRequest, RunSession
 from tests.conftest import tiny_config
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import sidecar
-from engine.rundir import RunDir
-from engine.sampler import Sampler, keras_weights
+from engine.files import checkpoints
+from engine.files import sidecar
+from engine.files.rundir import RunDir
+from engine.modeling.sampler import Sampler, keras_weights
 from tests.conftest import tiny_config, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +36,8 @@ SAMPLE = ["--length", "120", "--seed", "5", "--temperatures", "0,0.5,1.0,1.2", "
 # with file descriptor 2 pointed elsewhere).
 REPORTING_IMPORTS = (
     "import atexit, runpy, sys\n"
-    "atexit.register(lambda: print('imported:', sorted(m for m in ('numpy', 'engine.rundir', 'tensorflow',"
-    " 'keras') if m in sys.modules), file=sys.stderr))\n"
+    "atexit.register(lambda: print('imported:', sorted(m for m in ('numpy', 'engine.files.rundir',"
+    " 'tensorflow', 'keras') if m in sys.modules), file=sys.stderr))\n"
     "sys.argv[0] = 'charlm-tui'\n"
     "runpy.run_module('tui.cli', run_name='__main__', alter_sys=True)\n")
 
@@ -103,20 +104,20 @@ def test_sample_from_the_sidecar_prints_the_same_text_without_importing_tensorfl
     out = charlm("sample", "--run", run_copy, *SAMPLE, report_imports=True)
     assert out.returncode == 0, out.stderr
     assert without_run_path(json.loads(out.stdout)) == without_run_path(keras_text)
-    assert split_report(out.stderr) == (["engine.rundir", "numpy"], [])  # no tensorflow, no keras
+    assert split_report(out.stderr) == (["engine.files.rundir", "numpy"], [])  # no tensorflow, no keras
 
 
 def keras_must_not_be_needed(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the fast path went to Keras")
 
-    monkeypatch.setattr(RunDir, "load_model", refuse)
+    monkeypatch.setattr(checkpoints, "load_model", refuse)
 
 
 def test_the_sidecar_gives_bit_identical_probabilities_to_the_keras_model(run_copy, monkeypatch):
     from_keras, keras_parameters = sampler_from_keras(run_copy / "model.keras", run_copy)
     keras_must_not_be_needed(monkeypatch)
-    from_sidecar, parameters = RunDir(run_copy).load_sampler()
+    from_sidecar, parameters = checkpoints.load_sampler(RunDir(run_copy))
     assert parameters == keras_parameters
     for prefix in ("t", "the will to power", "woman. " * 12):
         assert np.array_equal(from_sidecar.next_distribution(prefix), from_keras.next_distribution(prefix))
@@ -124,7 +125,7 @@ def test_the_sidecar_gives_bit_identical_probabilities_to_the_keras_model(run_co
 
 def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monkeypatch):
     """Two layers, random weights far from an initialisation, through RunDir.save_model."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     vocab, config = tuple("abcdefg"), tiny_config(units=12, layers=2)
     model = build_model(len(vocab), config)
@@ -134,13 +135,13 @@ def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monke
     run.create()
     run.write_config(config, {})
     run.write_vocab(vocab)
-    run.save_model(model)
+    checkpoints.save_model(run, model)
 
     stored = sidecar.decode(sidecar.sidecar_path(run.model_path).read_bytes(),
                             sidecar.fingerprint(run.model_path), {k: v.shape for k, v in keras_weights(model).items()})
     from_keras = Sampler.from_keras_model(model, vocab)
     keras_must_not_be_needed(monkeypatch)
-    from_sidecar, parameters = run.load_sampler()
+    from_sidecar, parameters = checkpoints.load_sampler(run)
     assert parameters == model.count_params() and len(stored) == 8
     ids = np.array([[vocab.index(ch) for ch in "gfedcba" * 9]], dtype="int32")
     np.testing.assert_allclose(from_sidecar.next_distribution("gfedcba" * 9),
@@ -251,7 +252,7 @@ def test_a_sidecar_that_does_not_match_is_ignored_and_rebuilt(damage, run_copy, 
     with pytest.raises(ValueError):
         sidecar.decode((run_copy / "model.sampler.npz").read_bytes(), sidecar.fingerprint(keras_path), shapes)
 
-    loaded, _ = RunDir(run_copy).load_sampler()  # through Keras
+    loaded, _ = checkpoints.load_sampler(RunDir(run_copy))  # through Keras
     expected, _ = sampler_from_keras(keras_path, run_copy)
     assert not marker.exists()
     assert np.array_equal(loaded.next_distribution("the will"), expected.next_distribution("the will"))
@@ -283,7 +284,7 @@ def test_a_checkpoint_with_nan_weights_gets_no_sidecar(run_copy):
     weights = model.get_weights()
     weights[-1][:] = np.nan
     model.set_weights(weights)
-    RunDir(run_copy).save_model(model)
+    checkpoints.save_model(RunDir(run_copy), model)
     assert (run_copy / "model.prev.sampler.npz").is_file()  # the good one, rotated
     assert not (run_copy / "model.sampler.npz").exists()
 
@@ -292,9 +293,9 @@ def test_a_checkpoint_with_nan_weights_gets_no_sidecar(run_copy):
 def test_a_reader_rebuilds_a_missing_sidecar_in_a_run_it_may_write(run_copy):
     expected = (run_copy / "model.sampler.npz").read_bytes()
     (run_copy / "model.sampler.npz").unlink()
-    RunDir(run_copy).load_sampler(rebuild_sidecar=False)  # a watcher that writes nothing
+    checkpoints.load_sampler(RunDir(run_copy), rebuild_sidecar=False)  # a watcher that writes nothing
     assert not (run_copy / "model.sampler.npz").exists()
-    RunDir(run_copy).load_sampler()
+    checkpoints.load_sampler(RunDir(run_copy))
     assert (run_copy / "model.sampler.npz").read_bytes() == expected  # the same bytes the trainer wrote
 
 

@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import tiny_text
 from tests.ptyrun import charlm_command, run_in_pty
 from tui.visible import restore_controls, visible, visible_line
+from engine.files import checkpoints
 
 CLEAR_SCREEN = "\x1b[2J"
 WINDOW_TITLE = "\x1b]0;pwned\x07"
@@ -83,9 +84,9 @@ def hostile_run(tmp_path_factory):
     """(folder, corpus file, run directory) with commands in the corpus, in the excerpts
     config.json keeps for seed texts, and in both names."""
     from engine.config import preset
-    from engine.corpus import load_corpus
-    from engine.model import build_model
-    from engine.rundir import RunDir
+    from engine.data.corpus import load_corpus
+    from engine.modeling.model import build_model
+    from engine.files.rundir import RunDir
 
     folder = tmp_path_factory.mktemp("hostile")
     corpus_path = folder / f"evil{WINDOW_TITLE}.txt"
@@ -106,7 +107,7 @@ def hostile_run(tmp_path_factory):
     counts = np.bincount(corpus.ids, minlength=len(corpus.vocab)) + 1.0
     weights[-1] = np.log(counts / counts.sum()).astype(weights[-1].dtype)
     model.set_weights(weights)
-    run.save_model(model)
+    checkpoints.save_model(run, model)
     return folder, corpus_path, run_dir
 
 

@@ -1,14 +1,14 @@
-"""The LSTM trace and the next-character distribution (engine/trace.py, engine/nextchar.py),
-exact against Keras's own per-step outputs of a real model built by engine.model."""
+"""The LSTM trace and the next-character distribution (engine/modeling/trace.py, engine/modeling/nextchar.py),
+exact against Keras's own per-step outputs of a real model built by engine.modeling.model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.nextchar import NextChar, next_char
-from engine.sampler import Sampler, reweight_distribution
-from engine.trace import trace
+from engine.modeling.nextchar import NextChar, next_char
+from engine.modeling.sampler import Sampler, reweight_distribution
+from engine.modeling.trace import trace
 
 VOCAB = tuple("abcdefG")
 TEXT = "GfedcbaabcabcGGG" + "abcdefG" * 3  # case kept: G is not g
@@ -18,7 +18,7 @@ TEXT = "GfedcbaabcabcGGG" + "abcdefG" * 3  # case kept: G is not g
 def keras_model():
     """Two layers of 12 with seeded random weights, every position a target (so Keras
     returns the distribution after every character)."""
-    from engine.model import build_model
+    from engine.modeling.model import build_model
     from tests.conftest import tiny_config
 
     model = build_model(len(VOCAB), tiny_config(units=12, layers=2, preset="fast"))

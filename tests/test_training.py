@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from engine.files import checkpoints
 from engine import events
 from engine.errors import CorpusError, RunDirError, TrainingError
-from engine.rundir import RunDir
-from engine.training import Trainer
+from engine.files.rundir import RunDir
+from engine.run.training import Trainer
 from tests.conftest import tiny_config
 
 
@@ -58,21 +59,21 @@ def test_the_model_file_loads_with_plain_keras_in_safe_mode(tiny_corpus, tmp_pat
 
 def test_the_book_preset_has_the_books_parameter_count(tmp_path):
     from engine.config import preset
-    from engine.model import build_model
+    from engine.modeling.model import build_model
 
     assert build_model(57, preset("book")).count_params() == 102_585
 
 
 def test_resume_continues_from_the_saved_step_with_the_optimizer_state(tiny_corpus, tmp_path):
     first, _ = train(tiny_corpus, tmp_path / "run", steps=3, epochs=5)
-    saved = RunDir(tmp_path / "run").load_model()
+    saved = checkpoints.load_model(RunDir(tmp_path / "run"))
     moments = [v.numpy().copy() for v in saved.optimizer.variables if v.shape.rank]  # Adam's m and v
     assert first.step == 3 and any(np.abs(m).sum() > 0 for m in moments)
 
     second, received = train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
     assert of(events.TrainingStarted, received)[0].resumed_from_step == 3
     assert second.step == 5
-    resumed = RunDir(tmp_path / "run").load_model()
+    resumed = checkpoints.load_model(RunDir(tmp_path / "run"))
     assert int(resumed.optimizer.iterations.numpy()) == 5
     steps = [r["step"] for r in RunDir(tmp_path / "run").read_metrics()]
     assert steps == sorted(steps)  # nothing logged twice
@@ -86,7 +87,7 @@ def test_fresh_starts_over(tiny_corpus, tmp_path):
 
 
 def test_stop_from_another_thread_ends_within_one_batch_with_a_checkpoint(tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.training.PROGRESS_INTERVAL", 0.0)  # an event per batch
+    monkeypatch.setattr("engine.run.callback.PROGRESS_INTERVAL", 0.0)  # an event per batch
     progress = []
     trainer = Trainer(tiny_corpus, tiny_config(epochs=1000, log_every=1), tmp_path / "run",
                       on_event=lambda e: progress.append(e))
@@ -100,7 +101,7 @@ def test_stop_from_another_thread_ends_within_one_batch_with_a_checkpoint(tiny_c
     finished = of(events.TrainingFinished, progress)[0]
     assert not worker.is_alive() and finished.reason == "stopped"
     assert finished.step <= stopped_at + 1
-    assert int(RunDir(tmp_path / "run").load_model().optimizer.iterations.numpy()) == finished.step
+    assert int(checkpoints.load_model(RunDir(tmp_path / "run")).optimizer.iterations.numpy()) == finished.step
 
 
 def test_pause_holds_training_between_batches(tiny_corpus, tmp_path):
@@ -140,7 +141,7 @@ def test_book_objective_trains_and_learns(tiny_corpus, tmp_path):
 def test_a_second_process_on_the_same_run_directory_is_refused_with_its_pid(tiny_corpus, tmp_path):
     holder = Trainer(tiny_corpus, tiny_config(), tmp_path / "run")
     try:
-        code = ("import sys; from engine.rundir import RunDir\n"
+        code = ("import sys; from engine.files.rundir import RunDir\n"
                 "try: RunDir(sys.argv[1]).acquire()\nexcept Exception as e: print(e)")
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True,
                              text=True, timeout=60)
@@ -151,33 +152,33 @@ def test_a_second_process_on_the_same_run_directory_is_refused_with_its_pid(tiny
 
 
 def test_a_checkpoint_of_another_vocabulary_is_refused_and_left_alone(tiny_corpus, tmp_path):
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
 
     train(tiny_corpus, tmp_path / "run", steps=1)
     model_bytes = (tmp_path / "run" / "model.keras").read_bytes()
     other_path = tmp_path / "other.txt"
     other_path.write_text("completely different: 0123456789 xyz!? " * 200)
     with pytest.raises(RunDirError, match="different vocabulary"):
-        Trainer(load_corpus(other_path), tiny_config(), tmp_path / "run")
+        Trainer(load_corpus(other_path, lowercase=True), tiny_config(), tmp_path / "run")
     with pytest.raises(RunDirError, match="units"):
         Trainer(tiny_corpus, tiny_config(units=9), tmp_path / "run")
     assert (tmp_path / "run" / "model.keras").read_bytes() == model_bytes
 
 
 def test_too_short_a_corpus_is_refused_clearly(tmp_path):
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
 
     path = tmp_path / "short.txt"
     path.write_text("just a few words here\n")
     with pytest.raises(CorpusError, match="too short"):
-        Trainer(load_corpus(path), tiny_config(), tmp_path / "run")
+        Trainer(load_corpus(path, lowercase=True), tiny_config(), tmp_path / "run")
 
 
 def test_nan_loss_stops_rolls_back_and_suggests_a_lower_learning_rate(tiny_corpus, tmp_path):
     train(tiny_corpus, tmp_path / "run", steps=2, epochs=5)
     run = RunDir(tmp_path / "run")
     # poison the weights so the next batch's loss is NaN
-    model = run.load_model()
+    model = checkpoints.load_model(run)
     weights = model.get_weights()
     weights[-1][:] = np.nan
     model.set_weights(weights)
@@ -228,9 +229,9 @@ def test_tensorboard_logs_hold_train_and_heldout_loss_throughput_and_samples(tin
 def test_heldout_loss_tells_a_model_built_under_a_strategy_from_one_that_is_not(tiny_corpus):
     """Found with public tf.distribute calls (it read the model's private _distribute_strategy);
     either way of predicting gives the same loss."""
-    from engine.model import build_model, heldout_loss, under_a_strategy
+    from engine.modeling.model import build_model, heldout_loss, under_a_strategy
     from engine.tfsetup import tensorflow
-    from engine.windows import Windows
+    from engine.data.windows import Windows
 
     tf = tensorflow()
     config = tiny_config()
@@ -256,7 +257,7 @@ def test_mirrored_strategy_splits_batches_over_two_devices_and_checkpoints_once(
     first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert first.returncode == 0, first.stderr
     assert "needs a GPU" in first.stdout + first.stderr  # mixed precision is refused on CPUs, with a note
-    code = ("import engine.tfsetup as s, sys; s.keras(); from engine.distribute import make_strategy; "
+    code = ("import engine.tfsetup as s, sys; s.keras(); from engine.scale.distribute import make_strategy; "
             "print(make_strategy('mirrored').num_replicas_in_sync)")
     replicas = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert replicas.stdout.strip() == "2"
@@ -267,7 +268,7 @@ def test_mirrored_strategy_splits_batches_over_two_devices_and_checkpoints_once(
 
 
 def test_each_epochs_sample_file_says_how_much_of_each_sample_is_copied(tiny_corpus, tmp_path):
-    from engine.novelty import index_for
+    from engine.modeling.novelty import index_for
 
     _, received = train(tiny_corpus, tmp_path / "run", epochs=1, sample_length=120)
     round_ = of(events.SamplesGenerated, received)[0]
@@ -280,7 +281,7 @@ def test_each_epochs_sample_file_says_how_much_of_each_sample_is_copied(tiny_cor
 
 def test_a_corpus_too_big_for_the_memorization_check_says_so_in_the_sample_file(tiny_corpus, tmp_path,
                                                                                 monkeypatch):
-    from engine import novelty
+    from engine.modeling import novelty
 
     monkeypatch.setattr(novelty, "MAX_CORPUS_CHARS", 1000)
     train(tiny_corpus, tmp_path / "run", epochs=1)
@@ -290,7 +291,7 @@ def test_a_corpus_too_big_for_the_memorization_check_says_so_in_the_sample_file(
 
 
 def test_the_held_out_scoring_gives_up_when_asked_to_stop(tiny_corpus, tmp_path):
-    from engine.model import heldout_loss
+    from engine.modeling.model import heldout_loss
 
     trainer = Trainer(tiny_corpus, tiny_config(steps=2), tmp_path / "run")
     trainer.run()
@@ -315,7 +316,7 @@ def test_keep_every_keeps_epoch_checkpoints_within_keep_max(tiny_corpus, tmp_pat
 
 
 def test_stacked_lstms_train_under_xla_on_a_cpu_and_save_the_same_model(tiny_corpus, tmp_path):
-    from engine.model import build_model, use_xla_for_stacked_lstms
+    from engine.modeling.model import build_model, use_xla_for_stacked_lstms
     from engine.tfsetup import tensorflow
 
     if tensorflow().config.list_physical_devices("GPU"):
@@ -326,5 +327,5 @@ def test_stacked_lstms_train_under_xla_on_a_cpu_and_save_the_same_model(tiny_cor
     two = Trainer(tiny_corpus, tiny_config(steps=2, layers=2), tmp_path / "two", sample_each_epoch=False)
     assert two.run().step == 2
     assert two.model.jit_compile is True
-    saved = RunDir(tmp_path / "two").load_model()  # vetted as the network charlm-tui builds
+    saved = checkpoints.load_model(RunDir(tmp_path / "two"))  # vetted as the network charlm-tui builds
     assert saved.get_compile_config()["jit_compile"] == one_layer.get_compile_config()["jit_compile"]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine import windows as windows_module
-from engine.windows import Windows, count_windows, split_point
+from engine.data import windows as windows_module
+from engine.data.windows import Windows, count_windows, split_point
 
 
 def book_windows(text, maxlen, step):

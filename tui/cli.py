@@ -39,14 +39,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from engine.follow import open_run
+    from engine.run.follow import open_run
 
     if args.length < 0 or args.length > 1_000_000:
         return _error("--length must be between 0 and 1000000", 2)
     if args.num_samples is not None and not 1 <= args.num_samples <= 1000:
         return _error("--num-samples must be between 1 and 1000", 2)
     seed_text = _read_seed_file(args.seed_file) if args.seed_file else args.seed_text
-    # The checkpoint is read without TensorFlow when its numpy sidecar matches it (engine/sidecar.py).
+    # The checkpoint is read without TensorFlow when its numpy sidecar matches it (engine/files/sidecar.py).
     saved = open_run(args.run, on_notice=_note, rebuild_sidecar=True, checkpoint=args.checkpoint)
     if seed_text is None:
         rng = np.random.default_rng(args.seed)
@@ -80,7 +80,7 @@ def _read_seed_file(path: str) -> str:
     """nanoGPT's --start=FILE: the seed is a UTF-8 file's text. Read only if it is a
     regular file (never through a link, never a FIFO that would hang), and not too big."""
     from engine.errors import CorpusError
-    from engine.rundir import FileTooLarge, NotRegularFile, read_regular_file
+    from engine.files.safeio import FileTooLarge, NotRegularFile, read_regular_file
 
     limit = options.MAX_SEED_FILE_BYTES
     try:
@@ -116,7 +116,7 @@ def _sample_seeds(seed: int | None, count: int) -> list[int | None]:
 def _json_samples(saved, rounds: list[dict], listed: bool) -> dict:
     """"samples" and the memorization check: {temperature: text}, or with --num-samples
     {temperature: [text, ...]}."""
-    from engine.novelty import memorization_report
+    from tui.memorization import memorization_report
 
     if listed:
         samples = {str(t): [samples[t] for samples in rounds] for t in rounds[0]}
@@ -138,7 +138,7 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from engine.follow import read_run
+    from engine.run.follow import read_run
     from tui.app import run_app
 
     if args.length is not None and not 1 <= args.length <= 100_000:
@@ -160,11 +160,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.checkpoint != "latest" and not args.no_train:
         return _error("--checkpoint chooses what --no-train samples from; training resumes from the latest", 2)
     if args.no_train:
-        from engine.follow import read_run
-        from engine.rundir import RunDir
+        from engine.files.checkpoints import checkpoint_path
+        from engine.run.follow import read_run
+        from engine.files.rundir import RunDir
 
         saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
-        RunDir(saved.path).checkpoint_path(args.checkpoint)  # ... and a checkpoint it does not have
+        checkpoint_path(RunDir(saved.path), args.checkpoint)  # ... and a checkpoint it does not have
         return run_app(options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="saved",
                                           checkpoint=args.checkpoint))
     request = options.run_request(args)

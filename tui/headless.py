@@ -21,12 +21,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine import events, memory, progress
-from engine.memory import refuse_if_too_big
-from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
-from engine.session import RunSession
-from engine.training import check_length  # TensorFlow is imported only when training starts
-from engine.windows import count_windows, split_point
+from engine import events, progress
+from engine.scale import memory
+from engine.scale.memory import refuse_if_too_big
+from engine.modeling.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
+from engine.run.session import RunSession
+from engine.data.windows import check_length
+from engine.data.windows import count_windows, split_point
 from tui import options
 from tui.lifeline import MULTIWORKER_STOP_DEADLINE, Lifeline
 from tui.streams import Guarded
@@ -97,7 +98,7 @@ class HeadlessTrainer:
         """session.run() on a thread of its own, while this (main) thread waits, ready to
         run signal handlers at once: Python runs them only on the main thread, between
         two bytecodes, never in the middle of a TensorFlow step. Not under the
-        multi-worker strategy, which must be made on the main thread (engine/distribute.py
+        multi-worker strategy, which must be made on the main thread (engine/scale/distribute.py
         takes SIGTERM back from TensorFlow's coordination service there); its stops ride
         on the next step's collective anyway."""
         if self.session.config.strategy == "multiworker":

@@ -1,9 +1,9 @@
 """`charlm-tui inspect` and `charlm-tui cells`: why the model writes what it writes.
 
 `inspect` prints the model's distribution over the character after a text, at
-temperature 1 and reweighted at each temperature (engine/nextchar.py); `cells` runs the
-model over a text (engine/trace.py) and ranks its LSTM cells by their correlation with
-simple properties of the text (engine/cellstats.py), or prints the text coloured by one
+temperature 1 and reweighted at each temperature (engine/modeling/nextchar.py); `cells` runs the
+model over a text (engine/modeling/trace.py) and ranks its LSTM cells by their correlation with
+simple properties of the text (engine/modeling/cellstats.py), or prints the text coloured by one
 cell. Both read the checkpoint's numpy sidecar, as `sample` does: no TensorFlow.
 
 Text from a corpus or a file never reaches the terminal raw: control characters are
@@ -78,7 +78,7 @@ def _until_the_output_goes(command):
 # -- loading ----------------------------------------------------------------------------------
 def _open(args: argparse.Namespace):
     """The run with the checkpoint asked for (its numpy sidecar when it matches: no TensorFlow)."""
-    from engine.follow import open_run
+    from engine.run.follow import open_run
 
     def note(message: str) -> None:
         print(f"charlm-tui: note: {message}", file=sys.stderr)
@@ -117,8 +117,8 @@ def _read_text_file(path: str, max_chars: int) -> str:
 def _held_out_text(saved, max_chars: int) -> tuple[str, str]:
     """(text, what it is): the run's held-out text, from its first line start, if the
     training text is on this machine."""
-    from engine.follow import seed_corpus
-    from engine.windows import split_point
+    from engine.data.trainingtext import seed_corpus
+    from engine.data.windows import split_point
 
     corpus = seed_corpus(saved)
     if corpus is None:
@@ -137,7 +137,7 @@ def _held_out_text(saved, max_chars: int) -> tuple[str, str]:
 # -- inspect ----------------------------------------------------------------------------------
 @_until_the_output_goes
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.nextchar import next_char
+    from engine.modeling.nextchar import next_char
 
     saved = _open(args)
     distribution = next_char(saved.sampler, args.text, what="--text")
@@ -190,8 +190,8 @@ def _bar_cell(char: str, probability: float):
 # -- cells ------------------------------------------------------------------------------------
 @_until_the_output_goes
 def cmd_cells(args: argparse.Namespace) -> int:
-    from engine.cellstats import rank_cells, text_properties
-    from engine.trace import trace
+    from engine.modeling.cellstats import rank_cells, text_properties
+    from engine.modeling.trace import trace
 
     saved = _open(args)
     if args.text_file:
@@ -264,7 +264,7 @@ def _ordinal(number: int) -> str:
 
 
 def _print_cell(args, text: str, activations: dict, properties: dict, where: dict) -> int:
-    from engine.cellstats import correlations
+    from engine.modeling.cellstats import correlations
 
     values = activations[args.activation][:, args.cell]
     r = correlations({args.activation: values[:, None]}, properties)[args.activation][:, 0]

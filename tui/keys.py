@@ -55,8 +55,8 @@ NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
 
 def parse_temperatures(value: str) -> tuple[tuple[float, ...] | None, str | None]:
     """The `t` prompt's answer: 1 to MAX_TEMPERATURES numbers, each refused exactly as the
-    engine's sampler refuses it, in the engine's own sentence (engine/sampler.py)."""
-    from engine.sampler import check_option  # (numpy: not before the app's first paint)
+    engine's sampler refuses it, in the engine's own sentence (engine/modeling/sampler.py)."""
+    from engine.modeling.sampler import check_option  # (numpy: not before the app's first paint)
 
     parts = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
     if not 1 <= len(parts) <= MAX_TEMPERATURES:

@@ -31,7 +31,7 @@ class RunEvents(Message):
 class SamplerReady(Message):
     """A sampler with a copy of the current weights, for a new generation round."""
 
-    sampler: Any  # engine.sampler.Sampler
+    sampler: Any  # engine.modeling.sampler.Sampler
     generation: int
     reason: str = ""
     now: bool = False  # asked for by the user: replaces a round in progress
@@ -41,7 +41,7 @@ class SamplerReady(Message):
 class SeedCorpusReady(Message):
     """The training text of a saved or followed run, for random seed texts."""
 
-    corpus: Any  # engine.corpus.Corpus
+    corpus: Any  # engine.data.corpus.Corpus
     generation: int
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine.config import (MAX_TEMPERATURES, PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset,
                            valid_temperature)
-from engine.session import RunRequest
+from engine.run.session import RunRequest
 
 EXAMPLES = """\
 commands:
@@ -85,7 +85,7 @@ def _sampling_option(option: str, convert):
     """An argparse type: `convert`, then the rule the engine's sampler applies to `option`,
     so a value is refused here (argparse names the option) rather than ignored later."""
     def parse(text: str):
-        from engine.sampler import option_problem
+        from engine.modeling.sampler import option_problem
 
         try:
             value = convert(text)
@@ -371,8 +371,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 def refuse_a_model_too_big(request: RunRequest) -> None:
     """Refuse (SettingError) settings whose model cannot fit this machine's memory, before
-    the corpus is read (its vocabulary taken at its smallest: engine/memory.py)."""
-    from engine.memory import refuse_if_too_big
+    the corpus is read (its vocabulary taken at its smallest: engine/scale/memory.py)."""
+    from engine.scale.memory import refuse_if_too_big
 
     if request.run_dir is not None:
         config = request.settings(Path(request.run_dir))  # a resumed run's own, with the options given
@@ -384,7 +384,7 @@ def refuse_a_model_too_big(request: RunRequest) -> None:
 def refuse_a_missing_corpus(request: RunRequest) -> None:
     """Refuse (CorpusError) a corpus that names nothing: no file, folder or named corpus
     (what loading it would say at once, said before the app's screen opens)."""
-    from engine.corpus import corpus_problem
+    from engine.data.corpus import corpus_problem
 
     if isinstance(request.corpus, str):
         problem = corpus_problem(request.corpus)

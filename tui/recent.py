@@ -6,7 +6,7 @@ It is a convenience: a list that cannot be read is an empty one, and one that ca
 written is left as it was, never an error in the app.
 
 It lives outside the run directory but is read and written as the run directory's files
-are (engine/rundir.py): only a regular file is read (a FIFO there would freeze the app, a
+are (engine/files/safeio.py): only a regular file is read (a FIFO there would freeze the app, a
 link to /dev/zero fill its memory), at most MAX_RECENT_BYTES of it, never through a link;
 and it is replaced atomically through a new O_EXCL temporary, so a link planted at the
 temporary's name is never written through.
@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from engine.errors import RunDirError
-from engine.rundir import FileTooLarge, NotRegularFile, atomic_write_bytes, read_regular_file
+from engine.files.safeio import FileTooLarge, NotRegularFile, atomic_write_bytes, read_regular_file
 
 log = logging.getLogger("charlm.tui")
 

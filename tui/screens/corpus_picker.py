@@ -65,7 +65,7 @@ def _as_path(spec: str) -> Path | None:
 
 def _corpora_file(spec: str, corpora_dir: Path | None) -> Path | None:
     """The corpora/<spec>.txt that a name loads (it replaces a built-in of that name)."""
-    from engine.corpus import named_corpora
+    from engine.data.corpus import named_corpora
 
     try:
         named = named_corpora(corpora_dir).get(spec)
@@ -109,7 +109,7 @@ def _cache_key(canonical: str, lowercase: bool, encoding: str | None) -> tuple:
 def corpus_info(spec: str, lowercase: bool, encoding: str | None = None,
                 corpora_dir: Path | None = None) -> CorpusInfo:
     """Size and vocabulary of a corpus (reads it; call off the event loop)."""
-    from engine.corpus import load_corpus
+    from engine.data.corpus import load_corpus
 
     canonical = canonical_spec(spec, corpora_dir)
     key = _cache_key(canonical, lowercase, encoding)
@@ -157,7 +157,7 @@ NEEDS_DOWNLOAD = {"nietzsche"}
 
 def builtin_is_local(name: str) -> bool:
     """True when a built-in corpus is already on disk (measuring it costs no download)."""
-    from engine.corpus import is_on_disk
+    from engine.data.corpus import is_on_disk
 
     try:
         return is_on_disk(name)
@@ -296,7 +296,7 @@ class CorpusPicker(ModalScreen[object]):
         self.busy = False
 
     def compose(self) -> ComposeResult:
-        from engine.corpus import named_corpora
+        from engine.data.corpus import named_corpora
         from tui.recent import load_recent
 
         try:
@@ -435,7 +435,7 @@ class CorpusPicker(ModalScreen[object]):
 
     @work(thread=True, exclusive=True, group="picker-load")
     def _load(self, spec: str) -> None:
-        from engine import corpus as corpus_module
+        from engine.data import corpus as corpus_module
 
         if self._needs_download(spec):
             blocked = download_blocked(corpus_module.NIETZSCHE_URL)
@@ -450,7 +450,7 @@ class CorpusPicker(ModalScreen[object]):
             corpus = corpus_module.load_corpus(spec, lowercase=self.lowercase, encoding=self.encoding,
                                                corpora_dir=self.corpora_dir, on_notice=notices.append)
             if self.config is not None:
-                from engine.training import check_length
+                from engine.data.windows import check_length
 
                 check_length(corpus, self.config)
         except CharlmError as error:

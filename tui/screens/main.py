@@ -48,7 +48,7 @@ class MainScreen(Screen):
         super().__init__()
         self.options = options          # tui.app.AppOptions
         self.mode = options.mode        # "train", "saved" or "watch"
-        self.source = None              # engine.session.RunSession or engine.follow.RunFollower
+        self.source = None              # engine.run.session.RunSession or engine.run.follow.RunFollower
         self.generation = 0
         self.sample_length = options.sample_length or options.config_defaults().sample_length
         self.sampler = None
@@ -110,7 +110,7 @@ class MainScreen(Screen):
                                              "waiting for a checkpoint of the run (loading it)…")
         self.training_pane.reset()
         if self.mode == "train":
-            from engine.session import RunSession
+            from engine.run.session import RunSession
 
             def on_event(event) -> None:
                 self.post_message(RunEvents(self._with_history(event), generation,
@@ -119,7 +119,7 @@ class MainScreen(Screen):
             self.preparing = "loading the corpus…" if isinstance(request.corpus, str) else "loading TensorFlow…"
             self.source = RunSession(request, on_event)
         else:
-            from engine.follow import RunFollower
+            from engine.run.follow import RunFollower
 
             self.preparing = "opening the run…"
             self.source = RunFollower(self.options.run_dir, lambda batch: self.post_message(
@@ -131,7 +131,7 @@ class MainScreen(Screen):
     def _with_history(self, event) -> tuple:
         """A resumed run's plot and epoch list start with what its metrics.jsonl holds."""
         if isinstance(event, events.TrainingStarted) and event.resumed_from_step and event.run_dir:
-            from engine.follow import history
+            from engine.run.follow import history
 
             with contextlib.suppress(CharlmError, OSError):
                 return (*history(event.run_dir), event)
@@ -235,7 +235,7 @@ class MainScreen(Screen):
 
     @work(thread=True, group="seed-corpus", exit_on_error=False)
     def _load_seed_corpus(self, generation: int, saved) -> None:
-        from engine.follow import seed_corpus
+        from engine.data.trainingtext import seed_corpus
 
         corpus = None
         try:
@@ -365,7 +365,7 @@ class MainScreen(Screen):
     def _measure_copying(self, generation: int, round_number: int, corpus, texts: tuple) -> None:
         """How much of each column is copied from the training text (the index is built
         once per corpus, on this thread: seconds for a 100 MB corpus)."""
-        from engine.novelty import index_for
+        from engine.modeling.novelty import index_for
 
         try:
             index = index_for(corpus)
@@ -493,7 +493,7 @@ class MainScreen(Screen):
     def swap_corpus(self) -> None:
         """Pick another corpus; training goes on in runs/<its name>. The corpus trained
         already keeps training where it is (an explicit --run included)."""
-        from engine.session import default_run_dir
+        from engine.run.session import default_run_dir
         from tui.screens.corpus_picker import CorpusPicker
         from tui.widgets.header import display_path
 
@@ -526,7 +526,7 @@ class MainScreen(Screen):
     def export(self) -> None:
         """Write the current samples, with where they came from, to a new file: in the run
         directory, or for a watcher (which never writes there) in the current directory."""
-        from engine.rundir import write_new_file
+        from engine.files.safeio import write_new_file
         from tui.widgets.header import display_path
 
         if self.generation_pane.round is None:

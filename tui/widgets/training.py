@@ -17,6 +17,7 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from engine import events
+from engine.config import is_finite_number
 from engine.progress import Progress, format_duration, format_rate
 from tui.visible import visible_line
 
@@ -391,4 +392,4 @@ class TrainingPane(Vertical):
 
 
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return float(value) if is_finite_number(value) else None

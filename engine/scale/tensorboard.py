@@ -9,9 +9,12 @@ the epoch summaries.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from engine import events
+from engine.errors import TrainingError
+from engine.tfsetup import tensorflow
 
 
 class TensorBoardLogger:
@@ -19,11 +22,6 @@ class TensorBoardLogger:
     held-out loss per epoch, the samples as text."""
 
     def __init__(self, log_dir, update_freq: int):
-        import importlib.util
-
-        from engine.errors import TrainingError
-        from engine.tfsetup import tensorflow
-
         if importlib.util.find_spec("tensorboard") is None:
             raise TrainingError("--tensorboard needs the tensorboard package: "
                                 "pip install 'charlm-tui[tensorboard]'")

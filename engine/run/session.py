@@ -15,7 +15,6 @@ and call `stop()`, `pause()`, `resume()`: they cannot drift apart.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import signal
 import threading
@@ -27,12 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import events
-from engine.config import SESSION_FIELDS, TrainConfig, preset
+from engine.config import TrainConfig, preset
 from engine.errors import CharlmError
+from engine.files.rundir import RunDir
+from engine.run.settings import RunSettings, resolve
+from engine.tfsetup import keras
 
 if TYPE_CHECKING:
-    from engine.corpus import Corpus
-    from engine.training import Trainer
+    from engine.data.corpus import Corpus
+    from engine.run.training import Trainer
 
 log = logging.getLogger("charlm.engine")
 
@@ -71,44 +73,18 @@ class RunRequest:
         (ValueError) and a given run directory that training could hurt (RunDirError)."""
         preset(self.preset or "fast", **self.overrides)
         if self.run_dir is not None:
-            from engine.rundir import RunDir
-
             RunDir(self.run_dir).check_can_train(self._corpus_path())
 
+    def resolve(self, run_dir: Path) -> RunSettings:
+        """The settings to train with in `run_dir`, worked out once (engine/run/settings.py):
+        a resumed run keeps its saved settings unless this request overrides them (or
+        names another preset, or starts fresh)."""
+        return resolve(run_dir, preset_name=self.preset, overrides=self.overrides, fresh=self.fresh,
+                       corpus_path=self._corpus_path())
+
     def settings(self, run_dir: Path) -> TrainConfig:
-        """The config to train with: a resumed run keeps its saved settings unless this
-        request overrides them (or names another preset, or starts fresh)."""
-        saved = self.saved_settings(run_dir)
-        if saved is None:
-            return preset(self.preset or "fast", **self.overrides)
-        # How to spread the work depends on this machine, and stopping limits on this
-        # session (SESSION_FIELDS): neither is the run's.
-        not_the_runs = {"strategy": "default", **{name: None for name in SESSION_FIELDS}}
-        config = dataclasses.replace(saved, **{**not_the_runs, **self.overrides})
-        config.validate()
-        return config
-
-    def saved_settings(self, run_dir: Path) -> TrainConfig | None:
-        """The settings of the run in `run_dir` when this request resumes it, else None."""
-        from engine.rundir import RunDir
-
-        run = RunDir(run_dir)
-        run.check_can_train(self._corpus_path())  # before anything is written there
-        if not run.config_path.exists() or self.fresh:
-            return None
-        saved = run.load_config()
-        return saved if self.preset is None or self.preset == saved.preset else None
-
-    def settings_from_run(self, run_dir: Path) -> dict:
-        """The settings a resumed run keeps from its config.json that differ from what its
-        preset alone would give and that this request does not set: what to tell the user."""
-        saved = self.saved_settings(run_dir)
-        if saved is None:
-            return {}
-        defaults = preset(saved.preset).to_json()
-        ignored = {"strategy", "extra", *SESSION_FIELDS, *self.overrides}
-        return {"preset": saved.preset, **{name: value for name, value in saved.to_json().items()
-                                           if name not in ignored and value != defaults[name]}}
+        """The config to train with in `run_dir` (see resolve)."""
+        return self.resolve(run_dir).config
 
 
 class RunSession:
@@ -120,6 +96,7 @@ class RunSession:
         self.corpus: "Corpus | None" = None
         self.run_dir: Path | None = Path(request.run_dir) if request.run_dir else None
         self.config: TrainConfig | None = None
+        self.settings: RunSettings | None = None  # worked out once, shared with the trainer
         self.trainer: "Trainer | None" = None
         self.finished: events.TrainingFinished | None = None
         self.error: str | None = None           # why it failed, one sentence
@@ -169,7 +146,7 @@ class RunSession:
             corpus = self._load_corpus(self._lowercase_guess())
             if self.run_dir is None:
                 self.run_dir = default_run_dir(corpus.name)
-            self.config = self.request.settings(self.run_dir)
+            self.config = self._settings().config
             if self.config.lowercase != corpus.lowercase:  # a resumed run's own case setting
                 corpus = self._load_corpus(self.config.lowercase)
             self._tell_settings_from_run()
@@ -184,10 +161,8 @@ class RunSession:
         if self._stop.is_set():
             return None
         self._emit(events.Preparing("loading TensorFlow…"))
-        from engine.tfsetup import keras
-
         keras()
-        from engine.training import Trainer
+        from engine.run.training import Trainer  # (numpy and the training stack: not for --help)
 
         with self._lock:
             if self._stop.is_set():
@@ -198,7 +173,8 @@ class RunSession:
         if tensorboard == "":
             tensorboard = self.run_dir / "tensorboard"
         trainer = Trainer(corpus, self.config, self.run_dir, on_event=self._emit, fresh=request.fresh,
-                          sample_each_epoch=request.sample_each_epoch, tensorboard_dir=tensorboard)
+                          sample_each_epoch=request.sample_each_epoch, tensorboard_dir=tensorboard,
+                          settings=self.settings)
         with self._lock:
             self.trainer = trainer
             if self._paused:
@@ -209,16 +185,21 @@ class RunSession:
         self.finished = trainer.run()
         return self.finished
 
+    def _settings(self) -> RunSettings:
+        if self.settings is None or self.settings.run_dir != Path(self.run_dir):
+            self.settings = self.request.resolve(self.run_dir)
+        return self.settings
+
     def _lowercase_guess(self) -> bool:
         """Whether the corpus will be lower-cased, as far as it can be told before it is
         loaded: the run's own setting when the run directory is known, else the request's."""
         request = self.request
         if self.run_dir is not None:
-            return request.settings(self.run_dir).lowercase
+            return self._settings().config.lowercase
         return request.overrides.get("lowercase", preset(request.preset or "fast").lowercase)
 
     def _tell_settings_from_run(self) -> None:
-        kept = self.request.settings_from_run(self.run_dir)
+        kept = self._settings().kept_from_run()
         if kept:
             shown = ", ".join(f"{name}={value}" for name, value in kept.items())
             self._emit(events.Notice(f"resuming {self.run_dir} with its own settings: {shown} "
@@ -232,7 +213,7 @@ class RunSession:
                 return corpus
             # Read it again with the case setting the run needs, from where it came from.
             corpus = corpus.source if Path(corpus.source).exists() else corpus.name
-        from engine.corpus import load_corpus
+        from engine.data.corpus import load_corpus  # (numpy: not for --help)
 
         self._emit(events.Preparing("loading the corpus…"))
         self.corpus = load_corpus(

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.sampler import Sampler, reweight_logits
+from engine.modeling.nextchar import NextChar
+from engine.modeling.sampler import Sampler, encode, reweight_logits
 
 ACTIVATIONS = ("c", "h")  # "c": tanh of the cell state, in [-1, 1] as the paper colours it; "h": the output
 
@@ -52,7 +53,7 @@ class LayerTrace:
 
     @property
     def activations(self) -> dict[str, np.ndarray]:
-        """{"c": tanh(c), "h": h}: what engine.cellstats.rank_cells correlates."""
+        """{"c": tanh(c), "h": h}: what engine.modeling.cellstats.rank_cells correlates."""
         return {"c": self.tanh_c, "h": self.h}
 
     def activation(self, kind: str) -> np.ndarray:
@@ -74,28 +75,12 @@ class Trace:
     def next_char(self, position: int):
         """The distribution the character at `position` was drawn from: P(. | text[:position]),
         1 <= position <= len(text) (the last one: the character after the whole text), as an
-        engine.nextchar.NextChar."""
-        from engine.nextchar import NextChar  # (engine.nextchar reads text with this module's encode)
-
+        engine.modeling.nextchar.NextChar."""
         if self.probabilities is None:
             raise ValueError("this trace was made without the output distribution")
         if not 1 <= position <= len(self.text):
             raise ValueError(f"position must be from 1 to {len(self.text)}, not {position}")
         return NextChar(self.text[:position], self.vocab, self.probabilities[position - 1])
-
-
-def encode(sampler: Sampler, text: str, what: str = "the text") -> tuple[str, np.ndarray]:
-    """(the text as the model reads it, its character ids); a ValueError naming the
-    characters the model does not know (`what` says whose they are, e.g. "--text")."""
-    if sampler.lowercase:
-        text = text.lower()
-    index = {char: number for number, char in enumerate(sampler.vocab)}
-    unknown = sorted({char for char in text if char not in index})
-    if unknown:
-        shown = ", ".join(repr(char) for char in unknown[:8])
-        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
-        raise ValueError(f"{what} has characters the model does not know: {shown}{more}")
-    return text, np.fromiter((index[char] for char in text), dtype=np.intp, count=len(text))
 
 
 def trace(sampler: Sampler, text: str, *, gates: bool = True, probabilities: bool = True,

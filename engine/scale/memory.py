@@ -5,10 +5,10 @@ moments. Started on a 24 GB machine it would only swap, or be killed minutes lat
 nothing saved. So the settings are checked first, by arithmetic (no TensorFlow): on
 the command line and before the app's screen opens with the smallest vocabulary a corpus
 can have, again once the corpus is read, and against each GPU's memory once TensorFlow,
-which alone can say how much that is, has started (engine/training.py).
+which alone can say how much that is, has started (check_gpu_memory).
 
 The estimate counts, in float32 (4 bytes) unless said:
-    weights            every parameter (engine.model.parameter_count)
+    weights            every parameter (engine.modeling.model.parameter_count)
     gradients          one per parameter
     optimizer moments  Adam keeps two per parameter, RMSprop one
     activations        what backpropagation keeps for one batch: per window, per time
@@ -17,7 +17,7 @@ The estimate counts, in float32 (4 bytes) unless said:
                        the one-hot input; the softmax output (logits, probabilities and
                        their gradient) at every predicted position
     the sampler's copy the numpy sampler's float64 copy of the weights, made from the
-                       training weights for every round of samples (engine/sampler.py)
+                       training weights for every round of samples (engine/modeling/sampler.py)
 It leaves out what does not grow with the model (TensorFlow itself, the corpus's ids),
 so a model refused here cannot fit; one accepted may still be tight.
 """
@@ -26,9 +26,14 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from dataclasses import dataclass
 
-from engine.config import TrainConfig
+from engine.compat import gpu_memory_bytes
+from engine.config import SettingError, TrainConfig
+from engine.errors import TrainingError
+from engine.modeling.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
+from engine.tfsetup import tensorflow
 
 FLOAT_BYTES = 4
 SAMPLER_BYTES = 8         # the sampler computes in float64
@@ -76,8 +81,6 @@ def gigabytes(size: int) -> str:
 
 def estimate(vocab_size: int, config: TrainConfig) -> MemoryEstimate:
     """The memory a model of these settings needs to train (see the module docstring)."""
-    from engine.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
-
     parameters = parameter_count(vocab_size, config)
     windows, steps = config.batch_size, config.maxlen
     positions = windows * (steps if config.objective == "all" else 1)
@@ -111,7 +114,7 @@ def machine_memory() -> int | None:
 def gpu_likely() -> bool:
     """Whether TensorFlow will probably train on a GPU: an NVIDIA device node, unless
     CUDA_VISIBLE_DEVICES hides them all. A guess, made without TensorFlow; when it is
-    wrong, the full check waits until TensorFlow has started (engine/training.py)."""
+    wrong, the full check waits until TensorFlow has started (check_gpu_memory)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
     return bool(glob.glob("/dev/nvidia[0-9]*"))
@@ -168,8 +171,34 @@ def describe(needed: MemoryEstimate, memory: int | None = None) -> str:
 def refuse_if_too_big(config: TrainConfig, vocab_size: int = MIN_VOCAB) -> None:
     """Raise SettingError (a ValueError naming --units) if training these settings cannot
     fit this machine's memory: before TensorFlow, so a GPU's share is a guess (gpu_likely)."""
-    from engine.config import SettingError
-
     problem = machine_problem(estimate(vocab_size, config), config, on_gpu=gpu_likely())
     if problem:
         raise SettingError("units", problem)
+
+
+def check_machine_memory(vocab_size: int, config: TrainConfig) -> None:
+    """Raise TrainingError if training cannot fit this machine's memory, before anything
+    is built or written (a GPU's own memory is checked when the model is built)."""
+    on_gpu = gpus_listed() if "tensorflow" in sys.modules else gpu_likely()
+    problem = machine_problem(estimate(vocab_size, config), config, on_gpu=on_gpu)
+    if problem:
+        raise TrainingError(problem)
+
+
+def check_gpu_memory(vocab_size: int, config: TrainConfig) -> None:
+    """Raise TrainingError if a training step cannot fit the smallest GPU, as TensorFlow
+    reports it (engine/compat.py); passed where it does not say."""
+    if not gpus_listed():
+        return
+    sizes = gpu_memory_bytes()
+    if not sizes:
+        return
+    replicas = tensorflow().distribute.get_strategy().num_replicas_in_sync
+    problem = gpu_problem(estimate(vocab_size, config), config, sizes, replicas)
+    if problem:
+        raise TrainingError(problem)
+
+
+def gpus_listed() -> bool:
+    """Whether TensorFlow sees a GPU (imports it)."""
+    return bool(tensorflow().config.list_physical_devices("GPU"))

@@ -2,7 +2,7 @@
 with them (Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
 Networks", 2015, found cells for line length, quotes and brackets this way).
 
-Every property gives one number per character, aligned with the trace (engine/trace.py):
+Every property gives one number per character, aligned with the trace (engine/modeling/trace.py):
 row t describes the text *after reading text[t]*, as the activation of row t does. So an
 opening quote or bracket counts as inside, the closing one as outside again, and the
 position in the line is 0 on the newline itself.

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from engine.errors import TrainingError
+from engine.tfsetup import keras, tensorflow
 
 # What a worker asks of the others with each step (see MultiWorkerLoop.fit).
 NO_STOP, STOP_BUDGET, STOP_USER = 0, 1, 2
@@ -58,8 +59,6 @@ class Collectives:
     JSON_BYTES = 1 << 14  # room for a TrainConfig as JSON (about 700 bytes)
 
     def __init__(self, strategy):
-        from engine.tfsetup import tensorflow
-
         self.tf, self.strategy = tensorflow(), strategy
         tf = self.tf
 
@@ -110,8 +109,6 @@ class MultiWorkerLoop:
     """Training steps across workers, for one model."""
 
     def __init__(self, collectives: Collectives, model, global_batch: int, targets_per_window: int):
-        from engine.tfsetup import keras
-
         self.collectives = collectives
         self.tf, self.keras = collectives.tf, keras()
         self.strategy = collectives.strategy

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.config import TrainConfig
 from engine.tfsetup import keras as _keras
+from engine.tfsetup import tensorflow
 
 
 def build_model(vocab_size: int, config: TrainConfig):
@@ -57,8 +58,6 @@ def use_xla_for_stacked_lstms(model, config: TrainConfig) -> None:
     takes 1.76x less time (bench/xla_cpu.py), one of a single layer none (and a short run
     or a test would pay the compile). With a GPU or a strategy Keras's own choice stands.
     The saved model is unchanged: this sets the model's property, not its compile config."""
-    from engine.tfsetup import tensorflow
-
     if config.layers > 1 and not under_a_strategy(model) and not tensorflow().config.list_physical_devices("GPU"):
         model.jit_compile = True
 
@@ -83,8 +82,6 @@ def heldout_loss(model, windows, max_batches: int | None = None, stop=None) -> f
         # Under a distribution strategy predict_on_batch would run the whole batch on every
         # replica (and, across workers, wait for them all); calling the model reads this
         # process's copy of the weights on one device.
-        from engine.tfsetup import tensorflow
-
         predict = tensorflow().function(lambda x: model(x, training=False), reduce_retracing=True)
     batches = -(-windows.count // windows.batch_size)  # every window, ragged last batch too
     if max_batches is not None:
@@ -109,8 +106,6 @@ def under_a_strategy(model) -> bool:
     rather than TensorFlow's default one: the strategy it was built under (Keras's
     `Model.distribute_strategy`, else the current one), or the one whose scope we are in.
     Outside every scope `tf.distribute.get_strategy()` is the default strategy."""
-    from engine.tfsetup import tensorflow
-
     tf = tensorflow()
     return tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy()
 

@@ -13,7 +13,7 @@ A sidecar is an .npz (a zip of .npy files, which numpy loads with allow_pickle=F
     keras_size     int64 scalar: the size in bytes of the .keras file it was made from
     keras_sha256   32 uint8: the SHA-256 of that file's bytes
     lstm_1_kernel, lstm_1_recurrent_kernel, lstm_1_bias, ..., dense_kernel, dense_bias
-                   the weights exactly as Keras holds them (engine.sampler.keras_weights)
+                   the weights exactly as Keras holds them (engine.modeling.sampler.keras_weights)
 
 The .keras file stays the source of truth. A sidecar is used only when its fingerprint
 matches the bytes of the .keras file beside it and that archive passes the same vetting
@@ -30,7 +30,6 @@ against config.json and vocab.json before its data is read, arrays are read by n
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
@@ -41,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import RunDirError
-from engine.rundir import RunDir, archive_problem, atomic_write_bytes, fallback_notice, open_run_file
-from engine.sampler import Sampler, keras_weights, weight_shapes
+from engine.files.safeio import atomic_write_bytes, open_run_file
+from engine.modeling.sampler import keras_weights
 
 FORMAT = 1
 _FINGERPRINT_SHAPES = {"format": (), "keras_size": (), "keras_sha256": (32,)}
@@ -67,7 +66,7 @@ class Fingerprint:
 
 
 @dataclass(frozen=True)
-class _FileVersion:
+class FileVersion:
     """One version of a file: replaced files get a new inode, so a load that started and
     ended with the same version read exactly these bytes."""
     inode: int
@@ -76,11 +75,11 @@ class _FileVersion:
 
 
 def fingerprint(path: Path) -> Fingerprint | None:
-    version = _file_version(path)
+    version = file_version(path)
     return version.fingerprint if version else None
 
 
-def _file_version(path: Path) -> _FileVersion | None:
+def file_version(path: Path) -> FileVersion | None:
     digest = hashlib.sha256()
     try:
         with open_run_file(path) as handle:  # a regular file only: never a FIFO that would hang
@@ -89,7 +88,7 @@ def _file_version(path: Path) -> _FileVersion | None:
                 digest.update(chunk)
     except (OSError, RunDirError):
         return None
-    return _FileVersion(status.st_ino, status.st_mtime_ns, Fingerprint(status.st_size, digest.digest()))
+    return FileVersion(status.st_ino, status.st_mtime_ns, Fingerprint(status.st_size, digest.digest()))
 
 
 # -- the file format -------------------------------------------------------------------------
@@ -155,7 +154,7 @@ def _size_bound(shapes: dict[str, tuple[int, ...]]) -> int:
     return 8 * values + _MEMBER_OVERHEAD * (len(shapes) + len(_FINGERPRINT_SHAPES))
 
 
-def _read_sidecar(keras_path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+def read_weights(keras_path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
     """The weights in the sidecar of `keras_path` if it matches that file's bytes, else None."""
     path = sidecar_path(keras_path)
     try:
@@ -181,34 +180,35 @@ def weights_of(model) -> dict[str, np.ndarray] | None:
         return None
 
 
-def write_after_save(run: RunDir, model, weights_before_save: dict[str, np.ndarray] | None) -> None:
-    """Called by RunDir.save_model once model.keras is in place: rotate the previous
+def write_after_save(model_path: Path, previous_model_path: Path, model,
+                     weights_before_save: dict[str, np.ndarray] | None) -> None:
+    """Called by checkpoints.save_model once model.keras is in place: rotate the previous
     sidecar with model.prev.keras, then write the new one. It is written only if the model
     held the same weights before and after the save (so it holds what the file holds), and
     never fails the checkpoint: without a sidecar, readers take the Keras path."""
-    _rotate(run)
+    _rotate(model_path, previous_model_path)
     weights = weights_of(model)
     if weights is None or weights_before_save is None or not _same(weights, weights_before_save):
         return
-    source = fingerprint(run.model_path)
+    source = fingerprint(model_path)
     if source is None or not all(np.isfinite(array).all() for array in weights.values()):
         return
     try:
-        atomic_write_bytes(sidecar_path(run.model_path), encode(weights, source))
+        atomic_write_bytes(sidecar_path(model_path), encode(weights, source))
     except RunDirError:
         pass  # a full disk: the next checkpoint (which will report it) retries
 
 
-def _rotate(run: RunDir) -> None:
+def _rotate(model_path: Path, previous_model_path: Path) -> None:
     """model.sampler.npz becomes model.prev.sampler.npz if it belongs to model.prev.keras
     (save_model has just rotated that file; a damaged model.keras is not rotated)."""
-    latest = sidecar_path(run.model_path)
-    previous = fingerprint(run.previous_model_path)
+    latest = sidecar_path(model_path)
+    previous = fingerprint(previous_model_path)
     try:
         with zipfile.ZipFile(latest) as archive:
             stored = Fingerprint(int(_member(archive, "keras_size")), _member(archive, "keras_sha256").tobytes())
         if stored == previous:
-            os.replace(latest, sidecar_path(run.previous_model_path))
+            os.replace(latest, sidecar_path(previous_model_path))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass  # no sidecar, or one of no use: nothing to keep
 
@@ -217,102 +217,12 @@ def _same(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> bool:
     return first.keys() == second.keys() and all(np.array_equal(first[name], second[name]) for name in first)
 
 
-# -- reading: the sampler of a run ----------------------------------------------------------------
-def load_sampler(run: RunDir, on_notice=None, rebuild: bool = True) -> tuple[Sampler, int]:
-    """See RunDir.load_sampler. The sampler's `source` is the checkpoint file it came from."""
-    config, vocab = run.load_config(), run.load_vocab()
-    shapes = weight_shapes(len(vocab), config.layers, config.units)
-    found = _weights_from_sidecars(run, shapes, config, len(vocab), on_notice)
-    if found is None:
-        return _sampler_from_keras(run, config, vocab, shapes, on_notice, rebuild)
-    weights, source = found
-    sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
-    sampler.source = source
-    return sampler, sum(array.size for array in weights.values())
 
 
-def load_sampler_from(run: RunDir, keras_path: Path) -> tuple[Sampler, int]:
-    """(Sampler, parameter count) for one chosen checkpoint (`sample --checkpoint best` or
-    a FILE), vetted exactly like the run's own: a regular file, the archive checked against
-    the run's config, then its sidecar if it matches, else Keras in safe mode."""
-    import stat
-
-    from engine.compat import memoize_keras_skipsets
-    from engine.tfsetup import keras
-
-    config, vocab = run.load_config(), run.load_vocab()
-    try:
-        mode = os.lstat(keras_path).st_mode
-    except OSError as error:
-        raise RunDirError(f"cannot use the checkpoint {keras_path}: {error.strerror or error}") from None
-    if not stat.S_ISREG(mode):
-        raise RunDirError(f"cannot use the checkpoint {keras_path}: it is not a regular file")
-    problem = archive_problem(keras_path, config, len(vocab))
-    if problem:
-        raise RunDirError(f"cannot use the checkpoint {keras_path}: {problem}")
-    shapes = weight_shapes(len(vocab), config.layers, config.units)
-    weights = _read_sidecar(keras_path, shapes)
-    if weights is not None:
-        sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
-        sampler.source = Path(keras_path)
-        return sampler, sum(array.size for array in weights.values())
-    memoize_keras_skipsets()
-    try:
-        model = keras().saving.load_model(keras_path, safe_mode=True, compile=False)
-        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
-    except Exception as error:  # reported, never executed around
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RunDirError(f"cannot use the checkpoint {keras_path}: {first_line}") from None
-    sampler.source = Path(keras_path)
-    return sampler, int(model.count_params())
-
-
-def _weights_from_sidecars(run: RunDir, shapes, config, vocab_size: int,
-                           on_notice) -> tuple[dict[str, np.ndarray], Path] | None:
-    """The fast path, taking the same decisions as RunDir.load_model (the same vetting of
-    the archive, network included): model.keras if it is whole, else model.prev.keras
-    with a notice; None where only Keras can tell. With the weights, the file they match."""
-    if run.model_path.exists():
-        latest_problem = archive_problem(run.model_path, config, vocab_size)
-        if latest_problem is None:
-            weights = _read_sidecar(run.model_path, shapes)  # None: Keras decides, may fall back itself
-            return (weights, run.model_path) if weights is not None else None
-    else:
-        latest_problem = "missing"
-    if not run.previous_model_path.exists() or \
-            archive_problem(run.previous_model_path, config, vocab_size) is not None:
-        return None
-    weights = _read_sidecar(run.previous_model_path, shapes)
-    if weights is None:
-        return None
-    if on_notice is not None:
-        on_notice(fallback_notice(f"model.keras: {latest_problem}"))
-    return weights, run.previous_model_path
-
-
-def _sampler_from_keras(run: RunDir, config, vocab, shapes, on_notice, rebuild: bool) -> tuple[Sampler, int]:
-    """The slow path, as before: Keras loads the checkpoint (vetted, safe mode)."""
-    versions_before = {path: _file_version(path) for path in (run.model_path, run.previous_model_path)}
-    notices: list[str] = []
-    model = run.load_model(compile=False, on_notice=notices.append)
-    for message in notices:
-        if on_notice is not None:
-            on_notice(message)
-    try:
-        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
-    except ValueError as error:
-        raise RunDirError(f"{run.path} cannot be sampled: {error}") from None
-    loaded = run.previous_model_path if notices else run.model_path  # the notice says it fell back
-    sampler.source = loaded
-    if rebuild:
-        _rebuild(run, model, loaded, versions_before[loaded], shapes)
-    return sampler, int(model.count_params())
-
-
-def _rebuild(run: RunDir, model, keras_path: Path, version_before: _FileVersion | None, shapes) -> None:
+def rebuild(keras_path: Path, model, version_before: FileVersion | None, shapes) -> None:
     """Write the sidecar of `keras_path` from the model Keras loaded from it, if that file
-    did not change while Keras read it and this process may write to the run directory."""
-    if version_before is None or not _may_write(run) or _file_version(keras_path) != version_before:
+    did not change while Keras read it (the caller has decided it may write there)."""
+    if version_before is None or file_version(keras_path) != version_before:
         return
     weights = weights_of(model)
     if weights is None or {name: array.shape for name, array in weights.items()} != shapes:
@@ -323,31 +233,3 @@ def _rebuild(run: RunDir, model, keras_path: Path, version_before: _FileVersion 
         atomic_write_bytes(sidecar_path(keras_path), encode(weights, version_before.fingerprint))
     except RunDirError:
         pass  # a cache only: the next reader takes the Keras path again
-
-
-def _may_write(run: RunDir) -> bool:
-    """Readers rebuild a sidecar only where they may write and no trainer is at work: a
-    read-only user never writes, and a trainer writes its own sidecars."""
-    if run.acquired:
-        return True
-    return os.access(run.path, os.W_OK) and not _locked_by_another_process(run.lock_path)
-
-
-def _locked_by_another_process(lock_path: Path) -> bool:
-    """Whether a trainer holds the run's flock. A shared lock is tried and dropped at once:
-    a trainer starting in that instant is told the run is in use, a risk of microseconds."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return False  # no trainer has ever run here
-    except OSError:
-        return True  # cannot tell: do not write
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)

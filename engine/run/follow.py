@@ -19,17 +19,22 @@ import functools
 import logging
 import math
 import os
-import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from engine import events
-from engine.config import TrainConfig
+from engine.files import checkpoints
+from engine.config import TrainConfig, is_finite_number
 from engine.errors import CharlmError, RunDirError
-from engine.rundir import MetricsTail, RunDir
-from engine.windows import Windows, split_point
+from engine.files.metrics import MetricsTail
+from engine.files.rundir import RunDir
+from engine.files.vetting import checkpoint_step
+from engine.data.windows import Windows, split_point
 
 log = logging.getLogger("charlm.engine")
 
@@ -46,8 +51,6 @@ class CheckpointUsed:
 
     @functools.cached_property
     def step(self) -> int | None:
-        from engine.rundir import checkpoint_step
-
         return checkpoint_step(self.path)
 
 
@@ -59,7 +62,7 @@ class SavedRun:
     config: TrainConfig
     vocab: tuple[str, ...]
     corpus_meta: dict
-    sampler: object = None          # engine.sampler.Sampler of the newest loadable checkpoint
+    sampler: object = None          # engine.modeling.sampler.Sampler of the newest loadable checkpoint
     parameters: int = 0
     excerpts: list[str] = field(default_factory=list)  # seed texts saved with the run
     checkpoint: CheckpointUsed | None = None  # where the sampler's weights came from
@@ -77,8 +80,6 @@ class SavedRun:
             return 0
         config = self.config
         split = split_point(chars, config.val_fraction)
-        import numpy as np
-
         return Windows(np.zeros(split, dtype=np.uint8), config.maxlen, config.step, config.objective,
                        config.batch_size).batches_per_epoch
 
@@ -105,11 +106,11 @@ def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None
     `rebuild_sidecar` lets a missing sidecar be written (never by a watcher)."""
     run = RunDir(saved.path)
     if checkpoint == "latest":
-        saved.sampler, saved.parameters = run.load_sampler(on_notice=on_notice, rebuild_sidecar=rebuild_sidecar)
+        saved.sampler, saved.parameters = checkpoints.load_sampler(run, on_notice=on_notice,
+                                                                   rebuild_sidecar=rebuild_sidecar)
     else:
-        from engine.sidecar import load_sampler_from
-
-        saved.sampler, saved.parameters = load_sampler_from(run, run.checkpoint_path(checkpoint))
+        chosen = checkpoints.checkpoint_path(run, checkpoint)
+        saved.sampler, saved.parameters = checkpoints.load_sampler_from(run, chosen)
     source = saved.sampler.source
     saved.checkpoint = CheckpointUsed(source) if source is not None else None
 
@@ -123,92 +124,9 @@ def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_si
     return saved
 
 
-def seed_corpus(saved: SavedRun, encoding: str | None = None):
-    """The training text, for random seed texts and the memorization check, if it is on
-    this machine (see training_text); None otherwise (the saved excerpts, or the model
-    itself, provide seeds)."""
-    return training_text(saved, encoding)[0]
-
-
-NOT_HERE = "the training text is not on this machine, so the samples were not checked for copied text"
-
-
-def training_text(saved: SavedRun, encoding: str | None = None):
-    """(the very text the run was trained on, None) or (None, why not, in one sentence).
-
-    A text is used only when it matches the fingerprint the run recorded (engine/corpus.py
-    corpus_notes): at its absolute path, a regular file (or folder of them) of the recorded
-    size, checked before a byte is read, so a crafted config.json cannot make this read
-    anything else whole; then its digest, once read. A built-in (pydocs) is found by name.
-    A run saved without a fingerprint (by an older version) names its text by the path as
-    typed, which from another folder is another file: it is not guessed at."""
-    from engine.corpus import is_on_disk, load_corpus, named_corpora, text_digest
-
-    meta = saved.corpus_meta
-    recorded = meta.get("fingerprint")
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
-        return None, ("the run was saved by an earlier charlm-tui, without a fingerprint of its training "
-                      "text, so the text at its path may not be the one it learnt from: the samples were "
-                      "not checked for copied text")
-    path, name = meta.get("path"), meta.get("name")
-    if isinstance(path, str) and path:
-        problem = _not_the_recorded_file(path, recorded.get("bytes"))
-        if problem:
-            return None, problem
-        spec, where = path, path
-    elif isinstance(name, str) and name in named_corpora() and _on_disk(name, is_on_disk):
-        spec, where = name, f"the {name} corpus"
-    else:
-        return None, NOT_HERE
-    try:
-        corpus = load_corpus(spec, lowercase=saved.config.lowercase, encoding=encoding)
-    except CharlmError as error:
-        return None, f"the training text could not be read ({error}), so the samples were not checked"
-    if len(corpus) != meta.get("chars") or text_digest(corpus) != recorded["sha256"] \
-            or not set(corpus.vocab) <= set(saved.vocab):
-        return None, (f"{where} is no longer the text the run was trained on (it changed since), so the "
-                      "samples were not checked for copied text")
-    return corpus, None
-
-
-MAX_TRAINING_TEXT_BYTES = 4 << 30  # what a run may claim its text holds (a 1 GiB corpus: 1.1 GiB)
-
-
-def _not_the_recorded_file(path: str, recorded_bytes) -> str | None:
-    """Why the file (or folder) at `path` cannot be the recorded text, seen from its size
-    on disk alone; None when it may be. Nothing is read."""
-    from engine.corpus import source_bytes
-
-    if not os.path.isabs(path):
-        return NOT_HERE
-    try:
-        mode = os.stat(path).st_mode  # (--corpus may name a link: the trainer read through it)
-    except (OSError, ValueError):
-        return NOT_HERE
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return f"{path} is not a regular file, so the samples were not checked for copied text"
-    if not isinstance(recorded_bytes, int) or isinstance(recorded_bytes, bool) \
-            or not 0 < recorded_bytes <= MAX_TRAINING_TEXT_BYTES:
-        return ("the run's record of its training text is damaged, so the samples were not checked for "
-                "copied text")
-    size = source_bytes(path)
-    if size != recorded_bytes:
-        return (f"{path} holds {size:,} bytes, not the {recorded_bytes:,} the run was trained on (it changed "
-                "since), so the samples were not checked for copied text")
-    return None
-
-
-def _on_disk(name: str, is_on_disk) -> bool:
-    try:
-        return is_on_disk(name)
-    except OSError:
-        return False
-
-
 # -- metrics rows as events -------------------------------------------------------------------
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) else None
+    return float(value) if is_finite_number(value) else None
 
 
 def _count(value) -> int | None:
@@ -357,8 +275,6 @@ class RunFollower:
         model_path = RunDir(saved.path).model_path
         loaded_signature = attempted_signature = None
         last_load = -math.inf
-        import time
-
         while True:
             rows, reset = tail.poll()
             if reset:

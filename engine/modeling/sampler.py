@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import MAX_SEED, TEMPERATURE_RULE, valid_temperature
+from engine.config import MAX_SEED, TEMPERATURE_RULE, is_finite_number, valid_temperature
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -72,19 +72,14 @@ def _whole(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and bool(np.isfinite(value))
-
-
 # The sampling options as the command line spells them: (rule, what it must be). The
 # engine refuses a value outside its rule from any front end, and the command line's
 # argument types use the same rules, so nothing is accepted and then silently ignored.
 SAMPLING_RULES = {
     "--top-k": (lambda k: _whole(k) and k >= 1, "a whole number of at least 1"),
-    "--top-p": (lambda p: _real(p) and 0 < p <= 1, "a number above 0 and at most 1"),
+    "--top-p": (lambda p: is_finite_number(p) and 0 < p <= 1, "a number above 0 and at most 1"),
     "--seed": (lambda s: _whole(s) and 0 <= s <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
-    "--temperatures": (lambda t: _real(t) and valid_temperature(float(t)), TEMPERATURE_RULE),
+    "--temperatures": (lambda t: is_finite_number(t) and valid_temperature(float(t)), TEMPERATURE_RULE),
     "--length": (lambda n: _whole(n) and n >= 0, "a whole number, 0 or more"),
 }
 
@@ -124,7 +119,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow
 
 
-# -- the weights a Sampler needs, by name (what engine/sidecar.py stores beside a checkpoint)
+# -- the weights a Sampler needs, by name (what engine/files/sidecar.py stores beside a checkpoint)
 _LSTM_PARTS = ("kernel", "recurrent_kernel", "bias")
 
 
@@ -144,7 +139,7 @@ def weight_shapes(vocab_size: int, layers: int, units: int) -> dict[str, tuple[i
 
 
 def keras_weights(model) -> dict[str, np.ndarray]:
-    """The arrays a Sampler needs from a model built by `engine.model.build_model`, named
+    """The arrays a Sampler needs from a model built by `engine.modeling.model.build_model`, named
     as `weight_shapes` names them and exactly as Keras holds them (float32, not converted)."""
     weights: dict[str, np.ndarray] = {}
     lstm_count = 0
@@ -184,7 +179,7 @@ class Sampler:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_keras_model(cls, model, vocab: Sequence[str], lowercase: bool = True) -> "Sampler":
-        """Copy the weights out of a model built by `engine.model.build_model`."""
+        """Copy the weights out of a model built by `engine.modeling.model.build_model`."""
         lstms, dense = [], None
         for layer in model.layers:
             kind = type(layer).__name__
@@ -219,7 +214,7 @@ class Sampler:
 
     def weights(self) -> dict[str, np.ndarray]:
         """The float64 arrays this sampler computes with, named as `weight_shapes` names them,
-        as read-only views: engine/trace.py runs the same network over a text, step by step."""
+        as read-only views: engine/modeling/trace.py runs the same network over a text, step by step."""
         arrays = {"dense_kernel": self._dense_kernel, "dense_bias": self._dense_bias}
         for number, lstm in enumerate(self._lstms, 1):
             arrays.update({f"lstm_{number}_{part}": getattr(lstm, part) for part in _LSTM_PARTS})
@@ -322,3 +317,17 @@ class Sampler:
             for column, ch in zip(columns, chars):
                 column.append(ch)
         return {float(t): "".join(column) for t, column in zip(temperatures, columns)}
+
+
+def encode(sampler: Sampler, text: str, what: str = "the text") -> tuple[str, np.ndarray]:
+    """(the text as the model reads it, its character ids); a ValueError naming the
+    characters the model does not know (`what` says whose they are, e.g. "--text")."""
+    if sampler.lowercase:
+        text = text.lower()
+    index = {char: number for number, char in enumerate(sampler.vocab)}
+    unknown = sorted({char for char in text if char not in index})
+    if unknown:
+        shown = ", ".join(repr(char) for char in unknown[:8])
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        raise ValueError(f"{what} has characters the model does not know: {shown}{more}")
+    return text, np.fromiter((index[char] for char in text), dtype=np.intp, count=len(text))

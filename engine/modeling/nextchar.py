@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.sampler import Sampler, reweight_distribution
-from engine.trace import encode
+from engine.modeling.sampler import Sampler, encode, reweight_distribution
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ import threading
 
 from engine.config import STRATEGIES
 from engine.errors import TrainingError
+from engine.tfsetup import keras, tensorflow
 
 
 def make_strategy(name: str):
     """The tf.distribute strategy called `name` (created once per process)."""
-    from engine.tfsetup import tensorflow
-
     tf = tensorflow()
     if name == "default":
         return tf.distribute.get_strategy()
@@ -39,8 +38,6 @@ def make_strategy(name: str):
 @functools.cache
 def _multiworker_strategy():
     # Once per process: the strategy sets up TensorFlow's collective ops for good.
-    from engine.tfsetup import tensorflow
-
     cluster_size()  # a clear error for a missing or malformed TF_CONFIG
     with _default_signals():
         return tensorflow().distribute.MultiWorkerMirroredStrategy()
@@ -108,10 +105,8 @@ def set_precision(mixed: bool) -> str:
     """Set Keras's global dtype policy; return a note when mixed precision cannot apply.
 
     float16 compute needs a GPU (bfloat16 on Ampere and newer is safer: no loss
-    scaling); the softmax layer stays float32 either way (see engine.model).
+    scaling); the softmax layer stays float32 either way (see engine.modeling.model).
     """
-    from engine.tfsetup import keras, tensorflow
-
     if not mixed:
         keras().mixed_precision.set_global_policy("float32")
         return ""

@@ -11,6 +11,10 @@ import math
 
 import numpy as np
 
+from engine.config import TrainConfig
+from engine.errors import CorpusError
+from engine.tfsetup import tensorflow
+
 # Above this many windows an exact shuffle would cost too much memory (4 bytes per
 # window); an affine permutation i -> (a*i + c) mod n costs none and still spreads
 # every batch over the whole corpus.
@@ -90,8 +94,6 @@ class Windows:
 
     def dataset(self, epoch: int, first_batch: int = 0, last_batch: int | None = None):
         """A prefetching tf.data pipeline over batches [first_batch, last_batch) of `epoch`."""
-        from engine.tfsetup import tensorflow
-
         tf = tensorflow()
         last_batch = self.batches_per_epoch if last_batch is None else last_batch
         y_shape = (None,) if self.objective == "last" else (None, self.maxlen)
@@ -111,3 +113,14 @@ class Windows:
 def split_point(length: int, val_fraction: float) -> int:
     """Index where the held-out tail begins (the last `val_fraction` of the corpus)."""
     return int(round(length * (1.0 - val_fraction)))
+
+
+def check_length(corpus, config: TrainConfig) -> None:
+    """Refuse a corpus too short for one training and one held-out window."""
+    split = split_point(len(corpus), config.val_fraction)
+    needed = config.maxlen + 1
+    if split < needed or len(corpus) - split < needed:
+        raise CorpusError(
+            f"{corpus.name} has {len(corpus):,} characters: too short for {config.maxlen}-char "
+            f"windows with {config.val_fraction:.0%} held out (needs at least "
+            f"{math.ceil(needed / config.val_fraction):,}); use a longer text or a smaller --maxlen")

@@ -352,7 +352,7 @@ _registry_lock = threading.Lock()  # guards the two dictionaries; never held dur
 
 
 def index_for(corpus) -> NoveltyIndex:
-    """The index of an engine.corpus.Corpus, built at the first call and shared after.
+    """The index of an engine.data.corpus.Corpus, built at the first call and shared after.
     Any thread: a second caller for the same corpus waits for the first one's build,
     callers for other corpora do not. Raises CorpusError for a corpus too big to index
     (at once: the size is checked first)."""
@@ -374,21 +374,3 @@ def built_index(corpus) -> NoveltyIndex | None:
     """The corpus's index if it is built already, else None; never waits for a build."""
     with _registry_lock:
         return _indexes.get(corpus)
-
-
-def memorization_report(saved, samples: dict[float, "str | list[str]"]) -> dict:
-    """For `charlm-tui sample --json`: {"memorization": {temperature: Novelty.as_json()}}
-    (a list of them where a temperature has a list of samples: --num-samples)
-    when the run's very training text is on this machine (engine.follow.training_text:
-    its recorded path and fingerprint), else {"memorization_note": why not}."""
-    from engine.follow import training_text
-
-    corpus, why_not = training_text(saved)
-    if corpus is None:
-        return {"memorization_note": why_not}
-    try:
-        index = index_for(corpus)
-    except CorpusError as error:
-        return {"memorization_note": str(error)}
-    return {"memorization": {str(t): [index.measure(one).as_json() for one in text] if isinstance(text, list)
-                             else index.measure(text).as_json() for t, text in samples.items()}}

@@ -1,0 +1,1 @@
+"""Model and sampling: the network, the numpy sampler, traces, the memorization index."""

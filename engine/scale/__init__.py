@@ -1,0 +1,1 @@
+"""Scale: distribution strategies, multi-worker training, memory estimates, TensorBoard."""
