@@ -161,6 +161,10 @@ class Trainer:
 
     _saved_lr: float | None = None  # the resumed run's learning rate, as its config.json had it
 
+    def new_peak(self) -> bool:
+        """Whether this session resumed the run with another --lr: a new plan, followed as it is."""
+        return self._saved_lr is not None and not math.isclose(self._saved_lr, self.config.lr)
+
     def _corpus_path(self) -> str | None:
         """The file or folder the corpus was read from (None for a built-in one)."""
         source = self.corpus.source
@@ -798,8 +802,13 @@ class _ProgressMixin:
             session_steps=self.step - self.run_start_step,
             session_seconds=self.clock.elapsed - self.run_start_time)
         optimizer = self.model.optimizer
-        getattr(optimizer, "inner_optimizer", optimizer).learning_rate = \
-            schedule.learning_rate(config, self.step, fraction)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        if self.resumed is None and self.run_start_step and not self.trainer.new_peak():
+            # the checkpoint's rate, read once: a resumed session never raises it (engine/schedule.py)
+            self.resumed = schedule.Resumed(self.step, fraction, float(np.asarray(optimizer.learning_rate)))
+        optimizer.learning_rate = schedule.learning_rate(config, self.step, fraction, self.resumed)
+
+    resumed: "schedule.Resumed | None" = None
 
     def start_epoch(self, epoch: int, first_batch: int) -> None:
         self.epoch = epoch
