@@ -935,8 +935,30 @@ class RunDir:
             raise _explain(error, "keep the checkpoint as", kept) from None
         _fsync_dir(self.path)
 
-    def checkpoint_path(self, choice: str) -> Path:
-        """`latest`, `best` or a FILE for `sample --checkpoint`."""
+    def default_checkpoint(self) -> str:
+        """What a reader samples from when not told: "best" (model.best.keras, the lowest
+        held-out loss) once the run has stopped and kept one, since a run's last epochs
+        may overfit; "latest" while a process trains it (the newest is what is watched)
+        or where no best was kept."""
+        return "best" if self.best_model_path.exists() and not self.in_training() else "latest"
+
+    def in_training(self) -> bool:
+        """Whether a process holds the run directory's lock now (read only: nothing written)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # (drops the shared lock taken just to ask)
+        return False
+
+    def checkpoint_path(self, choice: str | None) -> Path:
+        """`latest`, `best` or a FILE for `sample --checkpoint` (None: default_checkpoint)."""
+        choice = choice or self.default_checkpoint()
         if choice == "latest":
             return self.model_path
         if choice == "best":
