@@ -119,10 +119,11 @@ def main() -> None:
     temperatures = [float(t) for t in args.temperatures.split(",")]
     samples: dict[float, list[str]] = {t: [] for t in temperatures}
     for seed, seed_text in zip(seeds, seed_texts(text, seeds)):
-        for temperature, sample in saved.sampler.generate(seed_text, temperatures, args.chars, seed=seed).items():
+        generated = saved.sampler.generate(seed_text, temperatures, args.chars, seed=seed)
+        for temperature, sample in generated.items():
             samples[temperature].append(sample)
 
-    print(f"{args.run} ({saved.choice} checkpoint): {len(seeds)} seeds x {args.chars:,} chars per temperature "
+    print(f"{args.run} ({saved.choice} checkpoint): {len(seeds)} seeds x {args.chars:,} chars a temperature "
           f"against the first {len(text):,} characters of its text")
     print(f"text: line median {reference.median:g}, p90 {reference.p90:g}, p99 {reference.p99:g}; "
           f"brackets unmatched {reference.brackets:.3f}, paragraphs with a quote open {reference.quotes:.3f}")

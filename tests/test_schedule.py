@@ -69,7 +69,8 @@ def test_the_trainer_decays_the_rate_over_its_steps(tiny_corpus, tmp_path):
 
 
 def test_a_resumed_session_never_raises_the_rate_it_finds():
-    config = preset("fast", lr=0.01, warmup_steps=10, lr_floor=0.1, decay_start=0.5, epochs=10, time_budget=120.0)
+    config = preset("fast", lr=0.01, warmup_steps=10, lr_floor=0.1, decay_start=0.5, epochs=10,
+                    time_budget=120.0)
     # The last session ended at its own budget, decayed to the floor, at 20% of the epochs:
     # the plan would go back to the peak; the session plans its own decay from the floor.
     ended = Resumed(step=2000, fraction=0.2, rate=0.001)
@@ -118,10 +119,12 @@ def test_training_more_starts_from_the_rate_the_run_ended_at(tiny_corpus, tmp_pa
         if isinstance(event, events.BatchProgress) and event.step >= 24 + 9:
             again.stop()
 
-    again = Trainer(tiny_corpus, tiny_config(steps=60, **settings), tmp_path / "run", on_event=stop_a_few_steps_in)
+    again = Trainer(tiny_corpus, tiny_config(steps=60, **settings), tmp_path / "run",
+                    on_event=stop_a_few_steps_in)
     finished = again.run()
     assert finished.reason == "stopped" and 24 + 9 <= finished.step < 24 + 60
-    fraction = fraction_done(again.config, step=finished.step, steps_per_epoch=again.train_windows.batches_per_epoch,
+    fraction = fraction_done(again.config, step=finished.step,
+                             steps_per_epoch=again.train_windows.batches_per_epoch,
                              session_steps=finished.step - 24, session_seconds=0.0)
     assert planned_rate(again.config, finished.step, fraction) == pytest.approx(0.01)  # what it was before
     rate = float(again.model.optimizer.learning_rate.numpy())

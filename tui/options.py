@@ -212,7 +212,8 @@ def app_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES)
     _add_corpus_options(parser)
     parser.add_argument("--no-train", action="store_true", help="open a saved --run and only generate")
-    parser.add_argument("--checkpoint", default=None, metavar="WHICH", help="with --no-train: " + CHECKPOINT_HELP)
+    parser.add_argument("--checkpoint", default=None, metavar="WHICH",
+                        help="with --no-train: " + CHECKPOINT_HELP)
     _add_training_options(parser)
     return parser
 
