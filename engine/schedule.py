@@ -8,9 +8,9 @@ warmup-stable-decay schedules do, keeps the fast early learning of a short run; 
 decay tied to the run's length lets it end at a low rate instead of a noisy high one.
 "constant" (the book) keeps `lr` throughout.
 
-A resumed session never raises the rate it finds in the checkpoint: where the plan at
-the point it resumes from is at or below that rate (a run stopped and resumed, or still
-warming up), the plan goes on; where the plan would raise it (the last session ended
+A resumed session never raises the rate it finds in the checkpoint: where that rate is
+the plan's at the point it resumes from (a run stopped and resumed, even mid-warm-up),
+the plan goes on; where the plan would raise it (the last session ended
 decayed, at its own --time-budget or --steps), the session plans its own decay, from
 the rate it found down to the floor at its own planned end. Training more then starts
 where the run was, not at a peak that undoes what the decay gained.
@@ -41,18 +41,20 @@ def fraction_done(config: TrainConfig, *, step: int, steps_per_epoch: int, sessi
 
 @dataclass(frozen=True)
 class Resumed:
-    """Where a resumed session starts: the run's step, its fraction done then, and the
-    rate the checkpoint's optimizer holds."""
+    """Where a resumed session starts: the run's step, its fraction done then, the rate
+    the checkpoint's optimizer holds, and at most how many steps before `step` that rate
+    was set (the trainer sets it every few steps)."""
 
     step: int
     fraction: float
     rate: float
+    lag: int = 0
 
     def follows_plan(self, config: TrainConfig) -> bool:
-        """Whether the run's plan goes on from here without raising the rate found."""
-        if self.step < config.warmup_steps:  # still warming up: the plan rises, as it was meant to
-            return True
-        return planned_rate(config, self.step, self.fraction) <= self.rate * (1.0 + RATE_TOLERANCE)
+        """Whether the rate found is the plan's: then the plan goes on (a warm-up rises, as
+        it was meant to); else the last session ended below it, decayed to its own end."""
+        planned = planned_rate(config, max(0, self.step - self.lag), self.fraction)
+        return planned <= self.rate * (1.0 + RATE_TOLERANCE)
 
 
 def _half_cosine(fraction: float) -> float:

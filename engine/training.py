@@ -805,7 +805,8 @@ class _ProgressMixin:
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)
         if self.resumed is None and self.run_start_step and not self.trainer.new_peak():
             # the checkpoint's rate, read once: a resumed session never raises it (engine/schedule.py)
-            self.resumed = schedule.Resumed(self.step, fraction, float(np.asarray(optimizer.learning_rate)))
+            self.resumed = schedule.Resumed(self.step, fraction, float(np.asarray(optimizer.learning_rate)),
+                                            lag=SCHEDULE_EVERY)
         optimizer.learning_rate = schedule.learning_rate(config, self.step, fraction, self.resumed)
 
     resumed: "schedule.Resumed | None" = None

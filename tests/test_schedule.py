@@ -90,9 +90,12 @@ def test_a_resumed_session_goes_on_with_the_plan_where_it_does_not_raise_the_rat
     stopped_at_peak = Resumed(step=500, fraction=0.1, rate=0.01)
     assert stopped_at_peak.follows_plan(config)
     assert learning_rate(config, 600, 0.4, stopped_at_peak) == planned_rate(config, 600, 0.4) == 0.01
-    warming_up = Resumed(step=40, fraction=0.01, rate=planned_rate(config, 36, 0.01))  # set 4 steps before
+    warming_up = Resumed(step=40, fraction=0.01, rate=planned_rate(config, 37, 0.01), lag=4)  # set 3 before
     assert warming_up.follows_plan(config)
     assert learning_rate(config, 99, 0.02, warming_up) == pytest.approx(0.01)
+    ended_warming_up = Resumed(step=40, fraction=0.01, rate=0.001 * 41 / 100, lag=4)  # --steps 40 decayed
+    assert not ended_warming_up.follows_plan(config)
+    assert learning_rate(config, 99, 0.02, ended_warming_up) <= 0.001 * 41 / 100
     decaying = Resumed(step=8000, fraction=0.8, rate=planned_rate(config, 7996, 0.7996))
     assert decaying.follows_plan(config)
 
