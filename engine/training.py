@@ -678,16 +678,30 @@ class Trainer:
         if self.chief:
             self._log_metrics(kind="epoch", epoch=epoch, step=step, clock=clock, train_loss=train_loss)
 
+    def _long_context_loss(self) -> float | None:
+        """The held-out loss with 200+ characters of context, the state carried
+        (engine/longcontext.py: numpy, a fraction of a second for Nietzsche's held-out
+        text); None where that text is too short for it."""
+        from engine.longcontext import long_context_loss
+
+        try:
+            return long_context_loss(self.sampler(), self.val_ids)
+        except ValueError:
+            return None
+
     def _finish(self, reason, step, train_loss, val_loss, clock, progress) -> events.TrainingFinished:
         self._list_the_last_epoch(step, train_loss, clock, progress)
+        scored = val_loss is not None and reason != "stopped"  # (a user who stops is waiting)
         finished = events.TrainingFinished(
             reason=reason, epoch=step // self.train_windows.batches_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
-            chars_per_sec=progress.mean_rate(), run_dir=self._run_label())
+            chars_per_sec=progress.mean_rate(), run_dir=self._run_label(),
+            long_context_loss=self._long_context_loss() if scored else None)
         if self.chief:
             self._log_metrics(kind="end", epoch=finished.epoch, step=step, clock=clock,
                               train_loss=train_loss, val_loss=val_loss, reason=reason,
-                              chars_per_sec=round(finished.chars_per_sec, 1))
+                              chars_per_sec=round(finished.chars_per_sec, 1),
+                              long_context_loss=finished.long_context_loss)
         self._emit(finished)
         return finished
 
