@@ -56,3 +56,17 @@ def test_streams_are_consecutive_pieces_each_with_its_own_context(tiny_model):
     assert stream_pieces(ids, context=300, streams=8).shape == (3, 666)  # each at least twice the context
     with pytest.raises(ValueError, match="too few"):
         stream_pieces(ids[:150], context=200)
+
+
+def test_a_run_ends_with_its_long_context_figure(tmp_path):
+    import json
+
+    from engine.corpus import load_corpus
+    from engine.training import Trainer
+
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    trainer = Trainer(load_corpus(tmp_path / "tiny.txt"), tiny_config(steps=10, sample_length=0), tmp_path / "run")
+    finished = trainer.run()
+    assert finished.long_context_loss == pytest.approx(long_context_loss(trainer.sampler(), trainer.val_ids))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["kind"] == "end" and rows[-1]["long_context_loss"] == finished.long_context_loss
