@@ -65,7 +65,8 @@ def test_a_run_ends_with_its_long_context_figure(tmp_path):
     from engine.training import Trainer
 
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
-    trainer = Trainer(load_corpus(tmp_path / "tiny.txt"), tiny_config(steps=10, sample_length=0), tmp_path / "run")
+    config = tiny_config(steps=10, sample_length=0)
+    trainer = Trainer(load_corpus(tmp_path / "tiny.txt"), config, tmp_path / "run")
     finished = trainer.run()
     assert finished.long_context_loss == pytest.approx(long_context_loss(trainer.sampler(), trainer.val_ids))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
