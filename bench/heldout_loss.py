@@ -9,6 +9,12 @@ book's budget) and another for `--fast-seconds`, each with that `--time-budget`,
 user would run it: the learning rate decays to the end of the budget it is given.
 Training time is what each loop's clock counts (the Trainer's includes its own
 per-epoch evaluation and checkpoints); vectorising and scoring are not counted.
+
+Beside that windowed figure, each model gets a long-context one (engine/modeling/longcontext.py):
+every held-out char predicted from at least 200 chars before it, the LSTM state carried
+through the text as the sampler carries it. A model that uses long-range structure
+scores lower there than in windows; one whose state drifts past its training lengths,
+higher.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ def train_book(text: str, chars, seconds: float, seed: int):
     return model, {"seconds": budget.elapsed, "batches": budget.batches,
                    "epochs": budget.batches / -(-len(x) // C.BOOK_BATCH),
                    "windows": len(x), "vectorise_seconds": vectorise}
+
+
+def long_context(model, chars, val_ids) -> float:
+    """Held-out nats/char with 200+ chars of context, the state carried (numpy sampler)."""
+    from engine.modeling.longcontext import long_context_loss
+    from engine.modeling.sampler import Sampler
+
+    return long_context_loss(Sampler.from_keras_model(model, chars), val_ids)
 
 
 def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dict):
@@ -77,10 +91,12 @@ def main() -> None:
         print(f"book: vectorising and training {args.book_seconds:g} s ...", flush=True)
         model, info = train_book(text[:split], chars, args.book_seconds, args.seed)
         info["heldout"] = C.heldout(model, vocab, val_ids)
+        info["heldout_long"] = long_context(model, chars, val_ids)
         del model
         result["book"] = info
         rows.append(["book (8.1)", f"{info['seconds']:.0f}", info["batches"], f"{info['epochs']:.2f}",
-                     f"{info['batches'] * C.BOOK_BATCH:,}", f"{info['heldout']:.4f}"])
+                     f"{info['batches'] * C.BOOK_BATCH:,}", f"{info['heldout']:.4f}",
+                     f"{info['heldout_long']:.4f}"])
         print(f"  {info}", flush=True)
 
     # (not tempfile.gettempdir(): the engine points it at a folder of its own, gone at exit)
@@ -92,14 +108,16 @@ def main() -> None:
             model, config, finished = train_ours(corpus, os.path.join(work, f"ours-{budget:g}"), budget, fresh=True,
                                                  overrides=parse_candidate(args.set))
             loss = C.heldout(model, vocab, val_ids)
+            long_loss = long_context(model, chars, val_ids)
             targets = finished.step * config.batch_size * config.targets_per_window
             info = {"budget": budget, "seconds": finished.elapsed, "steps": finished.step,
                     "epochs": finished.epoch, "targets": targets, "trainer_val_loss": finished.val_loss,
-                    "heldout": loss, "config": config.to_json()}
+                    "heldout": loss, "heldout_long": long_loss, "config": config.to_json()}
             result["ours"].append(info)
             rows.append([f"fast @ {budget:g} s", f"{finished.elapsed:.0f}", finished.step,
-                         f"{finished.epoch}", f"{targets:,}", f"{loss:.4f}"])
-            print(f"  steps {finished.step}, {finished.elapsed:.0f} s, held-out {loss:.4f} "
+                         f"{finished.epoch}", f"{targets:,}", f"{loss:.4f}", f"{long_loss:.4f}"])
+            print(f"  steps {finished.step}, {finished.elapsed:.0f} s, held-out {loss:.4f}, "
+                  f"long-context {long_loss:.4f} "
                   f"(Trainer's own val {finished.val_loss})", flush=True)
     finally:
         if args.keep:
@@ -108,7 +126,8 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(C.table(rows, ["recipe", "train s", "steps", "epochs", "targets", "held-out nats/char"]))
+    print(C.table(rows, ["recipe", "train s", "steps", "epochs", "targets", "held-out nats/char",
+                         "200+ context, carried"]))
     if "book" in result:
         book = result["book"]["heldout"]
         at_book = result["ours"][0]["heldout"]

@@ -115,6 +115,7 @@ class TrainingFinished:
     elapsed: float
     chars_per_sec: float
     run_dir: str
+    long_context_loss: float | None = None  # held out, 200+ chars of context (engine/modeling/longcontext.py)
 
 
 Event = (Preparing | CorpusReady | TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved | SamplesGenerated

@@ -478,7 +478,7 @@ async def test_no_train_samples_from_the_checkpoint_asked_for(sample_workspace, 
                            sample_length=30))
     async with running_app(app) as pilot:
         await until_round(pilot, app)
-        best, latest = open_run(copy, checkpoint="best").sampler, open_run(copy).sampler
+        best, latest = open_run(copy, checkpoint="best").sampler, open_run(copy, checkpoint="latest").sampler
         shown = app.main.sampler.next_distribution("the will")
         assert np.allclose(shown, best.next_distribution("the will"))
         assert not np.allclose(shown, latest.next_distribution("the will"))

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from engine.config import TrainConfig, preset
-from engine.run.schedule import fraction_done, learning_rate
+from engine.run.schedule import Resumed, fraction_done, learning_rate, planned_rate
 from tests.conftest import tiny_config
 
 
@@ -66,3 +66,69 @@ def test_the_trainer_decays_the_rate_over_its_steps(tiny_corpus, tmp_path):
     rate = float(optimizer.learning_rate.numpy())
     expected = learning_rate(config, 40, 1.0)
     assert math.isclose(rate, expected, rel_tol=1e-4), (rate, expected)
+
+
+def test_a_resumed_session_never_raises_the_rate_it_finds():
+    config = preset("fast", lr=0.01, warmup_steps=10, lr_floor=0.1, decay_start=0.5, epochs=10,
+                    time_budget=120.0)
+    # The last session ended at its own budget, decayed to the floor, at 20% of the epochs:
+    # the plan would go back to the peak; the session plans its own decay from the floor.
+    ended = Resumed(step=2000, fraction=0.2, rate=0.001)
+    assert planned_rate(config, 2000, 0.2) == pytest.approx(0.01)
+    assert not ended.follows_plan(config)
+    rates = [learning_rate(config, 2000 + i, 0.2 + 0.8 * i / 100, ended) for i in range(101)]
+    assert max(rates) <= 0.001 and rates[-1] == pytest.approx(0.001)
+    # ... and from a rate above the floor, decays from it to the floor at the session's end.
+    halfway = Resumed(step=2000, fraction=0.2, rate=0.004)
+    assert learning_rate(config, 2000, 0.2, halfway) == pytest.approx(0.004)
+    assert learning_rate(config, 2500, 0.6, halfway) == pytest.approx(0.001 + 0.003 * 0.5)
+    assert learning_rate(config, 3000, 1.0, halfway) == pytest.approx(0.001)
+
+
+def test_a_resumed_session_goes_on_with_the_plan_where_it_does_not_raise_the_rate():
+    config = preset("fast", lr=0.01, warmup_steps=100, lr_floor=0.1, decay_start=0.5)
+    stopped_at_peak = Resumed(step=500, fraction=0.1, rate=0.01)
+    assert stopped_at_peak.follows_plan(config)
+    assert learning_rate(config, 600, 0.4, stopped_at_peak) == planned_rate(config, 600, 0.4) == 0.01
+    warming_up = Resumed(step=40, fraction=0.01, rate=planned_rate(config, 37, 0.01), lag=4)  # set 3 before
+    assert warming_up.follows_plan(config)
+    assert learning_rate(config, 99, 0.02, warming_up) == pytest.approx(0.01)
+    ended_warming_up = Resumed(step=40, fraction=0.01, rate=0.001 * 41 / 100, lag=4)  # --steps 40 decayed
+    assert not ended_warming_up.follows_plan(config)
+    assert learning_rate(config, 99, 0.02, ended_warming_up) <= 0.001 * 41 / 100
+    decaying = Resumed(step=8000, fraction=0.8, rate=planned_rate(config, 7996, 0.7996))
+    assert decaying.follows_plan(config)
+
+
+def test_the_book_resumes_at_its_constant_rate():
+    book = preset("book")
+    assert learning_rate(book, 5000, 0.5, Resumed(step=4000, fraction=0.4, rate=0.001)) == 0.01
+
+
+def test_training_more_starts_from_the_rate_the_run_ended_at(tiny_corpus, tmp_path):
+    """A real resumed run: the first session decays to the floor at its --steps; the second,
+    stopped a few steps in (where the plan, by epochs, would be back at its peak), is at
+    or below the rate the checkpoint held, and so ends at it."""
+    from engine import events
+    from engine.run.training import Trainer
+
+    settings = dict(epochs=50, lr=0.01, warmup_steps=4, lr_floor=0.1, sample_length=0)
+    first = tiny_config(steps=24, **settings)
+    assert Trainer(tiny_corpus, first, tmp_path / "run").run().reason == "steps"
+    floor = learning_rate(first, 24, 1.0)
+    assert floor == pytest.approx(0.001)
+
+    def stop_a_few_steps_in(event):
+        if isinstance(event, events.BatchProgress) and event.step >= 24 + 9:
+            again.stop()
+
+    again = Trainer(tiny_corpus, tiny_config(steps=60, **settings), tmp_path / "run",
+                    on_event=stop_a_few_steps_in)
+    finished = again.run()
+    assert finished.reason == "stopped" and 24 + 9 <= finished.step < 24 + 60
+    fraction = fraction_done(again.config, step=finished.step,
+                             steps_per_epoch=again.train_windows.batches_per_epoch,
+                             session_steps=finished.step - 24, session_seconds=0.0)
+    assert planned_rate(again.config, finished.step, fraction) == pytest.approx(0.01)  # what it was before
+    rate = float(again.model.optimizer.learning_rate.numpy())
+    assert rate <= floor * (1 + 1e-4), (rate, floor)

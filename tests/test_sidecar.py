@@ -177,8 +177,9 @@ def test_a_damaged_model_keras_falls_back_to_the_previous_sidecar_with_todays_no
     keras_only = tmp_path / "keras-only"
     shutil.copytree(run_copy, keras_only, ignore=shutil.ignore_patterns("*.sampler.npz"))
 
-    fast = charlm("sample", "--run", run_copy, *SAMPLE, report_imports=True)
-    slow = charlm("sample", "--run", keras_only, *SAMPLE)
+    latest = ("--checkpoint", "latest")  # (a stopped run is read from its best by default)
+    fast = charlm("sample", "--run", run_copy, *SAMPLE, *latest, report_imports=True)
+    slow = charlm("sample", "--run", keras_only, *SAMPLE, *latest)
     assert fast.returncode == 0 and slow.returncode == 0, slow.stderr
     modules, notes = split_report(fast.stderr)
     assert "tensorflow" not in modules
@@ -274,7 +275,7 @@ def test_a_hostile_model_keras_is_refused_even_with_a_matching_sidecar(run_copy,
     (run_copy / "model.prev.keras").unlink()
     (run_copy / "model.sampler.npz").write_bytes(sidecar.encode(weights, sidecar.fingerprint(model_path)))
 
-    out = charlm("sample", "--run", run_copy, "--length", "5")
+    out = charlm("sample", "--run", run_copy, "--length", "5", "--checkpoint", "latest")
     assert out.returncode == 1 and out.stderr.startswith("charlm-tui: error: ") and "Lambda layer" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and not marker.exists()
 

@@ -157,7 +157,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.strategy == "multiworker":
         return _error("multi-worker training runs headless: start `charlm-tui train --strategy "
                       "multiworker` on every machine, then `charlm-tui watch RUN` on the chief's", 2)
-    if args.checkpoint != "latest" and not args.no_train:
+    if args.checkpoint is not None and not args.no_train:
         return _error("--checkpoint chooses what --no-train samples from; training resumes from the latest", 2)
     if args.no_train:
         from engine.files.checkpoints import checkpoint_path

@@ -221,8 +221,12 @@ class HeadlessTrainer:
         ended = progress.describe_end(finished.reason).capitalize()
         self.say(f"{ended} at {progress.describe_position(self.progress)}, "
                  f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
+        if finished.long_context_loss is not None:
+            self.say(f"Held-out loss with 200+ characters of context, the state carried: "
+                     f"{finished.long_context_loss:.4f} (in windows: {finished.val_loss:.4f}).")
         if self.args.json:
             print(json.dumps({"reason": finished.reason, "epoch": finished.epoch, "step": finished.step,
                               "train_loss": finished.train_loss, "val_loss": finished.val_loss,
                               "elapsed": finished.elapsed, "chars_per_sec": finished.chars_per_sec,
-                              "run_dir": finished.run_dir}), file=self.stdout, flush=True)
+                              "run_dir": finished.run_dir, "long_context_loss": finished.long_context_loss}),
+                  file=self.stdout, flush=True)

@@ -146,7 +146,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         temperatures = {"1.0": 1.0, **temperatures}
     if args.json:
         print(json.dumps({
-            "run": str(saved.path), "checkpoint": args.checkpoint, "context": distribution.context,
+            "run": str(saved.path), "checkpoint": saved.choice, "context": distribution.context,
             "top": {written: [list(pair) for pair in distribution.top(args.top, value)]
                     for written, value in temperatures.items()},
             "entropy_bits": {written: distribution.entropy_bits(value)
@@ -165,7 +165,7 @@ def _print_distribution(saved, args, distribution, temperatures: dict[str, float
     context = visible_line(distribution.context)
     if len(distribution.context) > CONTEXT_SHOWN:
         context = "\u2026" + visible_line(distribution.context[-CONTEXT_SHOWN:])
-    _say(console, f"{saved.path} (checkpoint {args.checkpoint}): the next character after")
+    _say(console, f"{saved.path} (checkpoint {saved.choice}): the next character after")
     _say(console, f"  '{context}'")
     table = Table(box=None, pad_edge=False, show_edge=False)
     table.add_column("#", justify="right")
@@ -213,7 +213,7 @@ def cmd_cells(args: argparse.Namespace) -> int:
                    what=f"--text-file {args.text_file}" if args.text_file else "the held-out text")
     activations = traced.layers[layer_number - 1].activations
     properties = text_properties(traced.text)
-    where = {"run": str(saved.path), "checkpoint": args.checkpoint, "layer": layer_number, "layers": layers,
+    where = {"run": str(saved.path), "checkpoint": saved.choice, "layer": layer_number, "layers": layers,
              "cells": units, "chars": len(traced.text), "source": source}
     if args.cell is not None:
         return _print_cell(args, traced.text, activations, properties, where)

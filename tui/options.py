@@ -212,9 +212,8 @@ def app_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES)
     _add_corpus_options(parser)
     parser.add_argument("--no-train", action="store_true", help="open a saved --run and only generate")
-    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
-                        help="with --no-train: latest (default), best (model.best.keras: the lowest "
-                             "held-out loss), or a .keras FILE of this run")
+    parser.add_argument("--checkpoint", default=None, metavar="WHICH",
+                        help="with --no-train: " + CHECKPOINT_HELP)
     _add_training_options(parser)
     return parser
 
@@ -246,9 +245,7 @@ def sample_parser() -> argparse.ArgumentParser:
                            r"backslash, e.g. 'ROMEO:\n' (default: an excerpt of the training corpus)")
     seed.add_argument("--seed-file", default=None, metavar="FILE",
                       help=f"start from the text of a UTF-8 file (at most {MAX_SEED_FILE_BYTES:,} bytes)")
-    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
-                        help="latest (default: model.keras, else model.prev.keras), best (model.best.keras: "
-                             "the lowest held-out loss), or a .keras FILE of this run")
+    parser.add_argument("--checkpoint", default=None, metavar="WHICH", help=CHECKPOINT_HELP)
     parser.add_argument("--num-samples", type=int, default=None, metavar="N",
                         help="N independent samples per temperature (1); with --json each "
                              "temperature then maps to a list")
@@ -303,12 +300,13 @@ def _count(low: int, high: int):
 
 
 MAX_CELLS_CHARS = 100_000
+CHECKPOINT_HELP = ("latest (model.keras, else model.prev.keras), best (model.best.keras: the lowest held-out "
+                   "loss), or a .keras FILE of this run; default: best once the run has stopped and kept "
+                   "one, else latest")
 
 
 def _add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default="latest", metavar="WHICH",
-                        help="latest (default: model.keras, else model.prev.keras), best (model.best.keras: "
-                             "the lowest held-out loss), or a .keras FILE of this run")
+    parser.add_argument("--checkpoint", default=None, metavar="WHICH", help=CHECKPOINT_HELP)
 
 
 def inspect_parser() -> argparse.ArgumentParser:
@@ -401,7 +399,7 @@ class AppOptions:
     mode: str = "train"             # "train", "saved" (--no-train) or "watch" (another process trains)
     request: RunRequest | None = None  # mode "train": what to train
     seed: int | None = None         # seed texts and sampling (fixed: deterministic output)
-    checkpoint: str = "latest"      # mode "saved": latest, best or a .keras file of the run
+    checkpoint: str | None = None   # mode "saved": latest, best, a .keras file of the run, None: the default
     temperatures: tuple[float, ...] | None = None  # None: the run's
     sample_length: int | None = None               # None: the run's
     encoding: str | None = None

@@ -15,6 +15,7 @@ Keras loads it in safe mode.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -113,8 +114,32 @@ def _keep_as(run: RunDir, kept: Path) -> None:
     fsync_dir(run.path)
 
 
-def checkpoint_path(run: RunDir, choice: str) -> Path:
-    """`latest`, `best` or a FILE for `sample --checkpoint`."""
+def in_training(run: RunDir) -> bool:
+    """Whether a process holds the run directory's lock now (read only: nothing written)."""
+    try:
+        fd = os.open(run.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (drops the shared lock taken just to ask)
+    return False
+
+
+def default_checkpoint(run: RunDir) -> str:
+    """What a reader samples from when not told: "best" (model.best.keras, the lowest
+    held-out loss) once the run has stopped and kept one, since a run's last epochs may
+    overfit; "latest" while a process trains it (the newest is what is watched) or where
+    no best was kept."""
+    return "best" if run.best_model_path.exists() and not in_training(run) else "latest"
+
+
+def checkpoint_path(run: RunDir, choice: str | None) -> Path:
+    """`latest`, `best` or a FILE for `sample --checkpoint` (None: default_checkpoint)."""
+    choice = choice or default_checkpoint(run)
     if choice == "latest":
         return run.model_path
     if choice == "best":

@@ -318,6 +318,19 @@ class Sampler:
                 column.append(ch)
         return {float(t): "".join(column) for t, column in zip(temperatures, columns)}
 
+    # -- scoring ---------------------------------------------------------------------
+    def log_likelihoods(self, ids: np.ndarray) -> np.ndarray:
+        """log P(ids[:, t + 1] | ids[:, :t + 1]) in nats for every row of `ids` (rows x T),
+        the state carried from a zero state at each row's start through all of it: what
+        the model gives each next character after everything before it, as it samples."""
+        ids = np.asarray(ids)
+        state = self._zero_state(ids.shape[0])
+        rows = np.arange(ids.shape[0])
+        scores = np.empty((ids.shape[0], max(0, ids.shape[1] - 1)))
+        for t in range(ids.shape[1] - 1):
+            logits, state = self._advance(ids[:, t], state)
+            scores[:, t] = _log_softmax(logits)[rows, ids[:, t + 1]]
+        return scores
 
 def encode(sampler: Sampler, text: str, what: str = "the text") -> tuple[str, np.ndarray]:
     """(the text as the model reads it, its character ids); a ValueError naming the

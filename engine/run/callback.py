@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Protocol
 
+import numpy as np
+
 from engine import events
 from engine.run import schedule
 from engine.run.clock import TrainingClock
@@ -77,10 +79,11 @@ class RunControl(Protocol):
     def checkpoint(self, model, step: int, clock: TrainingClock, epoch: int) -> bool: ...
 
 
-def progress_callback(control: RunControl, clock: TrainingClock, step: int):
+def progress_callback(control: RunControl, clock: TrainingClock, step: int, new_peak: bool = False):
     """A ProgressMixin that is also a keras Callback (Keras is imported late, so the
-    concrete class is made on first use)."""
-    return _progress_class()(control, clock, step)
+    concrete class is made on first use). `new_peak`: a resumed session given another
+    --lr follows the plan to that peak; any other resumed session never raises the rate."""
+    return _progress_class()(control, clock, step, new_peak)
 
 
 @functools.cache
@@ -91,9 +94,11 @@ def _progress_class():
 class ProgressMixin:
     """Per batch: events, metrics rows, stop/pause/budget checks, mid-epoch checkpoints."""
 
-    def __init__(self, control: RunControl, clock: TrainingClock, step: int):
+    def __init__(self, control: RunControl, clock: TrainingClock, step: int, new_peak: bool = False):
         super().__init__()
         self.control = control
+        self.new_peak = new_peak
+        self.resumed: schedule.Resumed | None = None  # the checkpoint's rate, read once
         self.clock = clock
         self.step = step
         self.run_start_step = step
@@ -114,8 +119,12 @@ class ProgressMixin:
             session_steps=self.step - self.run_start_step,
             session_seconds=self.clock.elapsed - self.run_start_time)
         optimizer = self.model.optimizer
-        getattr(optimizer, "inner_optimizer", optimizer).learning_rate = \
-            schedule.learning_rate(config, self.step, fraction)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        if self.resumed is None and self.run_start_step and not self.new_peak:
+            # a resumed session never raises the checkpoint's rate (engine/run/schedule.py)
+            self.resumed = schedule.Resumed(self.step, fraction, float(np.asarray(optimizer.learning_rate)),
+                                            lag=SCHEDULE_EVERY)
+        optimizer.learning_rate = schedule.learning_rate(config, self.step, fraction, self.resumed)
 
     def start_epoch(self, epoch: int, first_batch: int) -> None:
         self.epoch = epoch

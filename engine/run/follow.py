@@ -66,6 +66,7 @@ class SavedRun:
     parameters: int = 0
     excerpts: list[str] = field(default_factory=list)  # seed texts saved with the run
     checkpoint: CheckpointUsed | None = None  # where the sampler's weights came from
+    choice: str = "latest"          # the checkpoint asked for, or chosen by default: latest, best or a file
 
     @property
     def corpus_name(self) -> str:
@@ -99,12 +100,14 @@ def read_run(run_dir) -> SavedRun:
 
 
 def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None,
-                 rebuild_sidecar: bool = False, checkpoint: str = "latest") -> None:
+                 rebuild_sidecar: bool = False, checkpoint: str | None = None) -> None:
     """Load a checkpoint of `saved` into `saved.sampler`: the newest loadable one, or
-    `checkpoint` "best" (model.best.keras) or a .keras file of the run; from its numpy
+    `checkpoint` "best" (model.best.keras) or a .keras file of the run (None: the run's
+    default, files.checkpoints.default_checkpoint; `saved.choice` says which); from its numpy
     sidecar when that matches it (no TensorFlow), else through Keras in safe mode. Only
     `rebuild_sidecar` lets a missing sidecar be written (never by a watcher)."""
     run = RunDir(saved.path)
+    checkpoint = saved.choice = checkpoint or checkpoints.default_checkpoint(run)
     if checkpoint == "latest":
         saved.sampler, saved.parameters = checkpoints.load_sampler(run, on_notice=on_notice,
                                                                    rebuild_sidecar=rebuild_sidecar)
@@ -116,9 +119,10 @@ def load_sampler(saved: SavedRun, on_notice: Callable[[str], None] | None = None
 
 
 def open_run(run_dir, on_notice: Callable[[str], None] | None = None, rebuild_sidecar: bool = False,
-             checkpoint: str = "latest") -> SavedRun:
-    """A saved run, ready to sample from (`sample`, the app's --no-train, watch), with its
-    newest loadable checkpoint, or `checkpoint` "best" (model.best.keras) or a file."""
+             checkpoint: str | None = None) -> SavedRun:
+    """A saved run, ready to sample from (`sample`, the app's --no-train, watch), with the
+    checkpoint asked for: "latest" (the newest loadable), "best" (model.best.keras), a
+    file, or None: the run's best once it has stopped (files.checkpoints.default_checkpoint)."""
     saved = read_run(run_dir)
     load_sampler(saved, on_notice, rebuild_sidecar, checkpoint)
     return saved
@@ -220,9 +224,10 @@ class RunFollower:
     of the newest checkpoint is loaded there too (`sampler()` returns it)."""
 
     def __init__(self, run_dir, on_events: Callable[[list], None], *, follow: bool = True,
-                 poll_interval: float = POLL_INTERVAL, checkpoint: str = "latest"):
+                 poll_interval: float = POLL_INTERVAL, checkpoint: str | None = None):
         self.run_dir = Path(run_dir)
-        self.checkpoint = checkpoint  # a saved run may be sampled from its best checkpoint
+        # A saved run may be sampled from its best checkpoint; a followed one shows its newest.
+        self.checkpoint = checkpoint or ("latest" if follow else None)
         self.on_events = on_events
         self.follow = follow
         self.poll_interval = poll_interval

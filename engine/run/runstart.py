@@ -121,6 +121,10 @@ class RunStart:
                 f"{corpus.name} has {len(corpus.vocab)}); pass --fresh to start over there "
                 "or choose another --run")
 
+    def new_peak(self, config: TrainConfig) -> bool:
+        """Whether this session resumed the run with another --lr: a new plan, followed as it is."""
+        return self.saved_lr is not None and not math.isclose(self.saved_lr, config.lr)
+
     def load_checkpoint(self, config: TrainConfig):
         """The resumed run's model, its optimizer set to the run's current settings."""
         model = checkpoints.load_model(self.rundir, compile=True, on_notice=self.notice)

@@ -32,6 +32,7 @@ from engine.data.corpus import Corpus
 from engine.scale.distribute import is_chief, make_strategy, set_precision, worker_label
 from engine.run.epochsamples import sample_round, samples_file
 from engine.errors import RunDirError, TrainingError
+from engine.modeling.longcontext import long_context_loss_if_long_enough
 from engine.modeling.model import heldout_loss, summary_text, use_xla_for_stacked_lstms
 from engine.scale.multiworker import NO_STOP, STOP_BUDGET, STOP_USER, WorkerLost
 from engine.files.rundir import RunDir
@@ -220,7 +221,7 @@ class Trainer(Switches):
                          steps_per_epoch=per_epoch, epochs=config.epochs, step_budget=config.steps,
                          time_budget=config.time_budget)
 
-        progress = progress_callback(self, clock, step)
+        progress = progress_callback(self, clock, step, new_peak=self.start.new_peak(config))
         self._start_tensorboard()
         reason, train_loss, val_loss = "epochs", None, None
         while step // per_epoch < config.epochs:
@@ -332,14 +333,17 @@ class Trainer(Switches):
 
     def _finish(self, reason, step, train_loss, val_loss, clock, progress) -> events.TrainingFinished:
         self._list_the_last_epoch(step, train_loss, clock, progress)
+        scored = val_loss is not None and reason != "stopped"  # (a user who stops is waiting)
         finished = events.TrainingFinished(
             reason=reason, epoch=step // self.steps_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
-            chars_per_sec=progress.mean_rate(), run_dir=self._run_label())
+            chars_per_sec=progress.mean_rate(), run_dir=self._run_label(),
+            long_context_loss=long_context_loss_if_long_enough(self.sampler(), self.val_ids) if scored else None)
         if self.chief:
             self.log_metrics(kind="end", epoch=finished.epoch, step=step, clock=clock,
                              train_loss=train_loss, val_loss=val_loss, reason=reason,
-                             chars_per_sec=round(finished.chars_per_sec, 1))
+                             chars_per_sec=round(finished.chars_per_sec, 1),
+                             long_context_loss=finished.long_context_loss)
         self.report(finished)
         return finished
 

@@ -254,7 +254,8 @@ class MainScreen(Screen):
     def _checkpoint_loaded(self, event: events.CheckpointSaved) -> None:
         saved = self.source.saved
         self.header.set_info(parameters=saved.parameters)
-        where = "from the saved model" if self.mode == "saved" else (
+        best = " (its best checkpoint)" if saved.choice == "best" else ""
+        where = f"from the saved model{best}" if self.mode == "saved" else (
             f"checkpoint at step {event.step:,}" if event.step else "new checkpoint")
         self.on_sampler_ready(SamplerReady(self.source.sampler(), self.generation, where))
 
