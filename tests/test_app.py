@@ -227,7 +227,7 @@ async def test_x_exports_the_samples(sample_workspace):
 @slow
 async def test_help_screen_lists_every_key_that_applies(sample_workspace):
     from tui.app import KEYS
-    from tui.keys import TRAINING_ONLY
+    from tui.screens.run_keys import CAPABILITIES
     from tui.screens.help import HelpScreen
 
     app = sampling_app()
@@ -236,7 +236,7 @@ async def test_help_screen_lists_every_key_that_applies(sample_workspace):
         assert isinstance(app.screen, HelpScreen)
         shown = " ".join(str(row) for row in app.screen.key_rows)
         for key in KEYS:  # (sampling only: pause, retrain and corpus do not apply)
-            assert (key.label in shown) == (key.action not in TRAINING_ONLY), key
+            assert (key.label in shown) == (key.action not in CAPABILITIES), key
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await quit_app(pilot, app)
@@ -273,7 +273,7 @@ async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
         await pilot.press("r", "y")
         await wait_until(pilot, lambda: app.main.source is not first and app.phase == "training",
                          what="the new run")
-        assert app.main.source.request.fresh and first.done.is_set()
+        assert app.main.session.request.fresh and first.done.is_set()
         assert app.main.progress.session_start_step == 0, "the new run starts from step 0"
         [aside] = run_dir.parent.glob("run.prev-*")  # the old run, checkpointed and kept whole
         assert (aside / "model.keras").is_file() and (aside / "config.json").is_file()
@@ -307,7 +307,7 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
         await pilot.press("tab", "end", "enter")  # the list, its last named corpus: corpora/zzother.txt
         await wait_until(pilot, lambda: app.header.info.corpus == "zzother" and training(app, 1),
                          what="training on the new corpus")
-        assert app.main.source.run_dir.as_posix().endswith("runs/zzother")
+        assert app.main.session.run_dir.as_posix().endswith("runs/zzother")
         assert (tmp_path / "runs" / "tiny" / "model.keras").is_file()
         await quit_app(pilot, app)
     assert (tmp_path / "runs" / "zzother" / "model.keras").is_file()
@@ -354,9 +354,9 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
     async with running_app(app) as pilot:
         await until_round(pilot, app)
         assert app.phase == "sampling"
-        assert app.check_action("toggle_pause", ()) is False
-        assert app.check_action("retrain", ()) is False
-        assert app.check_action("swap_corpus", ()) is False
+        assert app.main.check_action("toggle_pause", ()) is False
+        assert app.main.check_action("retrain", ()) is False
+        assert app.main.check_action("swap_corpus", ()) is False
         assert app.training_pane.progress.step == 100  # from metrics.jsonl
         # The memorization check of each column, against the training text (on this machine).
         await wait_until(pilot, lambda: all("copied" in c.note for c in app.generation_pane.columns),
@@ -437,7 +437,8 @@ def test_the_sample_columns_wrap_words_as_rich_does():
     for _ in range(200):
         width = rng.randint(12, 40)  # no word longer than a line
         text = "".join(rng.choice(words) + rng.choice([" ", " ", "  ", "\n"]) for _ in range(40))
-        assert wrapped(text, width) == [line.plain for line in Text(text).wrap(console, width, overflow="fold")]
+        expected = [line.plain for line in Text(text).wrap(console, width, overflow="fold")]
+        assert wrapped(text, width) == expected
     assert wrapped("abcdefghijk  xy", 4) == ["abcd", "efgh", "ijk ", "xy"]  # rich: "ijk ", " xy"
     assert wrapped("ab abcdefghij", 4) == ["ab ", "abcd", "efgh", "ij"]  # a long word starts a line
 

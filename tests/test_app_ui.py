@@ -153,7 +153,8 @@ async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus
         path_input = picker.query_one("#path", Input)
         path_input.focus()
         await pilot.press(*"../elsewhere/sha")
-        await wait_until(pilot, lambda: any("../elsewhere/shakespeare.txt" in row for row in screen_rows(app)),
+        await wait_until(pilot, lambda: any("../elsewhere/shakespeare.txt" in row
+                                            for row in screen_rows(app)),
                          what="the completion, shown after the cursor")
         await pilot.press("right")  # → takes the completion
         assert path_input.value == "../elsewhere/shakespeare.txt"
@@ -287,7 +288,8 @@ async def test_k_says_when_colouring_is_on(sample_workspace):
 
 @slow
 async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_workspace):
-    from tui.keys import KEYS, TRAINING_ONLY
+    from tui.keys import KEYS
+    from tui.screens.run_keys import CAPABILITIES
     from tui.screens.help import HelpScreen
 
     app = sampling_app()
@@ -298,7 +300,7 @@ async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_w
         shown = "\n".join(screen_rows(app))
         for key in KEYS:
             listed = re.search(rf"(?<!\S){re.escape(key.key_display or key.key)} {key.label}\b", shown)
-            assert bool(listed) == (key.action not in TRAINING_ONLY), key
+            assert bool(listed) == (key.action not in CAPABILITIES), key
         assert "Scrolling a sample column" in shown
         for keys in ("Tab", "↑ ↓", "PgUp PgDn", "Home End", "wheel"):
             assert keys in shown

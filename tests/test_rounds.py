@@ -30,7 +30,8 @@ def test_a_new_model_waits_for_the_round_streaming_and_only_the_newest_waits():
 def test_the_users_round_replaces_the_one_streaming():
     rounds = Rounds(seed=1)
     rounds.offer(Offer(numpy_sampler(TEXT), "before training"), streaming=False)
-    assert rounds.offer(Offer(numpy_sampler(TEXT, seed=1), "resampled", now=True), streaming=True) == "resampled"
+    asked = Offer(numpy_sampler(TEXT, seed=1), "resampled", now=True)
+    assert rounds.offer(asked, streaming=True) == "resampled"
 
 
 def test_the_first_round_of_a_saved_run_waits_for_its_training_text():

@@ -85,7 +85,8 @@ class TrainingSource:
         self.on_events = on_events
         self.session = RunSession(request, self._on_event)
         self.done = self.session.done
-        self.preparing = "loading the corpus…" if isinstance(request.corpus, str) else "loading TensorFlow…"
+        loading = isinstance(request.corpus, str)  # (a corpus the picker chose arrives loaded)
+        self.preparing = "loading the corpus…" if loading else "loading TensorFlow…"
 
     def _on_event(self, event) -> None:
         if isinstance(event, events.CorpusReady):
@@ -234,7 +235,8 @@ class FollowerSource:
         self.follower = RunFollower(run_dir, on_events, follow=follow, checkpoint=checkpoint)
         self.follow = self.goes_stale = follow
         self.writes_run_dir = not follow
-        self.leaving = "leaving (the trainer goes on)…" if follow else "saving a checkpoint before quitting…"
+        self.leaving = ("leaving (the trainer goes on)…" if follow
+                        else "saving a checkpoint before quitting…")
         self.encoding = encoding
         self.done = self.follower.done
 

@@ -51,7 +51,8 @@ class RunKeys:
         from tui.screens.help import HelpScreen
 
         # Only the keys that can apply here: not p, r and c in --no-train or watch.
-        rows = [(k.key_display or k.key, k.label, k.detail) for k in KEYS if self.applies(k.action) is not False]
+        rows = [(k.key_display or k.key, k.label, k.detail) for k in KEYS
+                if self.applies(k.action) is not False]
         rows.append(("ctrl+p", "Palette", "every action by name"))
         self.app.push_screen(HelpScreen(rows, COLUMN_KEYS))
 
