@@ -93,3 +93,40 @@ def scripted_app(options, **source_options):
         return made[-1]
 
     return build_app(options, make_source=make_source), made
+
+
+class ScriptedRun:
+    """The app on a scripted source over a tiny corpus (written into `folder`), with a
+    numpy sampler over its characters: `await run.begin(pilot)` says what a trainer
+    says first (the corpus is ready, training starts: the first round follows)."""
+
+    def __init__(self, folder, *, trains: bool = True, sample_length: int = 40, seed: int = 3) -> None:
+        from engine.corpus import load_corpus
+        from tests.app_fixtures import app_options, tiny_train_config
+        from tests.conftest import tiny_text
+
+        path = folder / "tiny.txt"
+        path.write_text(tiny_text(6000, seed=seed), encoding="utf-8")
+        self.corpus = load_corpus(path)
+        self.sampler = numpy_sampler(self.corpus.text(), lowercase=self.corpus.lowercase)
+        self.run_dir = folder / "run"
+        self.run_dir.mkdir(exist_ok=True)
+        options = app_options(path, self.run_dir, config=tiny_train_config(sample_length=sample_length))
+        self.app, self.made = scripted_app(options, sampler=self.sampler, corpus=self.corpus,
+                                           run_dir=self.run_dir, trains=trains)
+
+    @property
+    def source(self) -> ScriptedSource:
+        return self.made[-1]
+
+    async def begin(self, pilot, steps_per_epoch: int = 40, epochs: int = 3) -> None:
+        from tests.app_fixtures import wait_until
+
+        await wait_until(pilot, lambda: self.made and self.source.started.is_set(), what="the source")
+        corpus, run_dir = self.corpus, str(self.run_dir)
+        self.source.emit(
+            events.CorpusReady(corpus.name, str(run_dir), len(corpus), len(corpus.vocab), run_dir),
+            events.TrainingStarted(corpus.name, len(corpus), len(corpus.vocab), windows_total=700,
+                                   windows_train=630, parameters=1234, model_summary="", device="CPU",
+                                   run_dir=run_dir, resumed_from_step=0, epoch=1,
+                                   steps_per_epoch=steps_per_epoch, epochs=epochs))

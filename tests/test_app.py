@@ -16,6 +16,7 @@ import pytest
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.conftest import tiny_text
+from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow  # runs the real engine (TensorFlow); selectable with -m slow
 
@@ -145,10 +146,11 @@ def sampling_app(**config):
     return build(app_options("tiny", "runs/tiny", no_train=True, config=tiny_train_config(**config)))
 
 
-@slow
-async def test_t_changes_the_number_of_columns(sample_workspace):
-    app = sampling_app()
+async def test_t_changes_the_number_of_columns(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         await pilot.press("t")
         from tui.screens.prompt import PromptScreen
@@ -168,10 +170,11 @@ async def test_t_changes_the_number_of_columns(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_e_pins_the_seed_text_and_refuses_unknown_chars(sample_workspace):
-    app = sampling_app()
+async def test_e_pins_the_seed_text_and_refuses_unknown_chars(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         await pilot.press("e")
         prompt = app.screen.query_one("TextArea")  # (a seed may span lines: ctrl+s applies)
@@ -190,10 +193,11 @@ async def test_e_pins_the_seed_text_and_refuses_unknown_chars(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_k_colours_characters_by_probability(sample_workspace):
-    app = sampling_app()
+async def test_k_colours_characters_by_probability(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         column = app.generation_pane.columns[0]
         plain_styles = {str(span.style) for span in column.styled_text.spans}
@@ -206,12 +210,12 @@ async def test_k_colours_characters_by_probability(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_x_exports_the_samples(sample_workspace):
-    workspace, corpus_path, run_dir = sample_workspace
+async def test_x_exports_the_samples(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app, run_dir = run.app, run.run_dir
     before = set(run_dir.glob("samples-*.txt"))
-    app = sampling_app()
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         await pilot.press("x")
         exports = set(run_dir.glob("samples-*.txt")) - before
@@ -224,13 +228,12 @@ async def test_x_exports_the_samples(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_help_screen_lists_every_key_that_applies(sample_workspace):
+async def test_help_screen_lists_every_key_that_applies(tmp_path):
     from tui.app import KEYS
-    from tui.screens.run_keys import CAPABILITIES
     from tui.screens.help import HelpScreen
+    from tui.screens.run_keys import CAPABILITIES
 
-    app = sampling_app()
+    app = ScriptedRun(tmp_path, trains=False).app  # (as sampling only: no pause, retrain or corpus)
     async with running_app(app) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -242,10 +245,11 @@ async def test_help_screen_lists_every_key_that_applies(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_command_palette_runs_actions(sample_workspace):
-    app = sampling_app()
+async def test_command_palette_runs_actions(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         number = app.generation_pane.round.number
         await pilot.press("ctrl+p")
