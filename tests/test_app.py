@@ -47,9 +47,8 @@ async def quit_app(pilot, app):
 
 
 # -- start-up -----------------------------------------------------------------------------------
-@slow
-async def test_first_paint_shows_loading_state(tiny_corpus_path, tmp_path):
-    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+async def test_first_paint_shows_loading_state(tmp_path):
+    app = ScriptedRun(tmp_path).app  # (nothing said yet: the source is a trainer still loading)
     async with running_app(app) as pilot:
         await pilot.pause()
         assert app.phase == "loading"

@@ -16,6 +16,7 @@ import pytest
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.conftest import tiny_text
+from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow
 
@@ -63,14 +64,15 @@ def screen_rows(app) -> list[str]:
 
 
 # -- 1. priming: a seed of several lines -------------------------------------------------------
-@slow
-async def test_e_edits_a_seed_of_several_lines(sample_workspace):
+async def test_e_edits_a_seed_of_several_lines(tmp_path):
     from textual.widgets import TextArea
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app, size=(100, 30)) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         while "\n" not in app.generation_pane.round.seed:  # a random seed across a line end
             number = app.generation_pane.round.number
@@ -99,14 +101,15 @@ async def test_e_edits_a_seed_of_several_lines(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_e_keeps_the_dialog_open_on_unknown_characters(sample_workspace):
+async def test_e_keeps_the_dialog_open_on_unknown_characters(tmp_path):
     from textual.widgets import TextArea
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         await pilot.press("e")
         app.screen.query_one(TextArea).text = "ROMEO:\nthe"
@@ -257,22 +260,24 @@ async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, 
 
 
 # -- 3. small things -------------------------------------------------------------------------------
-@slow
-async def test_footer_says_export_and_fits_80_columns_when_training(tiny_corpus_path, tmp_path):
-    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+async def test_footer_says_export_and_fits_80_columns_when_training(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app, size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.phase == "training", what="training")
-        await pilot.pause(0.2)
+        await run.begin(pilot)
+        await wait_until(pilot, lambda: app.phase == "training" and "x Export" in screen_rows(app)[-1],
+                         what="training, and the keys that sample in the footer")
         footer = screen_rows(app)[-1]
-        assert "x Export" in footer and "Save" not in footer
+        assert "p Pause" in footer and "Save" not in footer
         assert footer.rstrip().endswith("q Quit"), footer
         await quit_app(pilot, app)
 
 
-@slow
-async def test_k_says_when_colouring_is_on(sample_workspace):
-    app = sampling_app()
+async def test_k_says_when_colouring_is_on(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
 
         def info() -> str:
@@ -286,13 +291,12 @@ async def test_k_says_when_colouring_is_on(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_workspace):
+async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(tmp_path):
     from tui.keys import KEYS
-    from tui.screens.run_keys import CAPABILITIES
     from tui.screens.help import HelpScreen
+    from tui.screens.run_keys import CAPABILITIES
 
-    app = sampling_app()
+    app = ScriptedRun(tmp_path, trains=False).app  # (as sampling only: no pause, retrain or corpus)
     async with running_app(app, size=(100, 60)) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -308,11 +312,10 @@ async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_w
         await quit_app(pilot, app)
 
 
-@slow
-async def test_the_palette_lists_quit_once(sample_workspace):
+async def test_the_palette_lists_quit_once(tmp_path):
     from textual.command import CommandPalette
 
-    app = sampling_app()
+    app = ScriptedRun(tmp_path).app
     async with running_app(app) as pilot:
         await pilot.press("ctrl+p")
         assert isinstance(app.screen, CommandPalette)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.ptyrun import charlm_command, run_in_pty
+from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow
 
@@ -81,14 +82,15 @@ def test_the_prompt_refuses_exactly_what_the_engine_refuses_in_its_words(tempera
         assert parsed == (temperature,)
 
 
-@slow
-async def test_t_refuses_0_005_in_the_dialog_and_the_app_keeps_running(sample_workspace):
+async def test_t_refuses_0_005_in_the_dialog_and_the_app_keeps_running(tmp_path):
     from textual.widgets import Input, Static
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         await pilot.press("t")
         assert isinstance(app.screen, PromptScreen)
@@ -156,14 +158,15 @@ async def test_the_picker_opens_on_its_path_input_and_keeps_an_explicit_run(tiny
 
 
 # -- the seed editor ---------------------------------------------------------------------------------
-@slow
-async def test_the_seed_editor_says_how_to_clear_it_and_that_works(sample_workspace):
+async def test_the_seed_editor_says_how_to_clear_it_and_that_works(tmp_path):
     from textual.widgets import Static, TextArea
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         await pilot.press("e")
         assert isinstance(app.screen, PromptScreen)
