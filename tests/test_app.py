@@ -19,6 +19,7 @@ from tests.conftest import tiny_text
 from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow  # runs the real engine (TensorFlow); selectable with -m slow
+trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
 
 
 def build(options):
@@ -58,6 +59,7 @@ async def test_first_paint_shows_loading_state(tmp_path):
 
 
 @slow
+@trains
 async def test_trains_streams_and_quit_saves_checkpoint(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir))
@@ -76,6 +78,7 @@ async def test_trains_streams_and_quit_saves_checkpoint(tiny_corpus_path, tmp_pa
 
 
 @slow
+@trains
 async def test_the_app_writes_the_samples_of_each_epoch_as_train_does(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir, config=tiny_train_config(epochs=2)))
@@ -89,6 +92,7 @@ async def test_the_app_writes_the_samples_of_each_epoch_as_train_does(tiny_corpu
 
 # -- keys --------------------------------------------------------------------------------------
 @slow
+@trains
 async def test_s_resamples_with_new_seed_text(tiny_corpus_path, tmp_path):
     app = build(app_options(tiny_corpus_path, tmp_path / "run"))
     async with running_app(app) as pilot:
@@ -113,6 +117,7 @@ async def test_s_resamples_with_new_seed_text(tiny_corpus_path, tmp_path):
 
 
 @slow
+@trains
 async def test_p_pauses_and_resumes_training(tiny_corpus_path, tmp_path):
     app = build(app_options(tiny_corpus_path, tmp_path / "run"))
     async with running_app(app) as pilot:
@@ -261,6 +266,7 @@ async def test_command_palette_runs_actions(tmp_path):
 
 
 @slow
+@trains
 async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir))
@@ -285,6 +291,7 @@ async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
 
 
 @slow
+@trains
 async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corpora = tmp_path / "corpora"
@@ -318,6 +325,7 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
 
 # -- failures stay inside the app ----------------------------------------------------------------
 @slow
+@trains
 async def test_locked_run_dir_is_reported_and_app_stays_usable(tiny_corpus_path, tmp_path):
     from engine.rundir import RunDir
 
@@ -340,6 +348,7 @@ async def test_locked_run_dir_is_reported_and_app_stays_usable(tiny_corpus_path,
 
 
 @slow
+@trains
 async def test_bad_corpus_on_the_command_line_is_reported(tmp_path):
     missing = tmp_path / "nope.txt"
     app = build(app_options(missing, tmp_path / "run"))
@@ -350,6 +359,7 @@ async def test_bad_corpus_on_the_command_line_is_reported(tmp_path):
 
 # -- sampling only ------------------------------------------------------------------------------
 @slow
+@trains
 async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
     workspace, corpus_path, run_dir = sample_workspace
     app = build(app_options("tiny", "runs/tiny", no_train=True,
@@ -447,6 +457,7 @@ def test_the_sample_columns_wrap_words_as_rich_does():
 
 
 @slow
+@trains
 async def test_an_exception_in_the_ui_still_stops_the_trainer(tiny_corpus_path, tmp_path):
     """Asyncio waits for worker threads at exit: a trainer left running would keep the
     process alive, invisibly, until its last epoch."""
@@ -462,6 +473,7 @@ async def test_an_exception_in_the_ui_still_stops_the_trainer(tiny_corpus_path, 
 
 
 @slow
+@trains
 async def test_no_train_samples_from_the_checkpoint_asked_for(sample_workspace, tmp_path):
     import shutil
 

@@ -19,6 +19,7 @@ from tests.conftest import tiny_text
 from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow
+trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
 
 
 def build(options):
@@ -129,6 +130,7 @@ def test_a_seed_is_drawn_on_one_line_without_control_characters():
 
 # -- 2. the corpus picker -------------------------------------------------------------------------
 @slow
+@trains
 async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus_path, tmp_path, monkeypatch,
                                                                        private_cache_home):
     from textual.widgets import Input, OptionList
@@ -170,6 +172,7 @@ async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus
 
 
 @slow
+@trains
 async def test_the_picker_tree_goes_up_a_folder(sample_workspace):
     from tui.screens.corpus_picker import CorpusPicker
 
@@ -198,6 +201,7 @@ def closed_port_url() -> str:
 
 
 @slow
+@trains
 async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sample_workspace, monkeypatch):
     import engine.corpus
     from engine import pydocs
@@ -220,6 +224,7 @@ async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sampl
 
 
 @slow
+@trains
 async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, monkeypatch):
     """Offline, --corpus nietzsche trains pydocs: the picker then lists pydocs' figures as
     pydocs', and corpora/nietzsche.txt, once there, with its own."""
@@ -346,6 +351,7 @@ def test_loss_y_range_clips_the_early_spike():
 
 
 @slow
+@trains
 async def test_the_loss_plot_shows_the_learning_that_matters_at_80x24(tiny_corpus_path, tmp_path):
     from tui.widgets.training import LossPlot
 

@@ -21,6 +21,7 @@ from tests.ptyrun import charlm_command, run_in_pty
 from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow
+trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
 
 
 def build(options):
@@ -112,6 +113,7 @@ async def test_t_refuses_0_005_in_the_dialog_and_the_app_keeps_running(tmp_path)
 
 # -- the header and the export while training ---------------------------------------------------------
 @slow
+@trains
 async def test_the_header_names_the_model_while_training_and_the_export_too(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir))
@@ -133,6 +135,7 @@ async def test_the_header_names_the_model_while_training_and_the_export_too(tiny
 
 # -- the corpus picker ---------------------------------------------------------------------------------
 @slow
+@trains
 async def test_the_picker_opens_on_its_path_input_and_keeps_an_explicit_run(tiny_corpus_path, tmp_path,
                                                                              monkeypatch):
     from textual.widgets import Input
@@ -182,6 +185,7 @@ async def test_the_seed_editor_says_how_to_clear_it_and_that_works(tmp_path):
 
 # -- words, not reason codes ---------------------------------------------------------------------------
 @slow
+@trains
 async def test_watch_says_why_the_run_ended_in_words_that_fit_120_columns(saved_run, tmp_path, monkeypatch):
     from tests.test_app_ui import screen_rows
     from tui.options import AppOptions
