@@ -258,7 +258,9 @@ async def test_command_palette_runs_actions(tmp_path):
         number = app.generation_pane.round.number
         await pilot.press("ctrl+p")
         await pilot.press(*"resample")
-        await pilot.pause(0.3)
+        palette = app.screen
+        await wait_until(pilot, lambda: palette.query_one("CommandList").option_count > 0,
+                         what="the palette's hit")
         await pilot.press("enter")
         await until_round(pilot, app, after=number, what="a round from the palette")
         assert app.generation_pane.round.label == "resampled"

@@ -325,7 +325,6 @@ async def test_the_palette_lists_quit_once(tmp_path):
         await pilot.press("ctrl+p")
         assert isinstance(app.screen, CommandPalette)
         await pilot.press(*"quit")
-        await pilot.pause(0.5)
         palette = app.screen
         await wait_until(pilot, lambda: palette.query_one("CommandList").option_count > 0,
                          what="the palette's hits")
@@ -350,17 +349,21 @@ def test_loss_y_range_clips_the_early_spike():
     assert loss_y_range(list(range(50)), flat, [], []) is None
 
 
-@slow
-@trains
-async def test_the_loss_plot_shows_the_learning_that_matters_at_80x24(tiny_corpus_path, tmp_path):
+async def test_the_loss_plot_shows_the_learning_that_matters_at_80x24(tmp_path):
+    from engine import events
     from tui.widgets.training import LossPlot
 
-    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app, size=(80, 24)) as pilot:
+        await run.begin(pilot, steps_per_epoch=100)
+        # A real run's curve: the first steps' loss far above the learning that follows.
+        losses = {step: 3.67 if step == 1 else 1.5 + 1.0 / step ** 0.5 for step in range(1, 41)}
+        run.source.emit(*(events.BatchProgress(1, step, 100, step, loss, 1000.0, 16 * step, step / 10)
+                          for step, loss in losses.items()))
         plot = app.training_pane.query_one(LossPlot)
         await wait_until(pilot, lambda: len(plot.train.xs) >= 30, what="30 points on the plot")
         await wait_until(pilot, lambda: not plot._dirty, what="a redraw")
-        await pilot.pause(0.1)
         lines = str(plot.render()).split("\n")
         curve_rows = [line for line in lines if any("\u2800" <= ch <= "\u28ff" for ch in line)]
         assert len(curve_rows) >= 4, lines  # (was 2)

@@ -19,6 +19,7 @@ from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.ptyrun import charlm_command, run_in_pty
 from tests.scripted import ScriptedRun
+from tests.waiting import wait_for_app
 
 slow = pytest.mark.slow
 trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
@@ -201,8 +202,9 @@ async def test_watch_says_why_the_run_ended_in_words_that_fit_120_columns(saved_
     async with running_app(app, size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.main.status()[0] == "the run ended: time budget reached",
                          what="the end of the run")
-        await pilot.pause(0.6)  # the stats redraw twice a second
-        status_row = next(row for row in screen_rows(app) if "the run ended" in row)
+        # (the stats redraw twice a second)
+        status_row = await wait_for_app(pilot, lambda: next(
+            (row for row in screen_rows(app) if "the run ended" in row), None), 10, "the status on screen")
         assert "the run ended: time budget reached" in status_row and "…" not in status_row.split("│")[0]
         await quit_app(pilot, app)
 
