@@ -37,7 +37,7 @@ class ScriptedSource(TrainingSource):
     unless `trains=False`."""
 
     copies_weights = False  # (sampler() is at hand: rounds start at once)
-    paused = False          # (TrainingSource's properties ask a session: this has none)
+    # (TrainingSource's properties ask a session: this has none)
     session = config = corpus_name = encoding = checkpoint_error = run_dir = None
 
     def __init__(self, on_events, sampler: Sampler | None = None, corpus=None, *, run_dir=None,
@@ -49,11 +49,11 @@ class ScriptedSource(TrainingSource):
         self.can_pause = self.can_retrain = self.can_swap_corpus = trains
         self.excerpts = excerpts
         self.preparing = "loading the corpus…"
-        self.started = threading.Event()
+        self.started = self.paused = False
         self.done = threading.Event()
 
     def start(self) -> None:
-        self.started.set()
+        self.started = True
 
     def stop(self) -> None:
         self.done.set()
@@ -122,7 +122,7 @@ class ScriptedRun:
     async def begin(self, pilot, steps_per_epoch: int = 40, epochs: int = 3) -> None:
         from tests.app_fixtures import wait_until
 
-        await wait_until(pilot, lambda: self.made and self.source.started.is_set(), what="the source")
+        await wait_until(pilot, lambda: self.made and self.source.started, what="the source")
         corpus, run_dir = self.corpus, str(self.run_dir)
         self.source.emit(
             events.CorpusReady(corpus.name, str(run_dir), len(corpus), len(corpus.vocab), run_dir),

@@ -41,6 +41,7 @@ class RunSource(Protocol):
     preparing: str           # the status line until the run says more
     failure_title: str       # a failure's notification title
     leaving: str             # the status line while q stops it
+    started: bool            # start() was called (before it, there is nothing to stop or wait for)
     done: threading.Event    # set however the run ends
     session: object          # the engine.session.RunSession training here, else None
     saved_config: object     # a saved run's own settings (its temperatures apply), else None
@@ -84,7 +85,7 @@ class TrainingSource:
 
         self.on_events = on_events
         self.session = RunSession(request, self._on_event)
-        self.done = self.session.done
+        self.started, self.done = False, self.session.done
         loading = isinstance(request.corpus, str)  # (a corpus the picker chose arrives loaded)
         self.preparing = "loading the corpus…" if loading else "loading TensorFlow…"
 
@@ -114,23 +115,20 @@ class TrainingSource:
 
     # -- the run ---------------------------------------------------------------------------------
     def start(self) -> None:
+        self.started = True
         self.session.start()
 
     def stop(self) -> None:
         self.session.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self.session.wait(timeout)
+        return not self.started or self.session.wait(timeout)
 
     def sampler(self):
         return self.session.sampler()
 
     def seed_corpus(self):
         return self.session.corpus
-
-    @property
-    def paused(self) -> bool:
-        return self.session.paused
 
     def toggle_pause(self) -> None:
         self.session.resume() if self.session.paused else self.session.pause()
@@ -238,16 +236,17 @@ class FollowerSource:
         self.leaving = ("leaving (the trainer goes on)…" if follow
                         else "saving a checkpoint before quitting…")
         self.encoding = encoding
-        self.done = self.follower.done
+        self.started, self.done = False, self.follower.done
 
     def start(self) -> None:
+        self.started = True
         self.follower.start()
 
     def stop(self) -> None:
         self.follower.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self.follower.wait(timeout)
+        return not self.started or self.follower.wait(timeout)
 
     def sampler(self):
         return self.follower.sampler()

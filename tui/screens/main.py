@@ -93,8 +93,8 @@ class MainScreen(RunKeys, Screen):
 
     @property
     def session(self):
-        """The RunSession training here, or None (saved and watched runs)."""
-        return self.source.session
+        """The RunSession training here, or None (saved and watched runs, or none started)."""
+        return self.source.session if self.source.started else None
 
     # -- the source of events ---------------------------------------------------------------
     def _make_source(self, request) -> RunSource:
@@ -125,7 +125,7 @@ class MainScreen(RunKeys, Screen):
     async def stop(self, status: str = "saving a checkpoint…", timeout: float = 120.0) -> None:
         """Stop the source (a trainer saves a checkpoint) and wait for its thread."""
         source = self.source
-        if source.done.is_set():
+        if not source.started or source.done.is_set():
             return
         source.stop()
         for pane in self.query(TrainingPane):  # (none while the app is being torn down)
