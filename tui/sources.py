@@ -46,6 +46,7 @@ class RunSource(Protocol):
     session: object          # the engine.session.RunSession training here, else None
     saved_config: object     # a saved run's own settings (its temperatures apply), else None
     excerpts: list[str]      # seed texts saved with the run, for when its text is elsewhere
+    checkpoint_error: object  # why the last checkpoint failed (q asks before leaving), else None
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -56,6 +57,10 @@ class RunSource(Protocol):
     def header_fields(self, event) -> dict: ...
     def phase(self, shown: progress.Progress, sampling: bool) -> str: ...
     def status(self, shown: progress.Progress, sampling: bool, preparing: str, quiet: float) -> str: ...
+
+    # Asked only of a source whose capability says so (can_pause, can_retrain, can_swap_corpus):
+    # toggle_pause(); save_checkpoint(); retrain_request(); corpus_request(corpus); trains(corpus);
+    # and config, corpus_name, run_dir, encoding (what the corpus picker starts from).
 
 
 # progress.Progress.state -> how the training pane marks it
