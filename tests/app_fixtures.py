@@ -1,6 +1,6 @@
 """Helpers and fixtures for the app's tests: a tiny corpus, a tiny config, a saved run
 directory with fixed weights (for deterministic snapshots), and ways to wait for the
-real engine without sleeping longer than needed.
+real engine without sleeping longer than needed (tests/waiting.py).
 
 Import into a test module with `from tests.app_fixtures import *`.
 """
@@ -8,7 +8,6 @@ Import into a test module with `from tests.app_fixtures import *`.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import tiny_text
 from engine.files import checkpoints
+from tests.waiting import wait_for_app
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
            "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
@@ -54,15 +54,14 @@ def app_options(corpus: Path | str, run_dir: Path | str, **overrides):
 
 
 async def wait_until(pilot, predicate, timeout: float = 120.0, what: str = "condition") -> None:
-    """Let the app run until predicate() is true (the engine is real: no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            app = pilot.app
-            state = (f"phase={getattr(app, 'phase', '?')} screen={app.screen!r} header={app.header.info} "
-                     f"notifications={[n.message for n in app.notices]}")
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({state})")
-        await pilot.pause(0.05)
+    """Let the app run until predicate() is true (tests/waiting.py), saying on a timeout
+    where the app stood."""
+    def state() -> str:
+        app = pilot.app
+        return (f"phase={getattr(app, 'phase', '?')} screen={app.screen!r} header={app.header.info} "
+                f"notifications={[n.message for n in app.notices]}")
+
+    await wait_for_app(pilot, predicate, timeout, what, state)
 
 
 def notified(app, text: str, severity: str | None = None) -> bool:

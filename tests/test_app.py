@@ -16,8 +16,10 @@ import pytest
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.conftest import tiny_text
+from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow  # runs the real engine (TensorFlow); selectable with -m slow
+trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
 
 
 def build(options):
@@ -46,9 +48,8 @@ async def quit_app(pilot, app):
 
 
 # -- start-up -----------------------------------------------------------------------------------
-@slow
-async def test_first_paint_shows_loading_state(tiny_corpus_path, tmp_path):
-    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+async def test_first_paint_shows_loading_state(tmp_path):
+    app = ScriptedRun(tmp_path).app  # (nothing said yet: the source is a trainer still loading)
     async with running_app(app) as pilot:
         await pilot.pause()
         assert app.phase == "loading"
@@ -58,6 +59,7 @@ async def test_first_paint_shows_loading_state(tiny_corpus_path, tmp_path):
 
 
 @slow
+@trains
 async def test_trains_streams_and_quit_saves_checkpoint(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir))
@@ -76,6 +78,7 @@ async def test_trains_streams_and_quit_saves_checkpoint(tiny_corpus_path, tmp_pa
 
 
 @slow
+@trains
 async def test_the_app_writes_the_samples_of_each_epoch_as_train_does(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir, config=tiny_train_config(epochs=2)))
@@ -89,6 +92,7 @@ async def test_the_app_writes_the_samples_of_each_epoch_as_train_does(tiny_corpu
 
 # -- keys --------------------------------------------------------------------------------------
 @slow
+@trains
 async def test_s_resamples_with_new_seed_text(tiny_corpus_path, tmp_path):
     app = build(app_options(tiny_corpus_path, tmp_path / "run"))
     async with running_app(app) as pilot:
@@ -113,6 +117,7 @@ async def test_s_resamples_with_new_seed_text(tiny_corpus_path, tmp_path):
 
 
 @slow
+@trains
 async def test_p_pauses_and_resumes_training(tiny_corpus_path, tmp_path):
     app = build(app_options(tiny_corpus_path, tmp_path / "run"))
     async with running_app(app) as pilot:
@@ -145,10 +150,11 @@ def sampling_app(**config):
     return build(app_options("tiny", "runs/tiny", no_train=True, config=tiny_train_config(**config)))
 
 
-@slow
-async def test_t_changes_the_number_of_columns(sample_workspace):
-    app = sampling_app()
+async def test_t_changes_the_number_of_columns(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         await pilot.press("t")
         from tui.screens.prompt import PromptScreen
@@ -168,10 +174,11 @@ async def test_t_changes_the_number_of_columns(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_e_pins_the_seed_text_and_refuses_unknown_chars(sample_workspace):
-    app = sampling_app()
+async def test_e_pins_the_seed_text_and_refuses_unknown_chars(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         await pilot.press("e")
         prompt = app.screen.query_one("TextArea")  # (a seed may span lines: ctrl+s applies)
@@ -190,10 +197,11 @@ async def test_e_pins_the_seed_text_and_refuses_unknown_chars(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_k_colours_characters_by_probability(sample_workspace):
-    app = sampling_app()
+async def test_k_colours_characters_by_probability(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         column = app.generation_pane.columns[0]
         plain_styles = {str(span.style) for span in column.styled_text.spans}
@@ -206,12 +214,12 @@ async def test_k_colours_characters_by_probability(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_x_exports_the_samples(sample_workspace):
-    workspace, corpus_path, run_dir = sample_workspace
+async def test_x_exports_the_samples(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app, run_dir = run.app, run.run_dir
     before = set(run_dir.glob("samples-*.txt"))
-    app = sampling_app()
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         await pilot.press("x")
         exports = set(run_dir.glob("samples-*.txt")) - before
@@ -224,33 +232,35 @@ async def test_x_exports_the_samples(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_help_screen_lists_every_key_that_applies(sample_workspace):
+async def test_help_screen_lists_every_key_that_applies(tmp_path):
     from tui.app import KEYS
-    from tui.keys import TRAINING_ONLY
     from tui.screens.help import HelpScreen
+    from tui.screens.run_keys import CAPABILITIES
 
-    app = sampling_app()
+    app = ScriptedRun(tmp_path, trains=False).app  # (as sampling only: no pause, retrain or corpus)
     async with running_app(app) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         shown = " ".join(str(row) for row in app.screen.key_rows)
         for key in KEYS:  # (sampling only: pause, retrain and corpus do not apply)
-            assert (key.label in shown) == (key.action not in TRAINING_ONLY), key
+            assert (key.label in shown) == (key.action not in CAPABILITIES), key
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await quit_app(pilot, app)
 
 
-@slow
-async def test_command_palette_runs_actions(sample_workspace):
-    app = sampling_app()
+async def test_command_palette_runs_actions(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await until_round(pilot, app)
         number = app.generation_pane.round.number
         await pilot.press("ctrl+p")
         await pilot.press(*"resample")
-        await pilot.pause(0.3)
+        palette = app.screen
+        await wait_until(pilot, lambda: palette.query_one("CommandList").option_count > 0,
+                         what="the palette's hit")
         await pilot.press("enter")
         await until_round(pilot, app, after=number, what="a round from the palette")
         assert app.generation_pane.round.label == "resampled"
@@ -258,6 +268,7 @@ async def test_command_palette_runs_actions(sample_workspace):
 
 
 @slow
+@trains
 async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir))
@@ -273,7 +284,7 @@ async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
         await pilot.press("r", "y")
         await wait_until(pilot, lambda: app.main.source is not first and app.phase == "training",
                          what="the new run")
-        assert app.main.source.request.fresh and first.done.is_set()
+        assert app.main.session.request.fresh and first.done.is_set()
         assert app.main.progress.session_start_step == 0, "the new run starts from step 0"
         [aside] = run_dir.parent.glob("run.prev-*")  # the old run, checkpointed and kept whole
         assert (aside / "model.keras").is_file() and (aside / "config.json").is_file()
@@ -282,6 +293,7 @@ async def test_r_asks_then_retrains_from_step_zero(tiny_corpus_path, tmp_path):
 
 
 @slow
+@trains
 async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corpora = tmp_path / "corpora"
@@ -307,7 +319,7 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
         await pilot.press("tab", "end", "enter")  # the list, its last named corpus: corpora/zzother.txt
         await wait_until(pilot, lambda: app.header.info.corpus == "zzother" and training(app, 1),
                          what="training on the new corpus")
-        assert app.main.source.run_dir.as_posix().endswith("runs/zzother")
+        assert app.main.session.run_dir.as_posix().endswith("runs/zzother")
         assert (tmp_path / "runs" / "tiny" / "model.keras").is_file()
         await quit_app(pilot, app)
     assert (tmp_path / "runs" / "zzother" / "model.keras").is_file()
@@ -315,6 +327,7 @@ async def test_c_swaps_corpus_and_refuses_a_bad_one(tiny_corpus_path, tmp_path, 
 
 # -- failures stay inside the app ----------------------------------------------------------------
 @slow
+@trains
 async def test_locked_run_dir_is_reported_and_app_stays_usable(tiny_corpus_path, tmp_path):
     from engine.files.rundir import RunDir
 
@@ -337,6 +350,7 @@ async def test_locked_run_dir_is_reported_and_app_stays_usable(tiny_corpus_path,
 
 
 @slow
+@trains
 async def test_bad_corpus_on_the_command_line_is_reported(tmp_path):
     missing = tmp_path / "nope.txt"
     app = build(app_options(missing, tmp_path / "run"))
@@ -347,6 +361,7 @@ async def test_bad_corpus_on_the_command_line_is_reported(tmp_path):
 
 # -- sampling only ------------------------------------------------------------------------------
 @slow
+@trains
 async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
     workspace, corpus_path, run_dir = sample_workspace
     app = build(app_options("tiny", "runs/tiny", no_train=True,
@@ -354,9 +369,9 @@ async def test_no_train_opens_a_saved_run_and_only_samples(sample_workspace):
     async with running_app(app) as pilot:
         await until_round(pilot, app)
         assert app.phase == "sampling"
-        assert app.check_action("toggle_pause", ()) is False
-        assert app.check_action("retrain", ()) is False
-        assert app.check_action("swap_corpus", ()) is False
+        assert app.main.check_action("toggle_pause", ()) is False
+        assert app.main.check_action("retrain", ()) is False
+        assert app.main.check_action("swap_corpus", ()) is False
         assert app.training_pane.progress.step == 100  # from metrics.jsonl
         # The memorization check of each column, against the training text (on this machine).
         await wait_until(pilot, lambda: all("copied" in c.note for c in app.generation_pane.columns),
@@ -438,12 +453,14 @@ def test_the_sample_columns_wrap_words_as_rich_does():
     for _ in range(200):
         width = rng.randint(12, 40)  # no word longer than a line
         text = "".join(rng.choice(words) + rng.choice([" ", " ", "  ", "\n"]) for _ in range(40))
-        assert wrapped(text, width) == [line.plain for line in Text(text).wrap(console, width, overflow="fold")]
+        expected = [line.plain for line in Text(text).wrap(console, width, overflow="fold")]
+        assert wrapped(text, width) == expected
     assert wrapped("abcdefghijk  xy", 4) == ["abcd", "efgh", "ijk ", "xy"]  # rich: "ijk ", " xy"
     assert wrapped("ab abcdefghij", 4) == ["ab ", "abcd", "efgh", "ij"]  # a long word starts a line
 
 
 @slow
+@trains
 async def test_an_exception_in_the_ui_still_stops_the_trainer(tiny_corpus_path, tmp_path):
     """Asyncio waits for worker threads at exit: a trainer left running would keep the
     process alive, invisibly, until its last epoch."""
@@ -459,6 +476,7 @@ async def test_an_exception_in_the_ui_still_stops_the_trainer(tiny_corpus_path, 
 
 
 @slow
+@trains
 async def test_no_train_samples_from_the_checkpoint_asked_for(sample_workspace, tmp_path):
     import shutil
 

@@ -16,8 +16,10 @@ import pytest
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.conftest import tiny_text
+from tests.scripted import ScriptedRun
 
 slow = pytest.mark.slow
+trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
 
 
 def build(options):
@@ -63,14 +65,15 @@ def screen_rows(app) -> list[str]:
 
 
 # -- 1. priming: a seed of several lines -------------------------------------------------------
-@slow
-async def test_e_edits_a_seed_of_several_lines(sample_workspace):
+async def test_e_edits_a_seed_of_several_lines(tmp_path):
     from textual.widgets import TextArea
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app, size=(100, 30)) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         while "\n" not in app.generation_pane.round.seed:  # a random seed across a line end
             number = app.generation_pane.round.number
@@ -99,14 +102,15 @@ async def test_e_edits_a_seed_of_several_lines(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_e_keeps_the_dialog_open_on_unknown_characters(sample_workspace):
+async def test_e_keeps_the_dialog_open_on_unknown_characters(tmp_path):
     from textual.widgets import TextArea
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         await pilot.press("e")
         app.screen.query_one(TextArea).text = "ROMEO:\nthe"
@@ -126,6 +130,7 @@ def test_a_seed_is_drawn_on_one_line_without_control_characters():
 
 # -- 2. the corpus picker -------------------------------------------------------------------------
 @slow
+@trains
 async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus_path, tmp_path, monkeypatch,
                                                                        private_cache_home):
     from textual.widgets import Input, OptionList
@@ -153,7 +158,8 @@ async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus
         path_input = picker.query_one("#path", Input)
         path_input.focus()
         await pilot.press(*"../elsewhere/sha")
-        await wait_until(pilot, lambda: any("../elsewhere/shakespeare.txt" in row for row in screen_rows(app)),
+        await wait_until(pilot, lambda: any("../elsewhere/shakespeare.txt" in row
+                                            for row in screen_rows(app)),
                          what="the completion, shown after the cursor")
         await pilot.press("right")  # → takes the completion
         assert path_input.value == "../elsewhere/shakespeare.txt"
@@ -166,6 +172,7 @@ async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus
 
 
 @slow
+@trains
 async def test_the_picker_tree_goes_up_a_folder(sample_workspace):
     from tui.screens.corpus_picker import CorpusPicker
 
@@ -194,6 +201,7 @@ def closed_port_url() -> str:
 
 
 @slow
+@trains
 async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sample_workspace, monkeypatch):
     import engine.data.corpus
     from engine.data import pydocs
@@ -216,6 +224,7 @@ async def test_the_picker_says_at_once_that_nietzsche_cannot_be_downloaded(sampl
 
 
 @slow
+@trains
 async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, monkeypatch):
     """Offline, --corpus nietzsche trains pydocs: the picker then lists pydocs' figures as
     pydocs', and corpora/nietzsche.txt, once there, with its own."""
@@ -256,22 +265,24 @@ async def test_the_fallback_corpus_figures_never_show_under_nietzsche(tmp_path, 
 
 
 # -- 3. small things -------------------------------------------------------------------------------
-@slow
-async def test_footer_says_export_and_fits_80_columns_when_training(tiny_corpus_path, tmp_path):
-    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+async def test_footer_says_export_and_fits_80_columns_when_training(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app, size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.phase == "training", what="training")
-        await pilot.pause(0.2)
+        await run.begin(pilot)
+        await wait_until(pilot, lambda: app.phase == "training" and "x Export" in screen_rows(app)[-1],
+                         what="training, and the keys that sample in the footer")
         footer = screen_rows(app)[-1]
-        assert "x Export" in footer and "Save" not in footer
+        assert "p Pause" in footer and "Save" not in footer
         assert footer.rstrip().endswith("q Quit"), footer
         await quit_app(pilot, app)
 
 
-@slow
-async def test_k_says_when_colouring_is_on(sample_workspace):
-    app = sampling_app()
+async def test_k_says_when_colouring_is_on(tmp_path):
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
 
         def info() -> str:
@@ -285,12 +296,12 @@ async def test_k_says_when_colouring_is_on(sample_workspace):
         await quit_app(pilot, app)
 
 
-@slow
-async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_workspace):
-    from tui.keys import KEYS, TRAINING_ONLY
+async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(tmp_path):
+    from tui.keys import KEYS
     from tui.screens.help import HelpScreen
+    from tui.screens.run_keys import CAPABILITIES
 
-    app = sampling_app()
+    app = ScriptedRun(tmp_path, trains=False).app  # (as sampling only: no pause, retrain or corpus)
     async with running_app(app, size=(100, 60)) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -298,7 +309,7 @@ async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_w
         shown = "\n".join(screen_rows(app))
         for key in KEYS:
             listed = re.search(rf"(?<!\S){re.escape(key.key_display or key.key)} {key.label}\b", shown)
-            assert bool(listed) == (key.action not in TRAINING_ONLY), key
+            assert bool(listed) == (key.action not in CAPABILITIES), key
         assert "Scrolling a sample column" in shown
         for keys in ("Tab", "↑ ↓", "PgUp PgDn", "Home End", "wheel"):
             assert keys in shown
@@ -306,16 +317,14 @@ async def test_help_lists_only_the_keys_that_apply_and_column_scrolling(sample_w
         await quit_app(pilot, app)
 
 
-@slow
-async def test_the_palette_lists_quit_once(sample_workspace):
+async def test_the_palette_lists_quit_once(tmp_path):
     from textual.command import CommandPalette
 
-    app = sampling_app()
+    app = ScriptedRun(tmp_path).app
     async with running_app(app) as pilot:
         await pilot.press("ctrl+p")
         assert isinstance(app.screen, CommandPalette)
         await pilot.press(*"quit")
-        await pilot.pause(0.5)
         palette = app.screen
         await wait_until(pilot, lambda: palette.query_one("CommandList").option_count > 0,
                          what="the palette's hits")
@@ -340,16 +349,21 @@ def test_loss_y_range_clips_the_early_spike():
     assert loss_y_range(list(range(50)), flat, [], []) is None
 
 
-@slow
-async def test_the_loss_plot_shows_the_learning_that_matters_at_80x24(tiny_corpus_path, tmp_path):
+async def test_the_loss_plot_shows_the_learning_that_matters_at_80x24(tmp_path):
+    from engine import events
     from tui.widgets.training import LossPlot
 
-    app = build(app_options(tiny_corpus_path, tmp_path / "run"))
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app, size=(80, 24)) as pilot:
+        await run.begin(pilot, steps_per_epoch=100)
+        # A real run's curve: the first steps' loss far above the learning that follows.
+        losses = {step: 3.67 if step == 1 else 1.5 + 1.0 / step ** 0.5 for step in range(1, 41)}
+        run.source.emit(*(events.BatchProgress(1, step, 100, step, loss, 1000.0, 16 * step, step / 10)
+                          for step, loss in losses.items()))
         plot = app.training_pane.query_one(LossPlot)
         await wait_until(pilot, lambda: len(plot.train.xs) >= 30, what="30 points on the plot")
         await wait_until(pilot, lambda: not plot._dirty, what="a redraw")
-        await pilot.pause(0.1)
         lines = str(plot.render()).split("\n")
         curve_rows = [line for line in lines if any("\u2800" <= ch <= "\u28ff" for ch in line)]
         assert len(curve_rows) >= 4, lines  # (was 2)

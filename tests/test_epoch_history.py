@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from engine import events
 from engine.run.follow import history
 from engine.run.training import Trainer
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.trains  # real tiny training
 
 
 class StoppedWhileScoring(Trainer):

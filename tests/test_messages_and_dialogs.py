@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
 from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
 from tests.ptyrun import charlm_command, run_in_pty
+from tests.scripted import ScriptedRun
+from tests.waiting import wait_for_app
 
 slow = pytest.mark.slow
+trains = pytest.mark.trains  # trains a model or imports TensorFlow: `make test-fast` leaves it out
 
 
 def build(options):
@@ -81,14 +84,15 @@ def test_the_prompt_refuses_exactly_what_the_engine_refuses_in_its_words(tempera
         assert parsed == (temperature,)
 
 
-@slow
-async def test_t_refuses_0_005_in_the_dialog_and_the_app_keeps_running(sample_workspace):
+async def test_t_refuses_0_005_in_the_dialog_and_the_app_keeps_running(tmp_path):
     from textual.widgets import Input, Static
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         await pilot.press("t")
         assert isinstance(app.screen, PromptScreen)
@@ -110,6 +114,7 @@ async def test_t_refuses_0_005_in_the_dialog_and_the_app_keeps_running(sample_wo
 
 # -- the header and the export while training ---------------------------------------------------------
 @slow
+@trains
 async def test_the_header_names_the_model_while_training_and_the_export_too(tiny_corpus_path, tmp_path):
     run_dir = tmp_path / "run"
     app = build(app_options(tiny_corpus_path, run_dir))
@@ -131,6 +136,7 @@ async def test_the_header_names_the_model_while_training_and_the_export_too(tiny
 
 # -- the corpus picker ---------------------------------------------------------------------------------
 @slow
+@trains
 async def test_the_picker_opens_on_its_path_input_and_keeps_an_explicit_run(tiny_corpus_path, tmp_path,
                                                                              monkeypatch):
     from textual.widgets import Input
@@ -156,14 +162,15 @@ async def test_the_picker_opens_on_its_path_input_and_keeps_an_explicit_run(tiny
 
 
 # -- the seed editor ---------------------------------------------------------------------------------
-@slow
-async def test_the_seed_editor_says_how_to_clear_it_and_that_works(sample_workspace):
+async def test_the_seed_editor_says_how_to_clear_it_and_that_works(tmp_path):
     from textual.widgets import Static, TextArea
 
     from tui.screens.prompt import PromptScreen
 
-    app = sampling_app()
+    run = ScriptedRun(tmp_path)
+    app = run.app
     async with running_app(app) as pilot:
+        await run.begin(pilot)
         await wait_until(pilot, lambda: round_done(app), what="a round")
         await pilot.press("e")
         assert isinstance(app.screen, PromptScreen)
@@ -179,6 +186,7 @@ async def test_the_seed_editor_says_how_to_clear_it_and_that_works(sample_worksp
 
 # -- words, not reason codes ---------------------------------------------------------------------------
 @slow
+@trains
 async def test_watch_says_why_the_run_ended_in_words_that_fit_120_columns(saved_run, tmp_path, monkeypatch):
     from tests.test_app_ui import screen_rows
     from tui.options import AppOptions
@@ -194,8 +202,9 @@ async def test_watch_says_why_the_run_ended_in_words_that_fit_120_columns(saved_
     async with running_app(app, size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.main.status()[0] == "the run ended: time budget reached",
                          what="the end of the run")
-        await pilot.pause(0.6)  # the stats redraw twice a second
-        status_row = next(row for row in screen_rows(app) if "the run ended" in row)
+        # (the stats redraw twice a second)
+        status_row = await wait_for_app(pilot, lambda: next(
+            (row for row in screen_rows(app) if "the run ended" in row), None), 10, "the status on screen")
         assert "the run ended: time budget reached" in status_row and "…" not in status_row.split("│")[0]
         await quit_app(pilot, app)
 

@@ -16,7 +16,7 @@ import pytest
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures)
 from tests.app_fixtures import SNAPSHOT_SAMPLE_LENGTH, app_options, tiny_train_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trains]  # (the saved run's model is built with Keras)
 
 
 @pytest.fixture(autouse=True)

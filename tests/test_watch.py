@@ -107,8 +107,8 @@ async def test_watchers_follow_a_training_process_without_writing(tmp_path, monk
             assert plot_steps(app) == sorted(plot_steps(app))
             await wait_until(pilot, lambda: app.main.source.checkpoints_loaded >= 1 and columns_filled(app),
                              timeout=60, what="a checkpoint loaded and sampled")
-            assert not app.check_action("toggle_pause", ()) and not app.check_action("retrain", ())
-            assert app.check_action("resample", ())
+            assert not app.main.check_action("toggle_pause", ()) and not app.main.check_action("retrain", ())
+            assert app.main.check_action("resample", ())
             await pilot.press("x")  # exported to the current directory, not the run
             await wait_until(pilot, lambda: any(exports.glob("samples-*.txt")), timeout=10, what="export")
             assert foreign_files(run_dir, trainer.pid) == set()

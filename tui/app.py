@@ -18,22 +18,22 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from textual import work
 from textual.app import App
-from textual.binding import Binding
 
 from engine.errors import CharlmError
-from tui import compat, streams
+from tui import compat, sources, streams
 from tui.commands import CharlmCommands
-from tui.keys import COLUMN_KEYS, KEYS, NEEDS_SAMPLER, TRAINING_ONLY
+from tui.keys import KEYS
 from tui.lifeline import Lifeline
 from tui.messages import StopRequested
 from tui.options import AppOptions
 from tui.screens.confirm import ConfirmScreen
-from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
+from tui.screens.run_keys import key_bindings
 from tui.visible import visible, visible_line
 
 QUIT_TIMEOUT = 120.0   # seconds q waits for the checkpoint before giving up
@@ -54,12 +54,12 @@ class CharlmApp(App[int]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
     COMMANDS = App.COMMANDS | {CharlmCommands}
-    BINDINGS = [Binding(k.key, k.action, k.label, key_display=k.key_display, tooltip=k.detail)
-                for k in KEYS]
+    BINDINGS = key_bindings(k for k in KEYS if k.action == "quit")
 
-    def __init__(self, options: AppOptions, driver_class=None) -> None:
+    def __init__(self, options: AppOptions, driver_class=None, make_source=None) -> None:
         super().__init__(driver_class=driver_class)
         self.options = options
+        self.make_source = make_source or sources.make_source  # (tests give one that replays events)
         self.main: MainScreen | None = None  # made by get_default_screen, as the app starts
         self.signal_received: int | None = None
         self.notices: deque[Notice] = deque(maxlen=100)  # what notify() has shown, newest last
@@ -74,7 +74,7 @@ class CharlmApp(App[int]):
         super().notify(message, title=title, severity=severity, **{"markup": False, **options})
 
     def get_default_screen(self) -> MainScreen:
-        self.main = MainScreen(self.options)
+        self.main = MainScreen(self.options, self.make_source)
         return self.main
 
     # -- what tests and benchmarks look at ----------------------------------------------------
@@ -94,19 +94,7 @@ class CharlmApp(App[int]):
     def header(self):
         return self.main.header
 
-    # -- keys -------------------------------------------------------------------------------------
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        main = self.main
-        if action in TRAINING_ONLY and main.mode != "train":
-            return False
-        if action == "toggle_pause":
-            return True if main.phase in ("training", "paused") else None
-        if action in ("retrain", "swap_corpus"):
-            return None if main.phase == "stopping" else True
-        if action in NEEDS_SAMPLER:
-            return True if main.sampler is not None else None
-        return True
-
+    # -- keys: the run's are the main screen's (tui/screens/run_keys.py) ------------------------
     def get_system_commands(self, screen):
         """Textual's own commands, less its Quit: ours (in palette_commands) saves a
         checkpoint first, and one Quit in the palette is enough."""
@@ -115,52 +103,21 @@ class CharlmApp(App[int]):
                 yield command
 
     def palette_commands(self):
+        """(title, detail, run it) of every key that applies now, for the command palette:
+        the run's actions are the main screen's, quitting is the App's."""
         for key in KEYS:
-            if self.check_action(key.action, ()):
-                yield key.title, key.detail, key.action
-
-    def action_resample(self) -> None:
-        self.main.resample()
-
-    def action_toggle_colour(self) -> None:
-        pane = self.main.generation_pane
-        pane.set_colour(not pane.colour)
-
-    def action_toggle_pause(self) -> None:
-        self.main.toggle_pause()
-
-    def action_export(self) -> None:
-        self.main.export()
-
-    def action_edit_seed(self) -> None:
-        self.main.edit_seed()
-
-    def action_edit_temperatures(self) -> None:
-        self.main.edit_temperatures()
-
-    def action_retrain(self) -> None:
-        self.main.retrain()
-
-    def action_swap_corpus(self) -> None:
-        self.main.swap_corpus()
-
-    def action_help(self) -> None:
-        # Only the keys that can apply here: not p, r and c in --no-train or watch.
-        rows = [(k.key_display or k.key, k.label, k.detail) for k in KEYS
-                if self.check_action(k.action, ()) is not False]
-        rows.append(("ctrl+p", "Palette", "every action by name"))
-        self.push_screen(HelpScreen(rows, COLUMN_KEYS))
+            if self.main.applies(key.action):
+                where = self if key.action == "quit" else self.main
+                yield key.title, key.detail, partial(self.run_action, key.action, where)
 
     # -- quitting -----------------------------------------------------------------------------------
     async def action_quit(self) -> None:
         if self._quitting:
             return
         self._quitting = True
-        leaving = "leaving (the trainer goes on)…" if self.main.mode == "watch" else \
-            "saving a checkpoint before quitting…"
-        await self.main.stop(leaving, QUIT_TIMEOUT)
-        session = self.main.session
-        error = session.checkpoint_error if session is not None else None
+        source = self.main.source
+        await self.main.stop(source.leaving, QUIT_TIMEOUT)
+        error = source.checkpoint_error
         if error is None:
             self.exit(0)
             return
@@ -172,7 +129,7 @@ class CharlmApp(App[int]):
             if quit_anyway:
                 self.exit(0)
             else:
-                self.retry_checkpoint(session)
+                self.retry_checkpoint(source)
 
         self.push_screen(ConfirmScreen(
             "The checkpoint was not saved",
@@ -180,9 +137,9 @@ class CharlmApp(App[int]):
             "some space and retry?", yes="Quit anyway", no="Retry"), answer)
 
     @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
-    def retry_checkpoint(self, session) -> None:
+    def retry_checkpoint(self, source) -> None:
         try:
-            session.save_checkpoint()
+            source.save_checkpoint()
         except CharlmError as error:
             self.call_from_thread(self.notify, str(error), title="Checkpoint failed again",
                                   severity="error", timeout=10)
@@ -219,16 +176,16 @@ class CharlmApp(App[int]):
     def stop_threads(self, timeout: float = QUIT_TIMEOUT) -> None:
         """From outside the event loop (after it ended): stop the run and wait for it
         (after a signal, until the lifeline's deadline: it leaves then, whatever)."""
-        source = self.main.source if self.main is not None else None
-        if source is not None:
+        if self.main is not None:
+            source = self.main.source
             source.stop()
             deadline = self.lifeline.deadline if self.lifeline is not None else None
             source.wait(timeout if deadline is None else max(deadline - time.monotonic(), 0.0))
 
 
 # -- entry points -------------------------------------------------------------------------------
-def build_app(options: AppOptions, driver_class=None) -> CharlmApp:
-    return CharlmApp(options, driver_class)
+def build_app(options: AppOptions, driver_class=None, make_source=None) -> CharlmApp:
+    return CharlmApp(options, driver_class, make_source)
 
 
 def saved_line(app: CharlmApp) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 
@@ -16,13 +14,12 @@ class CharlmCommands(Provider):
         return list(commands()) if commands else []
 
     async def discover(self) -> Hits:
-        for title, help_text, action in self._commands():
-            yield DiscoveryHit(title, partial(self.app.run_action, action), help=help_text)
+        for title, help_text, run in self._commands():
+            yield DiscoveryHit(title, run, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, help_text, action in self._commands():
+        for title, help_text, run in self._commands():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), partial(self.app.run_action, action),
-                          help=help_text)
+                yield Hit(score, matcher.highlight(title), run, help=help_text)

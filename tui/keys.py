@@ -49,7 +49,6 @@ COLUMN_KEYS = (
     ("Home End", "Start/end", "its first line; End follows the text as it streams again"),
     ("wheel", "Scroll", "the mouse wheel scrolls the column under the pointer"),
 )
-TRAINING_ONLY = {"toggle_pause", "retrain", "swap_corpus"}
 NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
 
 

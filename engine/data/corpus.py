@@ -178,6 +178,36 @@ def is_on_disk(name: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Availability:
+    """What `load_corpus(spec)` would take now, asked before loading (the app's picker)."""
+
+    builtin: str | None = None  # the built-in named corpus `spec` loads; None: a file, folder or nothing
+    first_use: str | None = None  # "download" or "build" before it can be read; None: just reading
+    url: str | None = None        # where a download would come from
+    fallback: str | None = None   # the corpus load_corpus reads instead if the download fails
+
+
+def availability(spec: str | os.PathLike, corpora_dir: Path | None = None) -> Availability:
+    """Whether loading `spec` needs a download or a build first, and what it falls back to:
+    load_corpus's own order (a path, then corpora/<name>.txt, then a built-in). Nothing
+    is read or fetched."""
+    spec_text = os.fspath(spec)
+    try:
+        path = Path(spec_text).expanduser()
+    except RuntimeError:
+        path = Path(spec_text)
+    if (spec_text.strip() and _path_kind(path) is not None) or spec_text in _corpora_files(corpora_dir):
+        return Availability()
+    if spec_text == "nietzsche":
+        if _cached_nietzsche() is not None:
+            return Availability("nietzsche")
+        return Availability("nietzsche", "download", NIETZSCHE_URL, fallback="pydocs")
+    if spec_text == "pydocs":
+        return Availability("pydocs", None if pydocs.is_cached() else "build")
+    return Availability()
+
+
 def _corpora_files(corpora_dir: Path | None) -> dict[str, Path]:
     folder = Path(corpora_dir) if corpora_dir is not None else default_corpora_dir()
     try:

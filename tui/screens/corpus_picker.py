@@ -116,13 +116,14 @@ def corpus_info(spec: str, lowercase: bool, encoding: str | None = None,
     with _CACHE_LOCK:
         if key in _INFO_CACHE:
             return _INFO_CACHE[key]
+    needs = availability(spec, corpora_dir)
     try:
         corpus = load_corpus(spec, lowercase=lowercase, encoding=encoding, corpora_dir=corpora_dir)
     except CharlmError as error:
         info = CorpusInfo(error=str(error))
     else:
         _remember_info(loaded_spec(spec, corpus, corpora_dir), corpus, encoding)
-        if loaded_spec(spec, corpus, corpora_dir) != canonical:  # a fallback: not this one
+        if needs.fallback is not None and corpus.name == needs.fallback:  # not this one
             return CorpusInfo(note=f"not on this machine ({corpus.name} would be used)")
         return CorpusInfo(len(corpus), len(corpus.vocab))
     with _CACHE_LOCK:
@@ -152,17 +153,17 @@ FIRST_USE_NOTES = {
     "nietzsche": "not on this machine: downloaded when chosen",
     "pydocs": "Python's docstrings, collected on first use",
 }
-NEEDS_DOWNLOAD = {"nietzsche"}
 
 
-def builtin_is_local(name: str) -> bool:
-    """True when a built-in corpus is already on disk (measuring it costs no download)."""
-    from engine.data.corpus import is_on_disk
+def availability(spec: str, corpora_dir: Path | None):
+    """What loading `spec` would take first (a download, a build), as the engine says
+    (engine.data.corpus.availability); a folder that cannot be looked at takes nothing."""
+    from engine.data.corpus import Availability, availability
 
     try:
-        return is_on_disk(name)
+        return availability(spec, corpora_dir)
     except OSError:
-        return False
+        return Availability()
 
 
 def download_blocked(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
@@ -346,9 +347,9 @@ class CorpusPicker(ModalScreen[object]):
             self.app.call_from_thread(self._set_info, option_id, self._measure(spec))
 
     def _measure(self, spec: str) -> CorpusInfo:
-        if spec in FIRST_USE_NOTES and _corpora_file(spec, self.corpora_dir) is None \
-                and _as_path(spec) is None and not builtin_is_local(spec):
-            return CorpusInfo(note=FIRST_USE_NOTES[spec])
+        needs = availability(spec, self.corpora_dir)
+        if needs.first_use is not None:  # (measuring it would fetch or build it)
+            return CorpusInfo(note=FIRST_USE_NOTES[needs.builtin])
         return corpus_info(spec, self.lowercase, self.encoding, self.corpora_dir)
 
     def _set_info(self, option_id: str, info: CorpusInfo) -> None:
@@ -429,16 +430,13 @@ class CorpusPicker(ModalScreen[object]):
         self._detail(f"loading {spec}…")
         self._load(spec)
 
-    def _needs_download(self, spec: str) -> bool:
-        return (spec in NEEDS_DOWNLOAD and _as_path(spec) is None
-                and _corpora_file(spec, self.corpora_dir) is None and not builtin_is_local(spec))
-
     @work(thread=True, exclusive=True, group="picker-load")
     def _load(self, spec: str) -> None:
         from engine.data import corpus as corpus_module
 
-        if self._needs_download(spec):
-            blocked = download_blocked(corpus_module.NIETZSCHE_URL)
+        needs = availability(spec, self.corpora_dir)
+        if needs.first_use == "download":
+            blocked = download_blocked(needs.url)
             if blocked is not None:
                 folder = self.corpora_dir or corpus_module.default_corpora_dir()
                 self.app.call_from_thread(self._refused, spec, (
@@ -459,7 +457,7 @@ class CorpusPicker(ModalScreen[object]):
         except Exception as error:  # an engine bug must not take the app down
             self.app.call_from_thread(self._refused, spec, f"{type(error).__name__}: {error}")
             return
-        if loaded_spec(spec, corpus, self.corpora_dir) != canonical_spec(spec, self.corpora_dir):
+        if needs.fallback is not None and corpus.name == needs.fallback:
             # The download failed after all and the engine fell back to another corpus:
             # the user chose this one, so say so rather than train on the other.
             _remember_info(corpus.name, corpus, self.encoding)
