@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -43,6 +44,27 @@ STATE_KINDS = {"starting": "loading", "running": "training", "paused": "paused",
 
 class MainScreen(Screen):
     """Everything the app shows of one run; `start` swaps in another run."""
+
+    # issue 19: the inspector and the cells view (tui/widgets/inspector.py, tui/screens/cells.py)
+    BINDINGS = [Binding("i", "inspect", "Inspect", show=False,
+                        tooltip="the distribution a sample's character was drawn from"),
+                Binding("n", "cells", "Cells", show=False, tooltip="colour text by one LSTM cell")]
+
+    def action_inspect(self) -> None:
+        from tui.widgets.inspector import open_inspector
+
+        open_inspector(self)
+
+    def action_cells(self) -> None:
+        from tui.screens.cells import open_cells
+
+        open_cells(self)
+
+    def on_click(self, event) -> None:
+        from tui.widgets.inspector import inspect_click
+
+        inspect_click(self, event)
+    # (end of issue 19's part)
 
     def __init__(self, options) -> None:
         super().__init__()
@@ -397,6 +419,7 @@ class MainScreen(Screen):
         stream = self.sampler.stream(seed_text, self.temperatures, self.sample_length,
                                      seed=int(self._rng.integers(2**31)))
         self.generation_pane.start_round(stream, seed_text, self.sample_length, label)
+        self.generation_pane.round.sampler = self.sampler  # issue 19: the inspector explains with it
 
     def random_seed_text(self) -> str:
         corpus = self.seed_corpus
