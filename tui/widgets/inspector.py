@@ -26,6 +26,7 @@ from rich.text import Text
 from textual import work
 from textual.binding import Binding
 from textual.widget import Widget
+from textual.widgets import Footer
 
 from tui.visible import visible_line
 from tui.widgets.generation import SampleColumn, format_temperature, line_breaks, prob_style
@@ -125,10 +126,15 @@ def chosen_line(distribution, chosen: str, probability: float, temperature: floa
 class InspectorPanel(Widget, can_focus=True):
     """The panel under the columns; it keeps its subject whatever the run does next."""
 
+    # Not scoped: on a short terminal (80x24) the panel takes the training pane's rows
+    # while it is open, so that the columns stay in sight.
+    SCOPED_CSS = False
     DEFAULT_CSS = """
+    Screen.-short.-inspecting TrainingPane {
+        display: none;
+    }
     InspectorPanel {
-        dock: bottom;
-        height: 16;
+        height: 15;
         border: round $accent;
         border-title-color: $text-accent;
         border-subtitle-color: $text-muted;
@@ -206,6 +212,12 @@ class InspectorPanel(Widget, can_focus=True):
                 return
         self._go(self.position + steps)
 
+    def on_mount(self) -> None:
+        self.screen.add_class("-inspecting")
+
+    def on_unmount(self) -> None:
+        self.screen.remove_class("-inspecting")
+
     def action_close(self) -> None:
         screen = self.screen
         self.remove()
@@ -231,7 +243,8 @@ class InspectorPanel(Widget, can_focus=True):
         table.add_column(ratio=1)
         table.add_column(width=1)
         table.add_column(ratio=1)
-        table.add_row(distribution_table(distribution, 1.0, self.chosen, half), Text("│\n" * (TOP + 1)),
+        rule = Text("\n".join("│" * (TOP + 1)))
+        table.add_row(distribution_table(distribution, 1.0, self.chosen, half), rule,
                       distribution_table(distribution, self.subject.temperature, self.chosen, half))
         probability = self.subject.probabilities[self.position]
         return Group(context, table, chosen_line(distribution, self.chosen, probability,
@@ -258,7 +271,8 @@ def open_inspector(screen, column_index: int | None = None, position: int | None
         panel.show(subject, position)
     else:
         panel = InspectorPanel(subject, position)
-        screen.mount(panel)
+        footers = screen.query(Footer)
+        screen.mount(panel, before=footers.first() if footers else None)
         panel._go(position)
     panel.focus()
 
