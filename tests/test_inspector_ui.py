@@ -164,3 +164,96 @@ def test_inspector_80x24(snap_compare, sample_workspace):
         await pilot.pause(0.1)
 
     assert snap_compare(saved_app(), terminal_size=(80, 24), run_before=inspect)
+
+
+# -- the cells view --------------------------------------------------------------------------
+def cells_screen(app):
+    from tui.screens.cells import CellsScreen
+
+    return app.screen if isinstance(app.screen, CellsScreen) else None
+
+
+async def cells_traced(pilot) -> None:
+    await wait_until(pilot, lambda: cells_screen(pilot.app) is not None and cells_screen(pilot.app).traced
+                     is not None, 30, "the cells view's trace")
+    await pilot.pause(0.1)
+
+
+async def test_n_browses_ranks_and_shows_a_cell(sample_workspace):
+    from engine.cellstats import rank_cells, text_properties
+    from engine.trace import trace
+    from tui.screens.cells import BEST, held_out_text
+
+    app = saved_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        sampler = app.main.sampler
+        await pilot.press("n")
+        await cells_traced(pilot)
+        view = cells_screen(app)
+        # Held-out text by default: the corpus's tail, from a line start.
+        expected_text = held_out_text(app.main.seed_corpus, 0.1)
+        assert view.source == "held-out text" and view.traced.text == expected_text
+        expected = trace(sampler, expected_text, gates=False, probabilities=False)
+        title = view.query_one("#cells-title")
+        assert str(title.render()).startswith("Cell 0 of 16 · tanh(c)")
+        await pilot.press("down", "down", "down", "up")
+        assert view.cell == 2
+        assert str(title.render()).startswith("Cell 2 of 16")
+        await pilot.press("a")
+        assert view.activation == "h"
+        shown = view.query_one("#cells-text").render()
+        # Every character is coloured by cell 2's h, as the trace has it.
+        from tui.screens.cells import colour
+
+        spans = [span for span in shown.spans if shown.plain[span.start:span.end] != "\n"]
+        assert len(spans) == len(expected_text)
+        assert [span.style.background.rgb for span in spans] == \
+            [colour(value).rgb for value in expected.layers[0].h[:, 2]]
+
+        await pilot.press("slash")
+        ranking = view.query_one("#cells-ranking")
+        assert view.has_class("-ranking") and app.screen.focused is ranking
+        ranked = rank_cells(expected.layers[0].activations, text_properties(expected_text), top=BEST)
+        lines = [str(ranking.get_option_at_index(i).prompt) for i in range(ranking.option_count)]
+        best = ranked["position in line"][0]
+        heading = next(line for line in lines if line.startswith("position in line"))
+        assert f"best |r| {abs(best.r):.2f}" in heading
+        assert ("weak" in heading) == (abs(best.r) < 0.3)
+        # Enter on the position-in-line's best cell shows it.
+        index = next(i for i in range(ranking.option_count)
+                     if ranking.get_option_at_index(i).id == f"{best.activation}-{best.cell}-position in line")
+        ranking.highlighted = index
+        await pilot.press("enter")
+        assert not view.has_class("-ranking")
+        assert (view.cell, view.activation) == (best.cell, best.activation)
+
+        await pilot.press("t")  # the current sample instead
+        await cells_traced(pilot)
+        assert view.source == "the current sample"
+        assert view.traced.text == app.generation_pane.columns[0].plain
+        await pilot.press("escape")
+        await pilot.pause()
+        assert cells_screen(app) is None and app.screen is app.main
+
+
+def test_cells_view_80x24(snap_compare, sample_workspace):
+    async def cells(pilot) -> None:
+        await settled(pilot)
+        await pilot.press("n")
+        await cells_traced(pilot)
+        await pilot.press("down")
+        await pilot.pause(0.1)
+
+    assert snap_compare(saved_app(), terminal_size=(80, 24), run_before=cells)
+
+
+def test_cells_ranking_80x24(snap_compare, sample_workspace):
+    async def ranking(pilot) -> None:
+        await settled(pilot)
+        await pilot.press("n")
+        await cells_traced(pilot)
+        await pilot.press("slash")
+        await pilot.pause(0.1)
+
+    assert snap_compare(saved_app(), terminal_size=(80, 24), run_before=ranking)
