@@ -257,3 +257,33 @@ def test_cells_ranking_80x24(snap_compare, sample_workspace):
         await pilot.pause(0.1)
 
     assert snap_compare(saved_app(), terminal_size=(80, 24), run_before=ranking)
+
+
+def app_in(mode: str, workspace):
+    """The app training the tiny corpus, or watching the saved run as another process's."""
+    from tui.app import build_app
+    from tui.options import AppOptions
+
+    if mode == "watch":
+        return build_app(AppOptions(corpus="tiny", run_dir="runs/tiny", mode="watch", sample_length=60, seed=5))
+    return build_app(app_options(workspace / "corpora" / "tiny.txt", workspace / "runs" / "training",
+                                 config=tiny_train_config(sample_length=60)))
+
+
+@pytest.mark.parametrize("mode", ["train", "watch"])
+async def test_the_inspector_while_training_and_watching(mode, sample_workspace):
+    from tests.app_fixtures import running_app
+
+    app = app_in(mode, sample_workspace[0])
+    async with running_app(app, size=(80, 24)) as pilot:
+        pane = app.generation_pane
+        await wait_until(pilot, lambda: pane.round is not None and len(pane.columns[0].chars) >= 5, 120,
+                         "a round to stream")
+        await pilot.press("i")
+        await traced(pilot)
+        inspector = panel(app)
+        assert_explains(app, inspector)
+        await pilot.press("left")
+        assert_explains(app, inspector)
+        await pilot.press("escape")
+        await pilot.press("q")

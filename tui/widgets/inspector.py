@@ -192,7 +192,11 @@ class InspectorPanel(Widget, can_focus=True):
     def _trace(self, subject: Subject) -> None:
         from engine.trace import trace
 
-        traced = trace(subject.sampler, subject.text, gates=False)
+        try:
+            traced = trace(subject.sampler, subject.text, gates=False)
+        except ValueError as error:  # (text the model cannot read: not one a round of it wrote)
+            self.app.call_from_thread(self.app.notify, str(error), title="Inspector", severity="error")
+            return
         self.app.call_from_thread(self._traced, subject, traced)
 
     def _traced(self, subject: Subject, traced) -> None:
