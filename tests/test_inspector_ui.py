@@ -10,8 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.app_fixtures import *  # noqa: F401,F403 (fixtures)
-from tests.app_fixtures import SNAPSHOT_SAMPLE_LENGTH, app_options, tiny_train_config, wait_until
+from tests.app_fixtures import *
+from tests.app_fixtures import (
+    SNAPSHOT_SAMPLE_LENGTH,
+    app_options,
+    tiny_train_config,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +132,8 @@ async def test_the_panel_keeps_the_rounds_sampler(sample_workspace):
             first.sampler.vocab, {name: w * 0.5 for name, w in first.sampler.weights().items()},
             lowercase=first.sampler.lowercase)
         app.main.resample()
-        await wait_until(pilot, lambda: app.generation_pane.round.number > first.round_number, 30, "a new round")
+        await wait_until(pilot, lambda: app.generation_pane.round.number > first.round_number, 30,
+                         "a new round")
         await pilot.press("left")
         assert inspector.subject is first
         np.testing.assert_array_equal(panel(app).subject.sampler.weights()["dense_bias"],
@@ -221,8 +227,8 @@ async def test_n_browses_ranks_and_shows_a_cell(sample_workspace):
         assert f"best |r| {abs(best.r):.2f}" in heading
         assert ("weak" in heading) == (abs(best.r) < 0.3)
         # Enter on the position-in-line's best cell shows it.
-        index = next(i for i in range(ranking.option_count)
-                     if ranking.get_option_at_index(i).id == f"{best.activation}-{best.cell}-position in line")
+        wanted = f"{best.activation}-{best.cell}-position in line"
+        index = next(i for i in range(ranking.option_count) if ranking.get_option_at_index(i).id == wanted)
         ranking.highlighted = index
         await pilot.press("enter")
         assert not view.has_class("-ranking")
@@ -265,7 +271,8 @@ def app_in(mode: str, workspace):
     from tui.options import AppOptions
 
     if mode == "watch":
-        return build_app(AppOptions(corpus="tiny", run_dir="runs/tiny", mode="watch", sample_length=60, seed=5))
+        return build_app(AppOptions(corpus="tiny", run_dir="runs/tiny", mode="watch", sample_length=60,
+                                    seed=5))
     return build_app(app_options(workspace / "corpora" / "tiny.txt", workspace / "runs" / "training",
                                  config=tiny_train_config(sample_length=60)))
 

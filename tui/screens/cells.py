@@ -231,7 +231,8 @@ class CellsScreen(Screen):
         layer = self.traced.layers[self.layer_index]
         layers = len(self.traced.layers)
         title.update(Text(f"Cell {self.cell} of {layer.units} · {ACTIVATION_NAMES[self.activation]} · "
-                          f"layer {self.layer_index + 1} of {layers} · {where}", no_wrap=True, overflow="ellipsis"))
+                          f"layer {self.layer_index + 1} of {layers} · {where}",
+                          no_wrap=True, overflow="ellipsis"))
         body.update(coloured_text(self.traced.text, layer.activation(self.activation)[:, self.cell]))
 
     def _fill_ranking(self) -> None:
@@ -239,10 +240,12 @@ class CellsScreen(Screen):
                                              f"weak below {WEAK}", style="dim"), disabled=True)]
         for name, scores in self.traced.rankings[self.layer_index].items():
             if not scores:
-                options.append(Option(Text(f"{name}: does not vary in this text", style="dim"), disabled=True))
+                quiet = Text(f"{name}: does not vary in this text", style="dim")
+                options.append(Option(quiet, disabled=True))
                 continue
             heading = Text(f"{name}", style="bold")
-            heading.append(f" · best |r| {abs(scores[0].r):.2f}, {describe_strength(scores[0].r)}", style="dim")
+            best = abs(scores[0].r)
+            heading.append(f" · best |r| {best:.2f}, {describe_strength(best)}", style="dim")
             options.append(Option(heading, disabled=True))
             for score in scores:
                 options.append(Option(f"   cell {score.cell:>4} {ACTIVATION_NAMES[score.activation]:<7} "

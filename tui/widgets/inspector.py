@@ -29,7 +29,12 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from tui.visible import visible_line
-from tui.widgets.generation import SampleColumn, format_temperature, line_breaks, prob_style
+from tui.widgets.generation import (
+    SampleColumn,
+    format_temperature,
+    line_breaks,
+    prob_style,
+)
 
 TOP = 10
 BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars finer than a character
