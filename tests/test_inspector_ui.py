@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.app_fixtures import *
+from tests.app_fixtures import *  # noqa: F403 (the fixtures)
 from tests.app_fixtures import (
     SNAPSHOT_SAMPLE_LENGTH,
     app_options,
