@@ -164,9 +164,10 @@ class InspectorPanel(Widget, can_focus=True):
 
     # -- what it explains ------------------------------------------------------------------
     def show(self, subject: Subject, position: int) -> None:
-        if subject.text != self.subject.text or subject.sampler is not self.subject.sampler:
-            self.trace = None if not subject.text.startswith(self.subject.text) or \
-                subject.sampler is not self.subject.sampler else self.trace
+        """Explain `subject` at `position`: the trace made so far still serves a column that
+        has only grown since (same sampler, its text a continuation)."""
+        if subject.sampler is not self.subject.sampler or not subject.text.startswith(self.subject.text):
+            self.trace = None
         self.subject = subject
         self._go(position)
 
