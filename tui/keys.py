@@ -16,6 +16,7 @@ class KeyAction:
     title: str         # the command palette's name
     detail: str        # one line for the help screen and the palette
     key_display: str | None = None
+    footer: bool = True  # False: in the help screen and the palette only (the Footer is full)
 
 
 KEYS = (
@@ -36,6 +37,12 @@ KEYS = (
               "pick another corpus; training goes on in runs/<name>"),
     KeyAction("x", "export", "Export", "Export the samples",
               "write the current samples to a text file in the run directory"),
+    KeyAction("i", "inspect", "Inspect", "Inspect a character",
+              "the distribution a sample's character was drawn from: top 10 at T=1 and at the column's "
+              "temperature, its rank, the entropy (← → move, Esc closes; or click a character)", footer=False),
+    KeyAction("n", "cells", "Cells", "Show the LSTM's cells",
+              "colour text by one cell's activation (↑ ↓ cells, / ranks them by what they track)",
+              footer=False),
     KeyAction("question_mark", "help", "Help", "Help", "keys and what the panes show",
               key_display="?"),
     KeyAction("q", "quit", "Quit", "Quit", "save a checkpoint and leave"),
@@ -49,7 +56,7 @@ COLUMN_KEYS = (
     ("Home End", "Start/end", "its first line; End follows the text as it streams again"),
     ("wheel", "Scroll", "the mouse wheel scrolls the column under the pointer"),
 )
-NEEDS_SAMPLER = {"resample", "edit_seed", "export"}
+NEEDS_SAMPLER = {"resample", "edit_seed", "export", "inspect", "cells"}
 
 
 def parse_temperatures(value: str) -> tuple[tuple[float, ...] | None, str | None]:

@@ -307,6 +307,7 @@ class MainScreen(RunKeys, Screen):
         seed_text, seed = self.rounds.next_seed()
         stream = self.sampler.stream(seed_text, self.temperatures, self.sample_length, seed=seed)
         self.generation_pane.start_round(stream, seed_text, self.sample_length, label)
+        self.generation_pane.round.sampler = self.sampler  # what the inspector explains it with
 
     def pin_seed(self, seed_text: str) -> None:
         self.rounds.pin(seed_text)

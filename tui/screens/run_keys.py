@@ -20,12 +20,13 @@ CAPABILITIES = {"toggle_pause": "can_pause", "retrain": "can_retrain", "swap_cor
 
 
 def key_bindings(keys) -> list[Binding]:
-    return [Binding(k.key, k.action, k.label, key_display=k.key_display, tooltip=k.detail) for k in keys]
+    return [Binding(k.key, k.action, k.label, key_display=k.key_display, tooltip=k.detail, show=k.footer)
+            for k in keys]
 
 
 class RunKeys:
-    """s e t k p r c x ?: sampling, the seed text, temperatures, colour, pause, retrain,
-    another corpus, export and help."""
+    """s e t k p r c x i n ?: sampling, the seed text, temperatures, colour, pause, retrain,
+    another corpus, export, the inspector, the cells view and help."""
 
     KEY_BINDINGS = key_bindings(k for k in KEYS if k.action != "quit")  # MainScreen's BINDINGS
 
@@ -55,6 +56,22 @@ class RunKeys:
                 if self.applies(k.action) is not False]
         rows.append(("ctrl+p", "Palette", "every action by name"))
         self.app.push_screen(HelpScreen(rows, COLUMN_KEYS))
+
+    # -- looking inside (tui/widgets/inspector.py, tui/screens/cells.py) ---------------------------
+    def action_inspect(self) -> None:
+        from tui.widgets.inspector import open_inspector
+
+        open_inspector(self)
+
+    def action_cells(self) -> None:
+        from tui.screens.cells import open_cells
+
+        open_cells(self)
+
+    def on_click(self, event) -> None:
+        from tui.widgets.inspector import inspect_click
+
+        inspect_click(self, event)
 
     # -- sampling ----------------------------------------------------------------------------------
     def action_resample(self) -> None:

@@ -337,6 +337,7 @@ class Round:
     label: str
     stream: Iterator | None
     done: bool = False
+    sampler: object = None  # issue 19: what the round was drawn with, for the inspector
 
 
 class GenerationPane(Vertical):
