@@ -1,6 +1,6 @@
 """GPU check, for a machine with a GPU: is the cuDNN LSTM kernel used, and how fast is it?
 
-    python bench/gpu_check.py --corpus ../shared/corpora/nietzsche.txt [--fast-steps 300]
+    python bench/gpu_check.py [--corpus PATH] [--fast-steps 300]   (default: $CHARLM_BENCH_CORPUS, else nietzsche)
 
 1. Traces the training step of the default (fast) model and looks for TensorFlow's
    CudnnRNN op in the graph: Keras uses cuDNN only when the LSTM's settings allow it.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -47,7 +48,7 @@ def timed_run(corpus, config, run_dir) -> tuple[events.TrainingFinished, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default="nietzsche")
+    parser.add_argument("--corpus", default=os.environ.get("CHARLM_BENCH_CORPUS") or "nietzsche")
     parser.add_argument("--fast-steps", type=int, default=300)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_check.json"))
     args = parser.parse_args()

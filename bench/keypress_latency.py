@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tui.app import build_app  # noqa: E402
 from tui.options import AppOptions  # noqa: E402
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "nietzsche.txt"
+from common import DEFAULT_CORPUS  # noqa: E402  (the bench default: $CHARLM_BENCH_CORPUS, else nietzsche)
 
 
 async def measure(corpus: str, presses: int, gap: float, run_dir: Path) -> tuple[list, tuple, list]:
@@ -104,7 +104,7 @@ async def _move_inspector(app, pilot, presses: int, gap: float) -> list[tuple[fl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.exists() else "nietzsche")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="a path or a named corpus; default: $CHARLM_BENCH_CORPUS, else nietzsche")
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--gap", type=float, default=0.5,
                         help="seconds between presses (0.5: 40 presses span an epoch end)")
