@@ -10,6 +10,21 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+if os.environ.get("CHARLM_TESTS_WITHOUT_TENSORFLOW"):
+    # `make test-fast`: the tests it selects (not marked `trains` or `slow`) must not need
+    # TensorFlow; one that imports it fails here, saying so, rather than making the fast
+    # suite slow. (Commands a test runs in a subprocess are not covered: mark those.)
+    class _NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith(("tensorflow.", "keras")):
+                raise ImportError(f"{name} imported by a test that `make test-fast` runs: "
+                                  "mark the test `trains` (or make it not need TensorFlow)")
+            return None
+
+    import sys
+
+    sys.meta_path.insert(0, _NoTensorFlow())
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NIETZSCHE = SHARED / "corpora" / "nietzsche.txt"
 
