@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import events  # noqa: E402
 from engine.config import preset  # noqa: E402
 from engine.data.corpus import load_corpus  # noqa: E402
-from engine.tfsetup import device_name, tensorflow  # noqa: E402
 from engine.run.training import Trainer  # noqa: E402
+from engine.tfsetup import device_name, tensorflow  # noqa: E402
 
 
 def cudnn_ops(model, maxlen: int) -> list[str]:

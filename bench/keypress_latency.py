@@ -25,10 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import DEFAULT_CORPUS  # noqa: E402  (the bench default: $CHARLM_BENCH_CORPUS, else nietzsche)
 from tui.app import build_app  # noqa: E402
 from tui.options import AppOptions  # noqa: E402
-
-from common import DEFAULT_CORPUS  # noqa: E402  (the bench default: $CHARLM_BENCH_CORPUS, else nietzsche)
 
 
 async def measure(corpus: str, presses: int, gap: float, run_dir: Path) -> tuple[list, tuple, list]:

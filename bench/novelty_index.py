@@ -33,9 +33,9 @@ import sys
 import time
 import tracemalloc
 
-import common as C
+import numpy as np
 
-import numpy as np  # noqa: E402  (after common: it puts the project on sys.path)
+import common as C
 
 MiB = 2**20
 SAMPLE_LENGTH = 400

@@ -61,9 +61,9 @@ def play_text(chars: int = PLAY_CHARS, seed: int = 0) -> str:
 
 def training_text(spec: str | None, saved) -> str:
     """The first (1 - val_fraction) of the corpus, as the run was trained on it."""
-    from engine.run import follow
     from engine.data.corpus import load_corpus
     from engine.data.windows import split_point
+    from engine.run import follow
 
     config = saved.config
     if spec == "play":
@@ -109,8 +109,8 @@ def main() -> None:
     if not args.run:
         p.error("give --run DIR (or --write-play FILE)")
 
-    from engine.run.follow import open_run
     from engine.data.textshape import compare, shape
+    from engine.run.follow import open_run
 
     saved = open_run(args.run, checkpoint=args.checkpoint)
     text = training_text(args.corpus, saved)

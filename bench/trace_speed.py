@@ -32,8 +32,9 @@ if any(name in os.environ for name in SLOWING_VARIABLES):  # before numpy loads 
 import statistics  # noqa: E402
 import time  # noqa: E402
 
-import common as C  # noqa: E402
 import numpy as np  # noqa: E402
+
+import common as C  # noqa: E402
 
 GOAL_SECONDS = 1.0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import statistics
 import time
 
-
 import common as C
 
 
@@ -50,8 +49,8 @@ def main() -> None:
     if args.quick:
         args.batches, args.rounds = 8, 2
 
-    from engine.modeling.model import build_model
     from engine.data.windows import Windows
+    from engine.modeling.model import build_model
 
     k = C.keras()
     corpus = C.load_corpus(args.corpus)

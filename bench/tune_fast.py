@@ -37,8 +37,8 @@ def parse_candidate(text: str) -> dict:
 def train_candidate(overrides: dict, train_ids, val_ids, vocab_size: int, seconds: float,
                     eval_every: float, clean: bool, seed: int = 1337) -> dict:
     """Train for `seconds` (clean seconds if `clean`), scoring every `eval_every`."""
-    from engine.modeling.model import build_model
     from engine.data.windows import Windows
+    from engine.modeling.model import build_model
 
     k = C.keras()
     overrides = dict(overrides)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_text
 from engine.files import checkpoints
+from tests.conftest import tiny_text
 from tests.waiting import wait_for_app
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
@@ -86,8 +86,8 @@ def _write_saved_run(run_dir: Path, corpus_path: Path) -> None:
     RNG and fixed metrics: what the app shows from it never varies."""
     from engine.config import preset
     from engine.data.corpus import corpus_notes, load_corpus
-    from engine.modeling.model import build_model
     from engine.files.rundir import RunDir
+    from engine.modeling.model import build_model
 
     corpus = load_corpus(corpus_path, lowercase=True)
     # (its own learning rate, as a run saved by an earlier version keeps: the header shows it)

@@ -482,9 +482,9 @@ async def test_no_train_samples_from_the_checkpoint_asked_for(sample_workspace, 
 
     import numpy as np
 
-    from engine.run.follow import open_run
-    from engine.modeling.model import build_model
     from engine.files.rundir import RunDir
+    from engine.modeling.model import build_model
+    from engine.run.follow import open_run
     from tui.options import AppOptions
 
     workspace, corpus_path, run_dir = sample_workspace

@@ -6,8 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.modeling.cellstats import (PROPERTIES, after_newline, inside_brackets, inside_quotes, pearson,
-                              position_in_line, rank_cells, text_properties, upper_case, word_starts)
+from engine.modeling.cellstats import (
+    PROPERTIES,
+    after_newline,
+    inside_brackets,
+    inside_quotes,
+    pearson,
+    position_in_line,
+    rank_cells,
+    text_properties,
+    upper_case,
+    word_starts,
+)
 from tests.conftest import tiny_text
 
 

@@ -181,8 +181,8 @@ def test_keras_still_keeps_the_optimizer_step_where_sample_reads_it(tmp_path):
     without Keras (engine.compat.saved_optimizer_step)."""
     import numpy as np
 
-    from engine.modeling.model import build_model
     from engine.files.vetting import checkpoint_step
+    from engine.modeling.model import build_model
     from tests.conftest import tiny_config
 
     model = build_model(12, tiny_config())

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.data import pydocs
-from engine.data import textfiles
+from engine.data import pydocs, textfiles
 from engine.data.corpus import MAX_VOCAB, Corpus, default_corpora_dir, load_corpus, named_corpora
 from engine.errors import CorpusError
 

@@ -35,9 +35,9 @@ def test_a_stopped_run_is_read_from_its_best_checkpoint(stopped_run):
 
 
 def test_a_run_in_training_is_read_from_its_newest(stopped_run):
-    from engine.run.follow import open_run
-    from engine.files.checkpoints import default_checkpoint, in_training
+    from engine.files.checkpoints import in_training
     from engine.files.rundir import RunDir
+    from engine.run.follow import open_run
 
     trainer_side = RunDir(stopped_run)
     trainer_side.acquire()  # what a training process holds
@@ -53,7 +53,7 @@ def test_a_run_in_training_is_read_from_its_newest(stopped_run):
 def test_a_run_without_a_best_is_read_from_its_newest(stopped_run, tmp_path):
     import shutil
 
-    from engine.files.checkpoints import default_checkpoint, in_training
+    from engine.files.checkpoints import default_checkpoint
     from engine.files.rundir import RunDir
 
     copy = tmp_path / "copy"

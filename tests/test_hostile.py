@@ -25,13 +25,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.files import checkpoints
 from engine.errors import RunDirError
+from engine.files import checkpoints
 from engine.files.metrics import MetricsTail, iter_metrics, read_metrics
 from engine.files.rundir import RunDir
 from engine.modeling.sampler import Sampler, _Lstm
-from tests.test_reliability import (ENV, ROOT, TINY, assert_one_line_refusal, base_run, charlm,  # noqa: F401
-                                    corpus_file, poison, run_copy)
+from tests.test_reliability import (  # noqa: F401
+    ENV,
+    ROOT,
+    TINY,
+    assert_one_line_refusal,
+    base_run,
+    charlm,
+    corpus_file,
+    poison,
+    run_copy,
+)
 
 # The command line needs ~150 MB of address space until it imports TensorFlow, which no
 # refusal here may do; 1 GiB leaves room and stops any runaway read long before the machine.
@@ -424,8 +433,8 @@ def test_a_network_charlm_tui_did_not_build_is_refused_before_keras_loads_it(twi
 
 
 def test_the_networks_charlm_tui_builds_are_accepted(tmp_path):
-    from engine.modeling.model import build_model
     from engine.files.vetting import archive_problem
+    from engine.modeling.model import build_model
     from tests.conftest import tiny_config
 
     for settings in ({"layers": 2, "dropout": 0.1}, {"preset": "book", "units": 8}, {"layers": 3}):

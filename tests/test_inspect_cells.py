@@ -9,9 +9,9 @@ import fcntl
 import json
 import os
 import pty
-import signal
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -50,8 +50,8 @@ def corpus_text() -> str:
 def trained(tmp_path_factory) -> dict:
     """A run trained for one epoch by the engine's Trainer, its corpus, and its Keras model."""
     from engine.data.corpus import load_corpus
-    from engine.tfsetup import keras
     from engine.run.training import Trainer
+    from engine.tfsetup import keras
 
     folder = tmp_path_factory.mktemp("inspect")
     corpus_path = folder / "tiny.txt"

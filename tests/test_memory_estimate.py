@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from engine.scale import memory
 from engine.config import preset
 from engine.modeling.model import parameter_count
+from engine.scale import memory
 from tests.conftest import tiny_config
 from tests.ptyrun import charlm_command, run_in_pty
 

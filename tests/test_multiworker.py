@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.scale.distribute import cluster_size, is_chief, worker_label
 from engine.errors import TrainingError
 from engine.files.rundir import RunDir
+from engine.scale.distribute import cluster_size, is_chief, worker_label
 from tests.conftest import tiny_text
 
 TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16", "--length", "20", "--json"]

@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from engine.modeling import novelty
 from engine.data.corpus import load_corpus
 from engine.errors import CorpusError
+from engine.modeling import novelty
 from engine.modeling.novelty import LONGEST_CAP, NGRAM, Novelty, NoveltyIndex, index_for
 from tests.conftest import tiny_text
 

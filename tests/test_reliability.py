@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.files import checkpoints
 from engine import events
 from engine.errors import RunDirError
+from engine.files import checkpoints
 from engine.files.rundir import RunDir
 from engine.files.vetting import archive_problem
 from tests.conftest import tiny_config, tiny_text
@@ -384,8 +384,8 @@ def test_kill_9_at_random_moments_never_leaves_a_half_written_run(corpus_file, t
                                           (errno.EROFS, "the file system is read-only")])
 def test_a_failed_checkpoint_is_reported_keeps_the_weights_and_can_be_retried(code, reason, tiny_corpus,
                                                                                tmp_path, monkeypatch):
-    from engine.tfsetup import keras
     from engine.run.training import Trainer
+    from engine.tfsetup import keras
 
     run = tmp_path / "run"
     Trainer(tiny_corpus, tiny_config(steps=2, epochs=5), run, sample_each_epoch=False).run()
@@ -721,8 +721,8 @@ def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, 
     import pickle
 
     from engine.data.corpus import load_corpus
-    from engine.tfsetup import keras
     from engine.run.training import Trainer
+    from engine.tfsetup import keras
     from tui.cli import main
 
     keras()  # imported before the guards: only what reads the run directory is watched

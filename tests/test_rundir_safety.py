@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.files import checkpoints
 from engine.errors import RunDirError
+from engine.files import checkpoints
 from engine.files.rundir import RunDir
 from engine.files.safeio import atomic_write_bytes, write_new_file
 from tests.conftest import tiny_config, tiny_text
@@ -361,8 +361,8 @@ def test_a_new_peak_learning_rate_on_resume_is_said_and_scheduled(run_copy, corp
 
 def test_a_new_clipnorm_on_resume_reaches_the_optimizer(tiny_corpus, tmp_path):
     from engine import events
-    from engine.tfsetup import keras
     from engine.run.training import Trainer
+    from engine.tfsetup import keras
 
     run = tmp_path / "run"
     Trainer(tiny_corpus, tiny_config(steps=1), run, sample_each_epoch=False).run()

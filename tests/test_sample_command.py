@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from engine.files import checkpoints
 from tests.conftest import tiny_config, tiny_text
 from tests.ptyrun import charlm_command, run_in_pty
-from engine.files import checkpoints
 
 STEPS = 3
 
@@ -21,8 +21,8 @@ STEPS = 3
 def trained_run(tmp_path_factory):
     """A run directory whose checkpoint was saved after STEPS optimizer steps."""
     from engine.data.corpus import load_corpus
-    from engine.modeling.model import build_model
     from engine.files.rundir import RunDir
+    from engine.modeling.model import build_model
 
     folder = tmp_path_factory.mktemp("sampled")
     corpus_path = folder / "tiny.txt"

@@ -10,9 +10,9 @@ import threading
 import time
 
 from engine import events
-from engine.run.follow import RunFollower
-from engine.progress import Progress, replay
 from engine.files.rundir import RunDir
+from engine.progress import Progress, replay
+from engine.run.follow import RunFollower
 from engine.run.session import RunRequest, RunSession
 from tests.conftest import tiny_config
 

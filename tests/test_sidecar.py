@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.files import checkpoints
-from engine.files import sidecar
+from engine.files import checkpoints, sidecar
 from engine.files.rundir import RunDir
 from engine.modeling.sampler import Sampler, keras_weights
 from tests.conftest import tiny_config, tiny_text
@@ -323,7 +322,7 @@ def test_a_reader_on_a_read_only_file_system_samples_and_writes_nothing(run_copy
     if not shutil.which("unshare") or not _read_only_mount_works(run_copy):
         pytest.skip("needs unshare and mount (root in a mount namespace) for a read-only file system")
     (run_copy / "model.sampler.npz").unlink()
-    read_only = ["unshare", "-m", "sh", "-c", f'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && '
+    read_only = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && '
                  'exec "$@"', str(run_copy)]
     out = charlm("sample", "--run", run_copy, *SAMPLE, prefix=read_only)
     assert out.returncode == 0, out.stderr

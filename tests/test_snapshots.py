@@ -72,11 +72,10 @@ def test_help_screen_80x24(snap_compare, sample_workspace):
 
 def test_corpus_picker_80x24(snap_compare, sample_workspace):
     async def open_picker(pilot) -> None:
-        from tui.screens.corpus_picker import CorpusPicker
-
         from pathlib import Path
 
         from tui.recent import add_recent
+        from tui.screens.corpus_picker import CorpusPicker
 
         await settled(pilot)
         add_recent(str(Path.cwd() / "corpora" / "other.txt"))  # listed as corpora/other.txt

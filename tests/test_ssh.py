@@ -19,7 +19,13 @@ import pytest
 
 from tests.conftest import tiny_text
 from tests.terminal import (
-    GONE_WITHIN, TINY, assert_saved_and_released, charlm, charlm_processes, last_step, wait_for,
+    GONE_WITHIN,
+    TINY,
+    assert_saved_and_released,
+    charlm,
+    charlm_processes,
+    last_step,
+    wait_for,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,18 @@ import pytest
 
 from tests.conftest import tiny_text
 from tests.terminal import (
-    BROKEN_PIPE, INTERRUPTED, TINY, Terminal, assert_nothing_left_behind, assert_saved_and_released, charlm,
-    copy_run, last_step, metrics, plain, wait_for,
+    BROKEN_PIPE,
+    INTERRUPTED,
+    TINY,
+    Terminal,
+    assert_nothing_left_behind,
+    assert_saved_and_released,
+    charlm,
+    copy_run,
+    last_step,
+    metrics,
+    plain,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow

@@ -41,8 +41,20 @@ from pathlib import Path
 import pytest
 
 from tests.terminal import (
-    HANGUP, PER_EPOCH, PHASE_SETTINGS, Terminal, assert_nothing_left_behind, assert_saved_and_released,
-    charlm, copy_run, last_step, lock_released, make_phase_base, metrics, wait_for, with_sample_length,
+    HANGUP,
+    PER_EPOCH,
+    PHASE_SETTINGS,
+    Terminal,
+    assert_nothing_left_behind,
+    assert_saved_and_released,
+    charlm,
+    copy_run,
+    last_step,
+    lock_released,
+    make_phase_base,
+    metrics,
+    wait_for,
+    with_sample_length,
 )
 
 pytestmark = pytest.mark.slow

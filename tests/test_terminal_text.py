@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.files import checkpoints
 from tests.conftest import tiny_text
 from tests.ptyrun import charlm_command, run_in_pty
 from tui.visible import restore_controls, visible, visible_line
-from engine.files import checkpoints
 
 CLEAR_SCREEN = "\x1b[2J"
 WINDOW_TITLE = "\x1b]0;pwned\x07"
@@ -85,8 +85,8 @@ def hostile_run(tmp_path_factory):
     config.json keeps for seed texts, and in both names."""
     from engine.config import preset
     from engine.data.corpus import load_corpus
-    from engine.modeling.model import build_model
     from engine.files.rundir import RunDir
+    from engine.modeling.model import build_model
 
     folder = tmp_path_factory.mktemp("hostile")
     corpus_path = folder / f"evil{WINDOW_TITLE}.txt"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.data.textshape import (bracket_imbalance, compare, line_lengths, odd_quote_share, shape,
-                              share_in_long_lines)
+from engine.data.textshape import (
+    bracket_imbalance,
+    compare,
+    line_lengths,
+    odd_quote_share,
+    shape,
+    share_in_long_lines,
+)
 
 
 def test_line_lengths_count_an_unfinished_last_line_and_not_a_final_newline():

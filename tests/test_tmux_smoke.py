@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +19,14 @@ import pytest
 
 from tests.conftest import tiny_text
 from tests.terminal import (
-    TINY, Tmux, assert_saved_and_released, charlm, charlm_processes, last_step, shell_command, wait_for,
+    TINY,
+    Tmux,
+    assert_saved_and_released,
+    charlm,
+    charlm_processes,
+    last_step,
+    shell_command,
+    wait_for,
 )
 
 pytestmark = [

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from engine.files import checkpoints
 from engine import events
 from engine.errors import CorpusError, RunDirError, TrainingError
+from engine.files import checkpoints
 from engine.files.rundir import RunDir
 from engine.run.training import Trainer
 from tests.conftest import tiny_config
@@ -229,9 +229,9 @@ def test_tensorboard_logs_hold_train_and_heldout_loss_throughput_and_samples(tin
 def test_heldout_loss_tells_a_model_built_under_a_strategy_from_one_that_is_not(tiny_corpus):
     """Found with public tf.distribute calls (it read the model's private _distribute_strategy);
     either way of predicting gives the same loss."""
+    from engine.data.windows import Windows
     from engine.modeling.model import build_model, heldout_loss, under_a_strategy
     from engine.tfsetup import tensorflow
-    from engine.data.windows import Windows
 
     tf = tensorflow()
     config = tiny_config()

@@ -161,8 +161,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         return _error("--checkpoint chooses what --no-train samples from; training resumes from the latest", 2)
     if args.no_train:
         from engine.files.checkpoints import checkpoint_path
-        from engine.run.follow import read_run
         from engine.files.rundir import RunDir
+        from engine.run.follow import read_run
 
         saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
         checkpoint_path(RunDir(saved.path), args.checkpoint)  # ... and a checkpoint it does not have
@@ -200,7 +200,6 @@ def _exit_now(code: int) -> None:
     that holds TensorFlow would keep the shell prompt waiting a second or more: remove
     TensorFlow's temporary files, flush, then leave."""
     import logging
-    import os
 
     from engine.tfsetup import remove_temporary_files
 

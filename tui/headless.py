@@ -22,12 +22,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine import events, progress
-from engine.scale import memory
-from engine.scale.memory import refuse_if_too_big
+from engine.data.windows import check_length, count_windows, split_point
 from engine.modeling.model import parameter_count  # (no TensorFlow: it is imported when a model is built)
 from engine.run.session import RunSession
-from engine.data.windows import check_length
-from engine.data.windows import count_windows, split_point
+from engine.scale import memory
+from engine.scale.memory import refuse_if_too_big
 from tui import options
 from tui.lifeline import MULTIWORKER_STOP_DEADLINE, Lifeline
 from tui.streams import Guarded

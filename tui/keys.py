@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from engine.config import MAX_TEMPERATURES, TEMPERATURE_RULE
 
 
-
 @dataclass(frozen=True)
 class KeyAction:
     key: str

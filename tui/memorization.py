@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from engine.data.trainingtext import training_text
 from engine.errors import CorpusError
 from engine.modeling.novelty import index_for
-from engine.data.trainingtext import training_text
 
 
 def memorization_report(saved, samples: dict[float, "str | list[str]"]) -> dict:

@@ -12,8 +12,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import (MAX_TEMPERATURES, PRESETS, SCHEDULES, TEMPERATURE_RULE, TrainConfig, preset,
-                           valid_temperature)
+from engine.config import (
+    MAX_TEMPERATURES,
+    PRESETS,
+    SCHEDULES,
+    TEMPERATURE_RULE,
+    TrainConfig,
+    preset,
+    valid_temperature,
+)
 from engine.run.session import RunRequest
 
 EXAMPLES = """\

@@ -29,10 +29,10 @@ from typing import Callable
 
 import numpy as np
 
-from engine.data import pydocs
 from engine.config import TrainConfig
-from engine.errors import CorpusError
+from engine.data import pydocs
 from engine.data.textfiles import CHUNK_BYTES, Progress, Source, codec, inspect, strerror, text_chunks
+from engine.errors import CorpusError
 from engine.tfsetup import keras as quiet_keras
 
 DEFAULT_CORPUS = "nietzsche"

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.files import sidecar
 from engine.compat import memoize_keras_skipsets
 from engine.errors import RunDirError
+from engine.files import sidecar
 from engine.files.rundir import RunDir
 from engine.files.safeio import explain_os_error, fsync_dir, os_error_in, remove_names
+from engine.files.vetting import archive_problem, fallback_notice
 from engine.modeling.sampler import Sampler, weight_shapes
 from engine.tfsetup import keras
-from engine.files.vetting import archive_problem, fallback_notice
 
 
 def save_model(run: RunDir, model) -> None:

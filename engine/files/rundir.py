@@ -41,9 +41,18 @@ from pathlib import Path
 from engine.config import SESSION_FIELDS, SettingError, TrainConfig, is_finite_number
 from engine.errors import RunDirError
 from engine.files.metrics import append_row, keep_rows_up_to, read_metrics
-from engine.files.safeio import (MAX_NEW_FILE_ATTEMPTS, atomic_write_bytes, atomic_write_json,
-                                 explain_os_error, fsync_dir, is_real_directory, open_directory, read_json,
-                                 read_run_file, remove_names)
+from engine.files.safeio import (
+    MAX_NEW_FILE_ATTEMPTS,
+    atomic_write_bytes,
+    atomic_write_json,
+    explain_os_error,
+    fsync_dir,
+    is_real_directory,
+    open_directory,
+    read_json,
+    read_run_file,
+    remove_names,
+)
 
 FORMAT_VERSION = 1
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from engine.compat import saved_optimizer_step
 from engine.config import TrainConfig
 from engine.errors import RunDirError
-from engine.modeling.model import architecture_problem, parameter_count
 from engine.files.safeio import READ_CHUNK_BYTES, open_run_file
+from engine.modeling.model import architecture_problem, parameter_count
 
 # What a checkpoint written by engine.modeling.model.build_model may contain. Anything else in
 # model.keras (a Lambda layer holding bytecode, a custom class, a function from another

@@ -16,9 +16,9 @@ from typing import Protocol
 import numpy as np
 
 from engine import events
+from engine.config import TrainConfig
 from engine.run import schedule
 from engine.run.clock import TrainingClock
-from engine.config import TrainConfig
 from engine.tfsetup import keras
 
 PROGRESS_INTERVAL = 0.1  # seconds between BatchProgress events (UIs coalesce anyway)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine import events
-from engine.files import checkpoints
-from engine.run.clock import TrainingClock
 from engine.errors import RunDirError, TrainingError
+from engine.files import checkpoints
 from engine.files.rundir import RunDir, save_rescue_run
+from engine.run.clock import TrainingClock
 
 
 class Checkpointer:

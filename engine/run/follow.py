@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from engine import events
-from engine.files import checkpoints
 from engine.config import TrainConfig, is_finite_number
+from engine.data.windows import Windows, split_point
 from engine.errors import CharlmError, RunDirError
+from engine.files import checkpoints
 from engine.files.metrics import MetricsTail
 from engine.files.rundir import RunDir
 from engine.files.vetting import checkpoint_step
-from engine.data.windows import Windows, split_point
 
 log = logging.getLogger("charlm.engine")
 

@@ -13,16 +13,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.files import checkpoints
-from engine.scale import memory
 from engine.config import TrainConfig
 from engine.data.corpus import corpus_notes
-from engine.run.epochsamples import SEED_LENGTH
-from engine.errors import RunDirError
-from engine.modeling.model import build_model
-from engine.scale.multiworker import Collectives, MultiWorkerLoop, fingerprint
-from engine.files.rundir import RunDir
 from engine.data.windows import check_length
+from engine.errors import RunDirError
+from engine.files import checkpoints
+from engine.files.rundir import RunDir
+from engine.modeling.model import build_model
+from engine.run.epochsamples import SEED_LENGTH
+from engine.scale import memory
+from engine.scale.multiworker import Collectives, MultiWorkerLoop, fingerprint
 
 # Settings a checkpoint cannot change: resuming with different ones would be a new model.
 ARCHITECTURE_FIELDS = ("objective", "units", "layers", "maxlen", "step", "batch_size",

@@ -23,25 +23,25 @@ import threading
 from collections.abc import Callable
 
 from engine import events
-from engine.scale import memory
+from engine.config import TrainConfig
+from engine.data.corpus import Corpus
+from engine.data.windows import Windows, check_length, count_windows, split_point
+from engine.errors import RunDirError, TrainingError
+from engine.files.rundir import RunDir
+from engine.modeling.longcontext import long_context_loss_if_long_enough
+from engine.modeling.model import heldout_loss, summary_text, use_xla_for_stacked_lstms
+from engine.modeling.sampler import Sampler
 from engine.run.callback import Switches, progress_callback
 from engine.run.checkpointer import Checkpointer
 from engine.run.clock import TrainingClock
-from engine.config import TrainConfig
-from engine.data.corpus import Corpus
-from engine.scale.distribute import is_chief, make_strategy, set_precision, worker_label
 from engine.run.epochsamples import sample_round, samples_file
-from engine.errors import RunDirError, TrainingError
-from engine.modeling.longcontext import long_context_loss_if_long_enough
-from engine.modeling.model import heldout_loss, summary_text, use_xla_for_stacked_lstms
-from engine.scale.multiworker import NO_STOP, STOP_BUDGET, STOP_USER, WorkerLost
-from engine.files.rundir import RunDir
 from engine.run.runstart import RunStart
-from engine.modeling.sampler import Sampler
 from engine.run.settings import RunSettings
+from engine.scale import memory
+from engine.scale.distribute import is_chief, make_strategy, set_precision, worker_label
+from engine.scale.multiworker import NO_STOP, STOP_BUDGET, STOP_USER, WorkerLost
 from engine.scale.tensorboard import TensorBoardLogger
 from engine.tfsetup import device_name, keras
-from engine.data.windows import Windows, check_length, count_windows, split_point
 
 
 class Trainer(Switches):
