@@ -52,7 +52,7 @@ def main() -> None:
     from engine.data.windows import Windows
     from engine.modeling.model import build_model
 
-    k = C.keras()
+    C.keras()  # TensorFlow and Keras load here, before anything is built or timed
     corpus = C.load_corpus(args.corpus)
     text = C.book_text(C.corpus_path(args.corpus))
     chars = sorted(set(text))

@@ -27,9 +27,12 @@ def test_reweight_of_a_zero_probability_stays_zero_without_nan():
     assert q[2] / q[1] == pytest.approx((0.75 / 0.25) ** 2)
 
 
+def entropy(q: np.ndarray) -> float:
+    return -(q * np.log(q)).sum()
+
+
 def test_low_temperatures_sharpen_and_high_temperatures_flatten():
     p = np.array([0.1, 0.2, 0.7])
-    entropy = lambda q: -(q * np.log(q)).sum()
     assert entropy(reweight_distribution(p, 0.2)) < entropy(p) < entropy(reweight_distribution(p, 1.2))
 
 

@@ -235,7 +235,7 @@ class Sampler:
         return [self._index[ch] for ch in text]
 
     def _zero_state(self, rows: int):
-        return [(np.zeros((rows, l.units)), np.zeros((rows, l.units))) for l in self._lstms]
+        return [(np.zeros((rows, lstm.units)), np.zeros((rows, lstm.units))) for lstm in self._lstms]
 
     def _advance(self, ids: np.ndarray, state):
         """Feed one char id per row; return the next-char logits and the new state."""
