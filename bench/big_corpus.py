@@ -139,7 +139,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0 if all(results[name]["exit_code"] == 0 for name in ("dry_run", "train") if name in results) else 1
+    ran = [name for name in ("dry_run", "train") if name in results]
+    return 0 if all(results[name]["exit_code"] == 0 for name in ran) else 1
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ def environment() -> dict:
 def save(name: str, result: dict, out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": name, "command": " ".join([".venv/bin/python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+    command = [".venv/bin/python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]
+    result = {"benchmark": name, "command": " ".join(command),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nresult: {os.path.relpath(path, Path.cwd())}")

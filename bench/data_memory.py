@@ -71,7 +71,8 @@ def main() -> None:
     ratio_trace = book["tracemalloc_peak"] / ours["tracemalloc_peak"]
     ratio_rss = book["maxrss_delta"] / max(ours["maxrss_delta"], 1)
     print(C.table([
-        ["book (one-hot x, y)", mb(book["tracemalloc_peak"]), mb(book["maxrss_delta"]), f"{book['seconds']:.1f}"],
+        ["book (one-hot x, y)", mb(book["tracemalloc_peak"]),
+         mb(book["maxrss_delta"]), f"{book['seconds']:.1f}"],
         ["ours (ids + lazy windows, one epoch of batches)", mb(ours["tracemalloc_peak"]),
          mb(ours["maxrss_delta"]), f"{ours['seconds']:.1f}"],
     ], ["data preparation", "tracemalloc peak", "max RSS growth", "seconds"]))

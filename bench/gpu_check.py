@@ -1,6 +1,7 @@
 """GPU check, for a machine with a GPU: is the cuDNN LSTM kernel used, and how fast is it?
 
-    python bench/gpu_check.py [--corpus PATH] [--fast-steps 300]   (default: $CHARLM_BENCH_CORPUS, else nietzsche)
+    python bench/gpu_check.py [--corpus PATH] [--fast-steps 300]
+    (the corpus by default: $CHARLM_BENCH_CORPUS, else nietzsche)
 
 1. Traces the training step of the default (fast) model and looks for TensorFlow's
    CudnnRNN op in the graph: Keras uses cuDNN only when the LSTM's settings allow it.
@@ -47,7 +48,8 @@ def timed_run(corpus, config, run_dir) -> tuple[events.TrainingFinished, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=os.environ.get("CHARLM_BENCH_CORPUS") or "nietzsche")
     parser.add_argument("--fast-steps", type=int, default=300)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_check.json"))
@@ -63,10 +65,12 @@ def main() -> int:
         trainer = Trainer(corpus, preset("fast", steps=1, sample_length=0), Path(scratch) / "probe")
         trainer.run()
         result["cudnn_ops"] = cudnn_ops(trainer.model, trainer.config.maxlen)
-        book, book_seconds = timed_run(corpus, preset("book", epochs=1, sample_length=0), Path(scratch) / "book")
+        book, book_seconds = timed_run(corpus, preset("book", epochs=1, sample_length=0),
+                                       Path(scratch) / "book")
         result["book_epoch_seconds"] = round(book_seconds, 1)
         result["book_val_loss"] = book.val_loss
-        fast, _ = timed_run(corpus, preset("fast", steps=args.fast_steps, sample_length=0), Path(scratch) / "fast")
+        fast, _ = timed_run(corpus, preset("fast", steps=args.fast_steps, sample_length=0),
+                            Path(scratch) / "fast")
         result["fast_chars_per_sec"] = round(fast.chars_per_sec)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

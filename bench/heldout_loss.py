@@ -67,7 +67,8 @@ def main() -> None:
     p.add_argument("--fast-seconds", type=float, default=600.0)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--skip-book", action="store_true", help="train only ours")
-    p.add_argument("--keep", action="store_true", help="keep our runs (their metrics.jsonl has every epoch's held-out loss)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep our runs (their metrics.jsonl has every epoch's held-out loss)")
     p.add_argument("--set", default="", metavar="KEY=VALUE,...",
                    help="override fast-preset settings (e.g. maxlen=32,lr=0.008) to try a candidate")
     args = p.parse_args()
@@ -82,7 +83,8 @@ def main() -> None:
     split = len(train_ids)
     vocab = len(chars)
     print(f"{corpus.name}: {len(corpus):,} chars; training on the first {split:,}, held out "
-          f"{len(val_ids):,}; the evaluator scores every held-out char from {C.EVAL_CONTEXT}-{C.EVAL_MAXLEN - 1} chars of context", flush=True)
+          f"{len(val_ids):,}; the evaluator scores every held-out char from "
+          f"{C.EVAL_CONTEXT}-{C.EVAL_MAXLEN - 1} chars of context", flush=True)
     rows, result = [], {"environment": C.environment(), "train_chars": split, "heldout_chars": len(val_ids),
                         "evaluator": {"maxlen": C.EVAL_MAXLEN, "step": C.EVAL_STEP,
                                       "min_context": C.EVAL_CONTEXT}}
@@ -105,8 +107,8 @@ def main() -> None:
         result["ours"] = []
         for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
             print(f"ours: a fresh run of {budget:g} s ...", flush=True)
-            model, config, finished = train_ours(corpus, os.path.join(work, f"ours-{budget:g}"), budget, fresh=True,
-                                                 overrides=parse_candidate(args.set))
+            model, config, finished = train_ours(corpus, os.path.join(work, f"ours-{budget:g}"), budget,
+                                                 fresh=True, overrides=parse_candidate(args.set))
             loss = C.heldout(model, vocab, val_ids)
             long_loss = long_context(model, chars, val_ids)
             targets = finished.step * config.batch_size * config.targets_per_window
@@ -135,7 +137,8 @@ def main() -> None:
         result["summary"] = {"book": book, "ours_at_book_budget": at_book, "ours_final": final,
                              "goal_final": 1.35, "met": final <= 1.35}
         print(f"book {book:.4f} @ {args.book_seconds:g} s; ours {at_book:.4f} @ {args.book_seconds:g} s, "
-              f"{final:.4f} @ {args.fast_seconds:g} s (goal <= 1.35: {'met' if final <= 1.35 else 'NOT met'})")
+              f"{final:.4f} @ {args.fast_seconds:g} s "
+              f"(goal <= 1.35: {'met' if final <= 1.35 else 'NOT met'})")
     result["loadavg_end"] = list(os.getloadavg())
     result.update({"book_seconds": args.book_seconds, "fast_seconds": args.fast_seconds})
     C.save("heldout_loss", result, args.out)

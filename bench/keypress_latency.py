@@ -102,8 +102,10 @@ async def _move_inspector(app, pilot, presses: int, gap: float) -> list[tuple[fl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="a path or a named corpus; default: $CHARLM_BENCH_CORPUS, else nietzsche")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS,
+                        help="a path or a named corpus; default: $CHARLM_BENCH_CORPUS, else nietzsche")
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--gap", type=float, default=0.5,
                         help="seconds between presses (0.5: 40 presses span an epoch end)")

@@ -161,7 +161,8 @@ def main() -> int:
         results.append(result)
         looks = result["lookups"]
         rows.append([result["corpus"], f"{result['chars']:,}", result["build_seconds"],
-                     result["build_peak_traced_mib"], result["build_peak_rss_growth_mib"], result["index_mib"],
+                     result["build_peak_traced_mib"], result["build_peak_rss_growth_mib"],
+                     result["index_mib"],
                      *(f"{looks[kind]['median_ms']} ({looks[kind]['share']:.0%}, {looks[kind]['longest']})"
                        for kind in ("copied", "mixed", "random"))])
         print(f"{result['corpus']}: built in {result['build_seconds']} s", flush=True)

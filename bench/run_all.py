@@ -37,9 +37,11 @@ def rows(results: dict[str, dict], quick: bool) -> list[list[str]]:
     r = results.get("heldout_loss")
     if r and "summary" in r:
         s = r["summary"]
-        out.append([f"held-out loss (nats/char), book {r['book_seconds']:g} s vs ours {r['fast_seconds']:g} s",
+        out.append([f"held-out loss (nats/char), book {r['book_seconds']:g} s "
+                    f"vs ours {r['fast_seconds']:g} s",
                     f"{s['book']:.3f}", f"{s['ours_final']:.3f}", f"{s['book'] - s['ours_final']:.2f} lower",
-                    "<= 1.35", "met" if s["met"] else "not met", f"`.venv/bin/python bench/heldout_loss.py{flag}`"])
+                    "<= 1.35", "met" if s["met"] else "not met",
+                    f"`.venv/bin/python bench/heldout_loss.py{flag}`"])
         out.append([f"held-out loss (nats/char), both {r['book_seconds']:g} s", f"{s['book']:.3f}",
                     f"{s['ours_at_book_budget']:.3f}", f"{s['book'] - s['ours_at_book_budget']:.2f} lower",
                     "", "", "(same run)"])
@@ -50,9 +52,11 @@ def rows(results: dict[str, dict], quick: bool) -> list[list[str]]:
                     "met" if r["met"] else "not met", f"`.venv/bin/python bench/sampler_speed.py{flag}`"])
     r = results.get("data_memory")
     if r:
-        out.append(["data preparation peak memory (tracemalloc)", f"{r['book']['tracemalloc_peak'] / 1e6:,.0f} MB",
+        out.append(["data preparation peak memory (tracemalloc)",
+                    f"{r['book']['tracemalloc_peak'] / 1e6:,.0f} MB",
                     f"{r['ours']['tracemalloc_peak'] / 1e6:,.1f} MB", f"1/{r['ratio_tracemalloc']:,.0f}",
-                    "<= 1/50", "met" if r["met"] else "not met", f"`.venv/bin/python bench/data_memory.py{flag}`"])
+                    "<= 1/50", "met" if r["met"] else "not met",
+                    f"`.venv/bin/python bench/data_memory.py{flag}`"])
     return out
 
 

@@ -47,7 +47,8 @@ def measure(command: list[str], output: Path) -> dict:
         seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     if child.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({child.returncode}):\n{errors.read_text(errors='replace')}")
+        raise SystemExit(f"{' '.join(command)} failed ({child.returncode}):\n"
+                         f"{errors.read_text(errors='replace')}")
     return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "peak_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
 
@@ -111,10 +112,11 @@ def main() -> None:
             figures["import_tensorflow"] = measure(import_tf, scratch / "import.txt")
             figures["same_text"] = same
             rounds.append(figures)
-            print(f"  round {r + 1}: sidecar {figures['sidecar_path']['seconds']:.2f} s "
-                  f"(CPU {figures['sidecar_path']['cpu_seconds']:.2f} s) {figures['sidecar_path']['peak_mb']:.0f} MB; "
-                  f"Keras {figures['keras_path']['seconds']:.2f} s (CPU {figures['keras_path']['cpu_seconds']:.2f} s) "
-                  f"{figures['keras_path']['peak_mb']:.0f} MB; import tensorflow "
+            via_sidecar, via_keras = figures["sidecar_path"], figures["keras_path"]
+            print(f"  round {r + 1}: sidecar {via_sidecar['seconds']:.2f} s "
+                  f"(CPU {via_sidecar['cpu_seconds']:.2f} s) {via_sidecar['peak_mb']:.0f} MB; "
+                  f"Keras {via_keras['seconds']:.2f} s (CPU {via_keras['cpu_seconds']:.2f} s) "
+                  f"{via_keras['peak_mb']:.0f} MB; import tensorflow "
                   f"{figures['import_tensorflow']['seconds']:.2f} s; same text: {same}", flush=True)
         model_bytes = (run / "model.keras").stat().st_size
         sidecar_bytes = sidecar.stat().st_size
@@ -128,10 +130,13 @@ def main() -> None:
     print()
     print(C.table([[label, f"{medians[path]['seconds']:.2f}", f"{medians[path]['cpu_seconds']:.2f}",
                     f"{medians[path]['peak_mb']:.0f}"]
-                   for label, path in (("sidecar (numpy only)", "sidecar_path"), ("Keras (TensorFlow)", "keras_path"),
+                   for label, path in (("sidecar (numpy only)", "sidecar_path"),
+                                       ("Keras (TensorFlow)", "keras_path"),
                                        ("python -c 'import tensorflow'", "import_tensorflow"))],
-                  [f"sample --length {args.length}", "wall s (median)", "CPU s (median)", "peak MB (median)"]))
-    print(f"speed-up {slow['seconds'] / fast['seconds']:.0f}x, memory 1/{slow['peak_mb'] / fast['peak_mb']:.1f}; "
+                  [f"sample --length {args.length}", "wall s (median)", "CPU s (median)",
+                   "peak MB (median)"]))
+    print(f"speed-up {slow['seconds'] / fast['seconds']:.0f}x, "
+          f"memory 1/{slow['peak_mb'] / fast['peak_mb']:.1f}; "
           f"same text for the same --seed in every round: {same_text}; model.keras {model_bytes:,} bytes, "
           f"model.sampler.npz {sidecar_bytes:,} bytes")
     print(f"goal < {GOAL_SECONDS} s and < {GOAL_MB} MB: {'met' if met else 'NOT met'}")

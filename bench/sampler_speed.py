@@ -77,7 +77,8 @@ def main() -> None:
         rounds.append({"book_chars_per_s": book_rate, "ours_steps_per_s": steps_rate,
                        "ours_chars_per_s": steps_rate * len(TEMPERATURES)})
         print(f"  round {r + 1}: book {book_rate:6.1f} chars/s; ours {steps_rate:8.0f} steps/s per "
-              f"stream, {steps_rate * len(TEMPERATURES):8.0f} chars/s over {len(TEMPERATURES)} streams", flush=True)
+              f"stream, {steps_rate * len(TEMPERATURES):8.0f} chars/s over {len(TEMPERATURES)} streams",
+              flush=True)
 
     book_rate = statistics.median(r["book_chars_per_s"] for r in rounds)
     steps_rate = statistics.median(r["ours_steps_per_s"] for r in rounds)

@@ -56,7 +56,8 @@ def summary(points: list[tuple[float, int]], per: float) -> dict:
     half = len(points) // 2
     slope = np.polyfit(xs[half:], ys[half:], 1)[0] if len(points) - half >= 2 else float("nan")
     return {"rss_start_mib": round(ys[0] / 2**20, 1), "rss_middle_mib": round(ys[half] / 2**20, 1),
-            "rss_end_mib": round(ys[-1] / 2**20, 1), "growth_second_half_mib": round((ys[-1] - ys[half]) / 2**20, 2),
+            "rss_end_mib": round(ys[-1] / 2**20, 1),
+            "growth_second_half_mib": round((ys[-1] - ys[half]) / 2**20, 2),
             f"slope_kib_per_{per:g}": round(slope * per / 1024, 1), "points": len(points)}
 
 
@@ -66,7 +67,8 @@ def tiny_corpus(directory: Path):
     words = ("the will to power is the will of life itself and every philosopher knows "
              "that truth is a woman who does not wish to be won by clumsy men").split()
     rng = np.random.default_rng(0)
-    sentences = [" ".join(rng.choice(words, size=rng.integers(4, 10))).capitalize() + ".\n" for _ in range(120)]
+    sentences = [" ".join(rng.choice(words, size=rng.integers(4, 10))).capitalize() + ".\n"
+                 for _ in range(120)]
     path = directory / "soak.txt"
     path.write_text("".join(sentences)[:6000], encoding="utf-8")
     return load_corpus(path)
@@ -119,7 +121,8 @@ def epochs_phase(corpus, run_dir: Path, epochs: int) -> dict:
     trainer = Trainer(corpus, config(epochs=epochs), run_dir, on_event=on_event, fresh=True)
     finished = trainer.run()
     result = summary(points, 100)
-    result.update(epochs=finished.epoch, steps=finished.step, steps_per_epoch=trainer.train_windows.batches_per_epoch,
+    result.update(epochs=finished.epoch, steps=finished.step,
+                  steps_per_epoch=trainer.train_windows.batches_per_epoch,
                   seconds=round(time.monotonic() - started, 1))
     if functions.get("after_epoch_2") is not None:
         result["functions_traced_after_epoch_2"] = registered_functions() - functions["after_epoch_2"]
@@ -146,7 +149,8 @@ def sessions_phase(corpus, run_dir: Path, sessions: int) -> dict:
     result = summary(points, 1)
     result.update(sessions=sessions, seconds=round(time.monotonic() - started, 1))
     if functions is not None:
-        result["functions_traced_per_session"] = round((registered_functions() - functions) / (sessions + 1), 1)
+        traced = registered_functions() - functions
+        result["functions_traced_per_session"] = round(traced / (sessions + 1), 1)
     return result
 
 

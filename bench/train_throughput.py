@@ -44,7 +44,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=20, help="batches per round and side")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--set", default="", metavar="KEY=VALUE,...",
-                   help="override fast-preset settings (e.g. maxlen=32,batch_size=128) to measure a candidate")
+                   help="override fast-preset settings (e.g. maxlen=32,batch_size=128) "
+                        "to measure a candidate")
     args = p.parse_args()
     if args.quick:
         args.batches, args.rounds = 8, 2
@@ -81,7 +82,8 @@ def main() -> None:
         nonlocal position
         epoch, first = divmod(position, per_epoch)
         last = min(per_epoch, first + args.batches + 1)
-        ours.fit(windows.dataset(epoch, first, last), epochs=1, verbose=0, callbacks=[batch_timer(times, cpu)])
+        ours.fit(windows.dataset(epoch, first, last), epochs=1, verbose=0,
+                 callbacks=[batch_timer(times, cpu)])
         position += last - first
 
     print(f"book: x {x.shape} bool, {book.count_params():,} parameters; ours: fast preset "
@@ -112,8 +114,10 @@ def main() -> None:
     cpu_ratio = (per_batch / statistics.median(our_cpu)) / (C.BOOK_BATCH / statistics.median(book_cpu))
     print()
     print(C.table([
-        ["book (8.1)", f"{statistics.median(book_times) * 1000:.1f}", C.BOOK_BATCH, f"{book_rate:,.0f}", "1.0x"],
-        [f"fast (maxlen {config.maxlen}, batch {config.batch_size})", f"{statistics.median(our_times) * 1000:.1f}",
+        ["book (8.1)", f"{statistics.median(book_times) * 1000:.1f}", C.BOOK_BATCH,
+         f"{book_rate:,.0f}", "1.0x"],
+        [f"fast (maxlen {config.maxlen}, batch {config.batch_size})",
+         f"{statistics.median(our_times) * 1000:.1f}",
          config.batch_size * config.targets_per_window, f"{our_rate:,.0f}", f"{ratio:.1f}x"],
     ], ["recipe", "ms/batch", "targets/batch", "targets/s", "vs book"]))
     print(f"median of per-round ratios: {median_round:.1f}x (goal >= 60x: "
@@ -125,7 +129,8 @@ def main() -> None:
         "ours": {"config": config.to_json(), "ms_per_batch": statistics.median(our_times) * 1000,
                  "targets_per_s": our_rate},
         "ratio": ratio, "ratio_median_round": median_round, "ratio_cpu_time": cpu_ratio,
-        "cpu_ms_per_batch": {"book": statistics.median(book_cpu) * 1000, "ours": statistics.median(our_cpu) * 1000},
+        "cpu_ms_per_batch": {"book": statistics.median(book_cpu) * 1000,
+                             "ours": statistics.median(our_cpu) * 1000},
         "goal": 60, "met": median_round >= 60,
         "loadavg_end": list(__import__("os").getloadavg())}, args.out)
 

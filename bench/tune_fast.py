@@ -86,7 +86,8 @@ def train_candidate(overrides: dict, train_ids, val_ids, vocab_size: int, second
                           "epochs": round(step / per_epoch, 3), "train": round(train, 4),
                           "train_eval": round(seen, 4), "heldout": round(loss, 4)})
             print(f"    step {step:6d}  wall {wall:7.1f}s  clean {clean_seconds():7.1f}s  "
-                  f"epoch {step / per_epoch:5.2f}  train {train:.4f}  train-eval {seen:.4f}  heldout {loss:.4f}", flush=True)
+                  f"epoch {step / per_epoch:5.2f}  train {train:.4f}  train-eval {seen:.4f}  "
+                  f"heldout {loss:.4f}", flush=True)
             next_eval += eval_every
             if elapsed >= seconds:
                 break
@@ -101,7 +102,8 @@ def train_candidate(overrides: dict, train_ids, val_ids, vocab_size: int, second
         wall += time.perf_counter() - t
         step += last - first
     ms = float(np.percentile(durations, 20)) * 1000
-    return {"overrides": overrides | ({"lr_end": lr_end} if lr_end is not None else {}), "config": config.to_json(), "curve": curve,
+    return {"overrides": overrides | ({"lr_end": lr_end} if lr_end is not None else {}),
+            "config": config.to_json(), "curve": curve,
             "batch_ms_p20": round(ms, 2), "batch_ms_median": round(float(np.median(durations)) * 1000, 2),
             "targets_per_s_p20": round(config.batch_size * config.targets_per_window / ms * 1000),
             "final": curve[-1]["heldout"]}

@@ -52,7 +52,8 @@ def main() -> None:
                 timed[xla] += step_seconds(layers, xla, steps, 1)
         plain, xla = statistics.median(timed[False]), statistics.median(timed[True])
         result[f"layers_{layers}"] = {"plain_ms": plain * 1e3, "xla_ms": xla * 1e3, "speedup": plain / xla}
-        rows.append([f"{layers} x LSTM(128)", f"{plain * 1e3:.1f}", f"{xla * 1e3:.1f}", f"{plain / xla:.2f}x"])
+        rows.append([f"{layers} x LSTM(128)", f"{plain * 1e3:.1f}", f"{xla * 1e3:.1f}",
+                     f"{plain / xla:.2f}x"])
         print(rows[-1], flush=True)
     print(table(rows, ["model (fast preset)", "ms/step, no XLA", "ms/step, XLA", "speed-up"]))
     save("xla_cpu", result, args.out)
