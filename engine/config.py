@@ -87,7 +87,7 @@ class TrainConfig:
     # 120 s, against 1.392 and 1.422 at a constant 0.008; a decay over the whole run, or a
     # lower peak, gives up the fast early learning of a short run (1.51 after 120 s).
     schedule: str = "cosine"
-    keep_every: int = 0           # also keep the checkpoint of every Nth epoch (model.epoch-NNNN.keras); 0: off
+    keep_every: int = 0           # also keep every Nth epoch's checkpoint (model.epoch-NNNN.keras); 0: off
     keep_max: int = 5             # ... at most this many of them (the oldest go)
     warmup_steps: int = 100
     lr_floor: float = 0.05
@@ -103,7 +103,7 @@ class TrainConfig:
     log_every: int = 50           # steps between metrics.jsonl rows / progress events
     checkpoint_every: float = 300.0   # seconds between mid-epoch checkpoints
     val_max_windows: int = 20_000     # cap on held-out windows evaluated per epoch
-    strategy: str = "default"     # tf.distribute: "default", "mirrored" (local GPUs), "multiworker" (TF_CONFIG)
+    strategy: str = "default"     # tf.distribute: default, mirrored (local GPUs), multiworker (TF_CONFIG)
     mixed_precision: bool = False  # float16/bfloat16 compute on a GPU, float32 softmax
     extra: dict = field(default_factory=dict)  # reserved for future settings
 
@@ -127,7 +127,8 @@ class TrainConfig:
             ("keep_max", isinstance(self.keep_max, int) and 1 <= self.keep_max <= 1000,
              "--keep-max must be between 1 and 1000"),
             ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000, "warmup_steps must be between 0 and 1000000"),
+            ("warmup_steps", 0 <= self.warmup_steps <= 1_000_000,
+             "warmup_steps must be between 0 and 1000000"),
             ("lr_floor", finite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0, "lr_floor must be in [0, 1]"),
             ("decay_start", finite(self.decay_start) and 0.0 <= self.decay_start < 1.0,
              "decay_start must be in [0, 1)"),

@@ -118,5 +118,5 @@ class TrainingFinished:
     long_context_loss: float | None = None  # held out, 200+ chars of context (engine/modeling/longcontext.py)
 
 
-Event = (Preparing | CorpusReady | TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved | SamplesGenerated
-         | Notice | StateChanged | TrainingFailed | TrainingFinished)
+Event = (Preparing | CorpusReady | TrainingStarted | BatchProgress | EpochEnd | CheckpointSaved
+         | SamplesGenerated | Notice | StateChanged | TrainingFailed | TrainingFinished)

@@ -35,7 +35,8 @@ class Progress:
 
     state: str = "starting"            # starting running paused stopping stopped finished failed
     finish_reason: str | None = None   # TrainingFinished.reason
-    epoch: int = 0                     # 1-based; on a boundary, the epoch just finished (batch == batches_per_epoch)
+    epoch: int = 0                     # 1-based; on a boundary, the epoch just finished
+                                       # (then batch == batches_per_epoch)
     epochs: int = 0                    # the run ends after this many epochs (0: unknown)
     batch: int = 0                     # batches done in `epoch`
     batches_per_epoch: int = 0

@@ -50,7 +50,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     saved = open_run(args.run, on_notice=_note, rebuild_sidecar=True, checkpoint=args.checkpoint)
     if seed_text is None:
         rng = np.random.default_rng(args.seed)
-        seed_text = saved.excerpts[int(rng.integers(len(saved.excerpts)))] if saved.excerpts else saved.vocab[-1]
+        if saved.excerpts:
+            seed_text = saved.excerpts[int(rng.integers(len(saved.excerpts)))]
+        else:
+            seed_text = saved.vocab[-1]
     try:
         rounds = [saved.sampler.generate(seed_text, args.temperatures, args.length, seed=seed,
                                          top_k=args.top_k, top_p=args.top_p)
@@ -144,8 +147,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.length is not None and not 1 <= args.length <= 100_000:
         return _error("--length must be between 1 and 100000", 2)
     saved = read_run(args.run)  # refuses a directory that is not a run, before any screen
-    app_options = options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="watch", seed=args.seed,
-                             temperatures=args.temperatures, sample_length=args.length)
+    app_options = options.AppOptions(corpus=saved.corpus_name, run_dir=str(saved.path), mode="watch",
+                                     seed=args.seed, temperatures=args.temperatures,
+                                     sample_length=args.length)
     return run_app(app_options)
 
 
@@ -158,7 +162,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         return _error("multi-worker training runs headless: start `charlm-tui train --strategy "
                       "multiworker` on every machine, then `charlm-tui watch RUN` on the chief's", 2)
     if args.checkpoint is not None and not args.no_train:
-        return _error("--checkpoint chooses what --no-train samples from; training resumes from the latest", 2)
+        return _error("--checkpoint chooses what --no-train samples from; "
+                      "training resumes from the latest", 2)
     if args.no_train:
         from engine.files.checkpoints import checkpoint_path
         from engine.files.rundir import RunDir

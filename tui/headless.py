@@ -205,7 +205,8 @@ class HeadlessTrainer:
             return
         shown = self.progress
         self.bar.update(self.task, completed=shown.batch, total=shown.batches_per_epoch or None,
-                        epoch=shown.epoch, loss=shown.train_loss if shown.train_loss is not None else float("nan"),
+                        epoch=shown.epoch,
+                        loss=shown.train_loss if shown.train_loss is not None else float("nan"),
                         rate=shown.chars_per_sec, eta=progress.format_duration(shown.eta))
 
     def _reading_progress(self, event: events.Preparing) -> None:

@@ -228,7 +228,8 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 def _describe(where: dict) -> str:
     return (f"{where['run']} (checkpoint {where['checkpoint']}), layer {where['layer']} of {where['layers']} "
-            f"({where['cells']} cells), over {where['chars']:,} characters of {visible_line(where['source'])}")
+            f"({where['cells']} cells), over {where['chars']:,} characters of "
+            f"{visible_line(where['source'])}")
 
 
 def _print_ranking(ranking: dict, where: dict, top: int) -> None:

@@ -38,7 +38,8 @@ KEYS = (
               "write the current samples to a text file in the run directory"),
     KeyAction("i", "inspect", "Inspect", "Inspect a character",
               "the distribution a sample's character was drawn from: top 10 at T=1 and at the column's "
-              "temperature, its rank, the entropy (← → move, Esc closes; or click a character)", footer=False),
+              "temperature, its rank, the entropy (← → move, Esc closes; or click a character)",
+              footer=False),
     KeyAction("n", "cells", "Cells", "Show the LSTM's cells",
               "colour text by one cell's activation (↑ ↓ cells, / ranks them by what they track)",
               footer=False),

@@ -151,7 +151,8 @@ def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
                              "(default), pydocs, or any corpora/NAME.txt")
     parser.add_argument("--run", default=None, metavar="DIR",
                         help="run directory (default: runs/<corpus name>); an existing run is resumed")
-    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the run (the previous run is moved, whole, "
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming the run (the previous run is moved, whole, "
                              "to a sibling folder RUN.prev-YYYYmmdd-HHMMSS)")
     case = parser.add_mutually_exclusive_group()
     case.add_argument("--lowercase", dest="lowercase", action="store_const", const=True, default=None,
@@ -179,7 +180,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, help="epochs in total (60)")
     group.add_argument("--time-budget", type=_duration, metavar="TIME",
                        help="stop after this long: seconds, or 90s, 10m, 1h (this session only)")
-    group.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps (this session only)")
+    group.add_argument("--steps", type=int, metavar="N",
+                       help="stop after N optimizer steps (this session only)")
     group.add_argument("--val-fraction", type=float, help="held-out tail of the corpus (0.1)")
     group.add_argument("--seed", type=_sampling_option("--seed", int),
                        help="random seed for shuffling and sampling (1337)")

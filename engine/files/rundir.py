@@ -58,8 +58,8 @@ FORMAT_VERSION = 1
 
 
 # Every name charlm-tui writes in a run directory; nothing else there is written or deleted.
-PROJECT_FILES = ("model.keras", "model.prev.keras", "model.best.keras", "config.json", "vocab.json", "state.json",
-                 "metrics.jsonl", ".lock", "charlm-tui.log")
+PROJECT_FILES = ("model.keras", "model.prev.keras", "model.best.keras", "config.json", "vocab.json",
+                 "state.json", "metrics.jsonl", ".lock", "charlm-tui.log")
 # What a first start writes before config.json (which marks a run from then on): a
 # directory holding only these is a start that was interrupted, and may be used.
 STARTING_FILES = frozenset({".lock", "charlm-tui.log", "vocab.json"})
@@ -181,8 +181,8 @@ class RunDir:
             except OSError as error:
                 raise explain_os_error(error, "open", path) from None
             if stat.S_ISLNK(mode):
-                raise RunDirError(f"{path} is a symbolic link and charlm-tui writes only real files in its run "
-                                  "directory; remove the link or choose another --run")
+                raise RunDirError(f"{path} is a symbolic link and charlm-tui writes only real files in its "
+                                  "run directory; remove the link or choose another --run")
             wanted = stat.S_ISDIR if name == "samples" else stat.S_ISREG
             if not wanted(mode):
                 kind = "a folder" if name == "samples" else "a regular file"
@@ -210,8 +210,8 @@ class RunDir:
         """Take the run directory for this process, or say which process has it."""
         self.create()
         try:  # never through a link; O_NONBLOCK: a FIFO there cannot hang us
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         0o644)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(self.lock_path, flags, 0o644)
         except OSError as error:
             raise explain_os_error(error, "lock", self.lock_path) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):

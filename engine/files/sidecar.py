@@ -206,7 +206,8 @@ def _rotate(model_path: Path, previous_model_path: Path) -> None:
     previous = fingerprint(previous_model_path)
     try:
         with zipfile.ZipFile(latest) as archive:
-            stored = Fingerprint(int(_member(archive, "keras_size")), _member(archive, "keras_sha256").tobytes())
+            stored = Fingerprint(int(_member(archive, "keras_size")),
+                                 _member(archive, "keras_sha256").tobytes())
         if stored == previous:
             os.replace(latest, sidecar_path(previous_model_path))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):

@@ -28,7 +28,8 @@ from engine.modeling.model import architecture_problem, parameter_count
 ARCHIVE_MEMBERS = {"metadata.json", "config.json", "model.weights.h5"}
 KERAS_CLASSES = {
     "Functional", "InputLayer", "Reshape", "CategoryEncoding", "LSTM",
-    "LSTMCell", "Dropout", "Dense", "Adam", "RMSprop", "LossScaleOptimizer", "DTypePolicy", "FloatDTypePolicy", "Policy",
+    "LSTMCell", "Dropout", "Dense", "Adam", "RMSprop", "LossScaleOptimizer",
+    "DTypePolicy", "FloatDTypePolicy", "Policy",
     "GlorotUniform", "Orthogonal", "Zeros", "Ones", "__keras_tensor__",
 }
 MAX_CONFIG_BYTES = 4 << 20
@@ -51,7 +52,8 @@ def checkpoint_bytes_bound(config: TrainConfig, vocab_size: int) -> int:
     return min(MAX_CHECKPOINT_BYTES, 4 * 3 * 4 * parameter_count(vocab_size, config) + (1 << 20))
 
 
-def archive_problem(path: Path, config: TrainConfig | None = None, vocab_size: int | None = None) -> str | None:
+def archive_problem(path: Path, config: TrainConfig | None = None,
+                    vocab_size: int | None = None) -> str | None:
     """Why `path` is not a loadable charlm-tui checkpoint, or None if it looks whole and
     holds only our layers (checked without Keras: declared sizes and compression methods,
     then CRCs, then config.json). Given the run's config and vocabulary size, the weights
@@ -154,7 +156,8 @@ def _weights_problem(archive: zipfile.ZipFile, limit: int) -> str | None:
                         return (f"its weights file declares more than {limit:,} bytes of weights, more "
                                 "than a model of this run's size holds")
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-        return f"its weights file is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"its weights file is damaged ({reason})"
     return None
 
 
@@ -186,8 +189,8 @@ def _foreign_object(node) -> str | None:
                 if name in ("Lambda", "__lambda__"):
                     return ("it contains a Lambda layer, i.e. Python code; charlm-tui never runs code "
                             "from a run directory (models load in Keras safe mode)")
-                if name not in KERAS_CLASSES or not (module is None or (isinstance(module, str)
-                                                                         and module.split(".")[0] == "keras")):
+                from_keras = module is None or (isinstance(module, str) and module.split(".")[0] == "keras")
+                if name not in KERAS_CLASSES or not from_keras:
                     return (f"it contains {name!r} from {module!r}, which a charlm-tui model never holds; "
                             "refused (nothing from a run directory is executed)")
                 if node.get("registered_name") not in (None, name):

@@ -58,7 +58,8 @@ def use_xla_for_stacked_lstms(model, config: TrainConfig) -> None:
     takes 1.76x less time (bench/xla_cpu.py), one of a single layer none (and a short run
     or a test would pay the compile). With a GPU or a strategy Keras's own choice stands.
     The saved model is unchanged: this sets the model's property, not its compile config."""
-    if config.layers > 1 and not under_a_strategy(model) and not tensorflow().config.list_physical_devices("GPU"):
+    if (config.layers > 1 and not under_a_strategy(model)
+            and not tensorflow().config.list_physical_devices("GPU")):
         model.jit_compile = True
 
 
@@ -152,8 +153,9 @@ def _check_network(saved, config: TrainConfig, vocab_size: int) -> None:
     _require(isinstance(saved, dict) and saved.get("class_name") == "Functional"
              and isinstance(saved.get("config"), dict), "not a functional model")
     layers = saved["config"].get("layers")
-    _require(isinstance(layers, list) and all(isinstance(layer, dict) and isinstance(layer.get("config"), dict)
-                                              for layer in layers), "no list of layers")
+    _require(isinstance(layers, list)
+             and all(isinstance(layer, dict) and isinstance(layer.get("config"), dict) for layer in layers),
+             "no list of layers")
     kinds = [layer.get("class_name") for layer in layers]
     expected = _layer_kinds(config.layers, dropout="Dropout" in kinds)
     _require(kinds == expected, f"layers {_shown(kinds)}, not {_shown(expected)}")

@@ -310,7 +310,8 @@ class Sampler:
                    tuple(float(p) for p in model_probs[row_index, chosen]))
             logits, state = self._advance(chosen, state)
 
-    def generate(self, seed_text: str, temperatures: Sequence[float], length: int, **options) -> dict[float, str]:
+    def generate(self, seed_text: str, temperatures: Sequence[float], length: int,
+                 **options) -> dict[float, str]:
         """The generated text (without the seed) for each temperature."""
         columns: list[list[str]] = [[] for _ in temperatures]
         for chars, _ in self.stream(seed_text, temperatures, length, **options):

@@ -145,7 +145,8 @@ class RowsToEvents:
         self.steps_per_epoch = saved.steps_per_epoch
         self.started = False
 
-    def started_event(self, step: int = 0, elapsed: float = 0.0, row: dict | None = None) -> events.TrainingStarted:
+    def started_event(self, step: int = 0, elapsed: float = 0.0,
+                      row: dict | None = None) -> events.TrainingStarted:
         row = row or {}
         saved, config = self.saved, self.saved.config
         per_epoch = _count(row.get("steps_per_epoch")) or self.steps_per_epoch
@@ -274,7 +275,8 @@ class RunFollower:
         self.saved = saved
         meta = saved.corpus_meta
         self.on_events([events.CorpusReady(saved.corpus_name, str(meta.get("source") or ""),
-                                           _count(meta.get("chars")) or 0, len(saved.vocab), str(saved.path))])
+                                           _count(meta.get("chars")) or 0, len(saved.vocab),
+                                           str(saved.path))])
         to_events = RowsToEvents(saved)
         tail = MetricsTail(RunDir(saved.path).metrics_path)
         model_path = RunDir(saved.path).model_path
@@ -327,8 +329,8 @@ class RunFollower:
         self.checkpoints_loaded += 1
         step = RunDir(saved.path).load_state().get("step")
         step = int(step) if isinstance(step, (int, float)) else 0
-        self.on_events([events.CheckpointSaved(str(RunDir(saved.path).model_path), step,
-                                               step // saved.steps_per_epoch + 1 if saved.steps_per_epoch else 0)])
+        epoch = step // saved.steps_per_epoch + 1 if saved.steps_per_epoch else 0
+        self.on_events([events.CheckpointSaved(str(RunDir(saved.path).model_path), step, epoch)])
         return True
 
 

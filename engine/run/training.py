@@ -338,7 +338,8 @@ class Trainer(Switches):
             reason=reason, epoch=step // self.steps_per_epoch, step=step,
             train_loss=train_loss, val_loss=val_loss, elapsed=clock.elapsed,
             chars_per_sec=progress.mean_rate(), run_dir=self._run_label(),
-            long_context_loss=long_context_loss_if_long_enough(self.sampler(), self.val_ids) if scored else None)
+            long_context_loss=(long_context_loss_if_long_enough(self.sampler(), self.val_ids)
+                               if scored else None))
         if self.chief:
             self.log_metrics(kind="end", epoch=finished.epoch, step=step, clock=clock,
                              train_loss=train_loss, val_loss=val_loss, reason=reason,

@@ -67,7 +67,8 @@ class Collectives:
             def replica_fn(values):
                 context = tf.distribute.get_replica_context()
                 # Replica 0 of the sync group lives on the chief (worker 0 if none is named).
-                keep = tf.logical_or(tf.logical_not(only_chief), tf.equal(context.replica_id_in_sync_group, 0))
+                keep = tf.logical_or(tf.logical_not(only_chief),
+                                     tf.equal(context.replica_id_in_sync_group, 0))
                 return [context.all_reduce("SUM", tf.where(keep, v, tf.zeros_like(v))) for v in values]
             return strategy.run(replica_fn, args=(values,))
         self._total = total
@@ -93,7 +94,8 @@ class Collectives:
         chief = float(self.broadcast([np.float64(mine)])[0])
         if self.sum([np.float64(chief != mine)])[0]:
             raise TrainingError("a worker holds a different corpus from the chief's: give every worker "
-                                "the same corpus file (and the same --lowercase or --keep-case and --encoding)")
+                                "the same corpus file (and the same --lowercase or --keep-case and "
+                                "--encoding)")
 
     def _call(self, values: list, only_chief: bool) -> list[np.ndarray]:
         tf = self.tf

@@ -115,8 +115,8 @@ class TrainingStats(Widget):
             text.append(f"trained {done} epoch{'s' if done != 1 else ''} · step {s.step:,}\n")
             text.append("\n")
         else:
-            epoch_fraction = ((s.epoch - 1) + (s.batch / s.batches_per_epoch if s.batches_per_epoch else 0)) / s.epochs \
-                if s.epochs and s.epoch else 0.0
+            in_epoch = s.batch / s.batches_per_epoch if s.batches_per_epoch else 0
+            epoch_fraction = ((s.epoch - 1) + in_epoch) / s.epochs if s.epochs and s.epoch else 0.0
             counts = (f"{s.epoch}/{s.epochs}" if s.epochs else "-",
                       f"{s.batch}/{s.batches_per_epoch}" if s.batches_per_epoch else "-")
             pad = max(len(c) for c in counts)
@@ -284,7 +284,8 @@ class EpochHistory(Widget):
         super().__init__(**kwargs)
         self.rows: deque[tuple[int, int, float | None, float | None, bool]] = deque(maxlen=MAX_EPOCHS)
 
-    def add(self, epoch: int, step: int, train: float | None, val: float | None, complete: bool = True) -> None:
+    def add(self, epoch: int, step: int, train: float | None, val: float | None,
+            complete: bool = True) -> None:
         """List an epoch; a later row of the same epoch (a stopped epoch, then resumed and
         finished: `12*`, then `12`) takes the earlier one's place."""
         if self.rows and self.rows[-1][0] == epoch:
@@ -387,8 +388,8 @@ class TrainingPane(Vertical):
             self.query_one(LossPlot).add_train(event.step, event.loss)
         elif isinstance(event, events.EpochEnd):
             self.query_one(LossPlot).add_heldout(event.step, event.val_loss)
-            self.query_one(EpochHistory).add(event.epoch, event.step, _number(event.train_loss), event.val_loss,
-                                             event.complete)
+            self.query_one(EpochHistory).add(event.epoch, event.step, _number(event.train_loss),
+                                             event.val_loss, event.complete)
 
 
 def _number(value) -> float | None:
