@@ -15,8 +15,8 @@ def test_engine_never_imports_the_ui_libraries():
 
 
 def test_importing_the_engine_and_the_cli_does_not_import_tensorflow():
-    code = ("import sys, engine.data.corpus, engine.run.training, engine.modeling.sampler, engine.files.rundir, "
-            "tui.cli; "
+    code = ("import sys, engine.data.corpus, engine.run.training, engine.modeling.sampler, "
+            "engine.files.rundir, tui.cli; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'textual') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr

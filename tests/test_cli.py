@@ -32,7 +32,8 @@ def test_help_answers_without_importing_tensorflow():
 
 @pytest.mark.skipif(not NIETZSCHE.exists(), reason="needs ../shared/corpora/nietzsche.txt")
 def test_dry_run_prints_the_books_numbers_for_the_book_preset(tmp_path):
-    out = charlm("train", "--corpus", NIETZSCHE, "--preset", "book", "--run", tmp_path / "r", "--dry-run", "--json")
+    out = charlm("train", "--corpus", NIETZSCHE, "--preset", "book", "--run", tmp_path / "r",
+                 "--dry-run", "--json")
     assert out.returncode == 0, out.stderr
     for expected in ("Corpus length: 600894", "Unique characters: 57", "200278 over the whole text",
                      "102,585 parameters"):
@@ -44,8 +45,8 @@ def test_dry_run_prints_the_books_numbers_for_the_book_preset(tmp_path):
 
 def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
-    out = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--epochs", "1", "--length", "30",
-                 "--json")
+    out = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY,
+                 "--epochs", "1", "--length", "30", "--json")
     assert out.returncode == 0, out.stderr
     for expected in ("Corpus length: 6000", "Total params", "----- temperature: 1.2",
                      "All epochs done at the end of epoch 1, step "):
@@ -54,7 +55,8 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     assert summary["reason"] == "epochs" and summary["val_loss"] > 0
     assert "cudart" not in out.stderr and "absl" not in out.stderr
 
-    sampled = charlm("sample", "--run", run, "--length", "50", "--seed", "3", "--json", "--temperatures", "0,1")
+    sampled = charlm("sample", "--run", run, "--length", "50", "--seed", "3", "--json",
+                     "--temperatures", "0,1")
     assert sampled.returncode == 0, sampled.stderr
     result = json.loads(sampled.stdout)
     assert [len(t) for t in result["samples"].values()] == [50, 50]
@@ -72,9 +74,11 @@ def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_te
     run, no_named_corpora = tmp_path / "run", tmp_path / "corpora"
     no_named_corpora.mkdir()
     monkeypatch.setenv("CHARLM_CORPORA", str(no_named_corpora))  # no corpora/tiny.txt to fall back on
-    trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "3", "--length", "0")
+    trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY,
+                     "--steps", "3", "--length", "0")
     assert trained.returncode == 0, trained.stderr
-    sampled = charlm("sample", "--run", run, "--length", "300", "--seed", "1", "--json", "--temperatures", "0,1")
+    sampled = charlm("sample", "--run", run, "--length", "300", "--seed", "1", "--json",
+                     "--temperatures", "0,1")
     assert sampled.returncode == 0, sampled.stderr
     result = json.loads(sampled.stdout)
     index = index_for(load_corpus(tiny_corpus_path, lowercase=True))
@@ -106,7 +110,8 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path)
 
 def test_sample_refuses_unknown_seed_characters(tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
-    trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY, "--steps", "1", "--length", "0")
+    trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY,
+                     "--steps", "1", "--length", "0")
     assert trained.returncode == 0
     assert "Step limit reached at step 1 (epoch 1, 1 of " in trained.stdout  # not "epoch 0"
     out = charlm("sample", "--run", run, "--seed-text", "\u2603 snowman")

@@ -43,7 +43,8 @@ def test_keras_still_builds_a_throwaway_optimizer_at_every_save(monkeypatch):
     optimizer = keras().optimizers.Optimizer
     made = []
     construct = optimizer.__init__
-    monkeypatch.setattr(optimizer, "__init__", lambda self, *a, **k: (made.append(1), construct(self, *a, **k))[1])
+    monkeypatch.setattr(optimizer, "__init__",
+                        lambda self, *a, **k: (made.append(1), construct(self, *a, **k))[1])
     first = keras_own("Optimizer")
     keras_own("Optimizer")
     assert "variables" not in first and "learning_rate" in first  # what a skipset holds

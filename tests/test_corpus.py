@@ -248,7 +248,8 @@ def test_folder_without_text(tmp_path):
 def test_empty_and_one_character_files(tmp_path):
     assert "empty" in refusal(write(tmp_path / "empty.txt", ""))
     assert "needs at least 2 distinct characters" in refusal(write(tmp_path / "a.txt", "a"))
-    assert "needs at least 2 distinct characters" in refusal(write(tmp_path / "aA.txt", "aAaA"), lowercase=True)
+    assert "needs at least 2 distinct characters" in refusal(write(tmp_path / "aA.txt", "aAaA"),
+                                                             lowercase=True)
 
 
 @pytest.mark.parametrize("magic, format_name", [

@@ -138,7 +138,8 @@ def test_seed_file_primes_like_nanogpts_start_file(run_copy, tmp_path):
     _, run = run_copy
     seed = tmp_path / "prompt.txt"
     seed.write_text("JULIET:\nGood morrow, ", encoding="utf-8")
-    out = charlm("sample", "--run", run, "--seed-file", seed, "--length", "5", "--temperatures", "0", "--json")
+    out = charlm("sample", "--run", run, "--seed-file", seed, "--length", "5", "--temperatures", "0",
+                 "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["seed_text"] == "JULIET:\nGood morrow, "
 
@@ -168,7 +169,8 @@ def test_num_samples_gives_independent_samples_per_temperature(run_copy):
 
 # -- the app ------------------------------------------------------------------------------------
 @pytest.mark.slow
-async def test_after_quitting_the_app_one_line_says_what_was_saved_and_how_to_resume(tiny_corpus_path, tmp_path):
+async def test_after_quitting_the_app_one_line_says_what_was_saved_and_how_to_resume(
+        tiny_corpus_path, tmp_path):
     from tests.app_fixtures import app_options, running_app, wait_until
     from tui.app import build_app, saved_line
 
@@ -212,7 +214,8 @@ def test_the_best_held_out_checkpoint_is_kept_and_can_be_sampled(mixed_corpus, t
     assert json.loads((run / "state.json").read_text())["best_val_loss"] == pytest.approx(min(losses))
 
     for choice in ("best", "latest", run / "model.best.keras"):
-        sampled = charlm("sample", "--run", run, "--checkpoint", choice, "--length", "5", "--temperatures", "0")
+        sampled = charlm("sample", "--run", run, "--checkpoint", choice, "--length", "5",
+                         "--temperatures", "0")
         assert sampled.returncode == 0, sampled.stderr
 
     (tmp_path / "bogus.keras").write_bytes(b"not a zip")

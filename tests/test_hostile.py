@@ -112,7 +112,8 @@ def hand_made_zip(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
                            len(encoded), len(extra)) + encoded + extra + payload
         directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45, 45, 0, method, 0, 0, crc, 0xFFFFFFFF,
                                  0xFFFFFFFF, len(encoded), len(extra), 0, 0, 0, 0, offset) + encoded + extra
-    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), len(out), 0)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory),
+                      len(out), 0)
     return bytes(out + directory + end)
 
 
@@ -177,7 +178,8 @@ def test_a_weights_dataset_declaring_a_gigabyte_of_fill_value_is_refused(run_cop
             archive.writestr(name, data)
     (run_copy / "model.prev.keras").write_bytes((run_copy / "model.keras").read_bytes())
     out = limited("sample", "--run", run_copy, "--length", "5")
-    assert_one_line_refusal(out, "its weights file declares more than", "more than a model of this run's size holds")
+    assert_one_line_refusal(out, "its weights file declares more than",
+                            "more than a model of this run's size holds")
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,7 +368,8 @@ def nested(depth: int) -> dict:
     ({"checkpoint_every": -1}, "checkpoint_every: --checkpoint-every must be a finite number of seconds"),
     ({"seed": -1}, "seed: --seed must be a whole number from 0 to 4294967295"),
     ({"seed": 2**40}, "seed: --seed must be"),
-    ({"temperatures": [0.5, 1e-320]}, "temperatures: each temperature must be 0 (greedy) or a number from 0.01"),
+    ({"temperatures": [0.5, 1e-320]},
+     "temperatures: each temperature must be 0 (greedy) or a number from 0.01"),
     ({"clipnorm": 0}, "clipnorm must be a positive finite number"),
 ])
 def test_config_json_with_a_value_that_cannot_work_is_refused_naming_the_field(fields, expected, run_copy):

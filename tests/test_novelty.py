@@ -21,7 +21,8 @@ def brute_force(text: str, sample: str) -> Novelty:
     longest = 0
     for start in range(windows):
         length = longest + 1  # only a longer run matters; runs are nested, so extend upwards
-        while start + length <= len(sample) and length <= LONGEST_CAP and sample[start:start + length] in text:
+        while (start + length <= len(sample) and length <= LONGEST_CAP
+               and sample[start:start + length] in text):
             length += 1
         longest = max(longest, length - 1)
     longest = min(longest, LONGEST_CAP) if longest >= NGRAM else 0

@@ -97,8 +97,9 @@ def test_a_followed_run_measures_its_own_rate_and_honours_its_budgets():
     assert progress.chars_per_sec == pytest.approx(50.0 * CHARS_PER_STEP)
     assert progress.eta == pytest.approx((1500 - 1000) / 50.0)
     assert replay([started(step_budget=1500, time_budget=25.0), *rows]).eta == pytest.approx(25.0 - 20.0)
-    without_chars = replay([started(step_budget=2000), *[batch(s, s / 50.0, chars_per_sec=0.0, chars_per_step=0)
-                                                          for s in range(100, 1100, 100)]])
+    rows_without_chars = [batch(s, s / 50.0, chars_per_sec=0.0, chars_per_step=0)
+                          for s in range(100, 1100, 100)]
+    without_chars = replay([started(step_budget=2000), *rows_without_chars])
     assert without_chars.chars_per_sec == 0.0 and without_chars.chars_seen == 0
     assert without_chars.eta == pytest.approx((2000 - 1000) / 50.0)
 

@@ -267,7 +267,8 @@ def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
     assert saved_step(tmp_path / "run" / "model.keras") == finished.step
 
 
-def test_a_stop_during_the_epoch_end_evaluation_stops_at_the_epoch_boundary(tiny_corpus, tmp_path, monkeypatch):
+def test_a_stop_during_the_epoch_end_evaluation_stops_at_the_epoch_boundary(tiny_corpus, tmp_path,
+                                                                           monkeypatch):
     from engine.run.training import Trainer
 
     evaluate = Trainer.heldout_loss
@@ -687,8 +688,8 @@ def test_vocab_json_garbage_is_refused(content, run_copy):
 
 def test_garbage_run_files_on_the_command_line_are_one_line(run_copy, corpus_file):
     _with_config(run_copy, units="many")
-    assert_one_line_refusal(charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1"),
-                            "config.json is not a valid charlm-tui config", "units is 'many'")
+    out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1")
+    assert_one_line_refusal(out, "config.json is not a valid charlm-tui config", "units is 'many'")
     assert_one_line_refusal(charlm("sample", "--run", run_copy), "units is 'many'")
 
 
@@ -763,7 +764,8 @@ def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, mo
     checkpoints.save_model(run, model)
     made = []
     construct = Optimizer.__init__
-    monkeypatch.setattr(Optimizer, "__init__", lambda self, *a, **k: (made.append(1), construct(self, *a, **k))[1])
+    monkeypatch.setattr(Optimizer, "__init__",
+                        lambda self, *a, **k: (made.append(1), construct(self, *a, **k))[1])
     for _ in range(3):
         checkpoints.save_model(run, model)
     assert made == []

@@ -85,9 +85,10 @@ def wait_for_training(process: subprocess.Popen, run: Path, timeout: float = 180
 
 
 def start_training(corpus: Path, run: Path, *args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--corpus", str(corpus), "--run", str(run),
-                             *TINY, "--length", "0", "--json", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or ENV, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--corpus", str(corpus),
+                             "--run", str(run), *TINY, "--length", "0", "--json", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or ENV, cwd=ROOT)
 
 
 def summary(stdout: str) -> dict:
@@ -188,7 +189,8 @@ def test_fresh_refuses_a_samples_link_and_never_deletes_what_it_points_to(run_co
 def test_clear_history_removes_only_the_projects_own_names(run_copy):
     samples = run_copy / "samples"
     samples.mkdir(exist_ok=True)
-    ours = [samples / "epoch-0001.txt", samples / "epoch-0012.txt", samples / f".epoch-0002.txt.tmp-{os.getpid()}"]
+    ours = [samples / "epoch-0001.txt", samples / "epoch-0012.txt",
+            samples / f".epoch-0002.txt.tmp-{os.getpid()}"]
     theirs = [samples / "notes.txt", samples / "epoch-1.txt", samples / "epoch-0003.txt.bak",
               run_copy / "metrics.jsonl.old", run_copy / "state.json.txt"]
     for path in ours + theirs:
@@ -207,7 +209,8 @@ def test_clear_history_removes_only_the_projects_own_names(run_copy):
 # 3. Never through a symbolic link
 
 
-@pytest.mark.parametrize("name", [".lock", "metrics.jsonl", "state.json", "model.prev.keras", "charlm-tui.log"])
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl", "state.json", "model.prev.keras",
+                                  "charlm-tui.log"])
 def test_a_run_file_that_is_a_link_is_refused_and_its_target_untouched(name, run_copy, corpus_file, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")

@@ -16,7 +16,8 @@ def book_reweight(original_distribution, temperature):
 @pytest.mark.parametrize("temperature", [0.2, 0.5, 1.0, 1.2])
 def test_reweight_matches_the_book_where_the_book_is_defined(temperature):
     p = np.random.default_rng(0).dirichlet(np.ones(57))
-    np.testing.assert_allclose(reweight_distribution(p, temperature), book_reweight(p, temperature), rtol=1e-9)
+    np.testing.assert_allclose(reweight_distribution(p, temperature), book_reweight(p, temperature),
+                               rtol=1e-9)
 
 
 def test_reweight_of_a_zero_probability_stays_zero_without_nan():

@@ -44,7 +44,8 @@ def test_the_run_ends_at_the_first_of_its_limits():
         == pytest.approx(0.5)                   # the time budget comes first
     assert fraction_done(preset("fast", epochs=4), step=300, steps_per_epoch=100, session_steps=50,
                          session_seconds=1.0) == pytest.approx(0.75)   # the epochs count the whole run
-    assert fraction_done(config, step=10**6, steps_per_epoch=100, session_steps=10**6, session_seconds=1e6) == 1.0
+    assert fraction_done(config, step=10**6, steps_per_epoch=100, session_steps=10**6,
+                         session_seconds=1e6) == 1.0
 
 
 def test_runs_saved_before_schedules_resume_at_a_constant_rate():

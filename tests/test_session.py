@@ -74,25 +74,27 @@ def test_a_followed_run_reports_the_events_of_its_metrics_and_its_end(tiny_corpu
 
     def wait_for(kind):
         with arrived:
-            assert arrived.wait_for(lambda: any(isinstance(e, kind) for b in batches for e in b), timeout=10), kind
+            assert arrived.wait_for(lambda: any(isinstance(e, kind) for b in batches for e in b),
+                                    timeout=10), kind
 
     follower = RunFollower(run.path, on_events, poll_interval=0.05)
     follower.start()
     try:
         wait_for(events.CorpusReady)
-        run.append_metrics({"kind": "start", "epoch": 1, "step": 0, "wall": 0.0, "chars": 0, "train_loss": None,
-                            "val_loss": None, "steps_per_epoch": 10, "epochs": 2, "step_budget": 15})
+        run.append_metrics({"kind": "start", "epoch": 1, "step": 0, "wall": 0.0, "chars": 0,
+                            "train_loss": None, "val_loss": None, "steps_per_epoch": 10, "epochs": 2,
+                            "step_budget": 15})
         for step in (5, 10):
-            run.append_metrics({"kind": "interval", "epoch": 1, "step": step, "wall": step / 10, "chars": step * 256,
-                                "train_loss": 3.0 - step / 10, "val_loss": None})
+            run.append_metrics({"kind": "interval", "epoch": 1, "step": step, "wall": step / 10,
+                                "chars": step * 256, "train_loss": 3.0 - step / 10, "val_loss": None})
         run.append_metrics({"kind": "epoch", "epoch": 1, "step": 10, "wall": 1.2, "chars": 2560,
                             "train_loss": 2.5, "val_loss": 2.6})
         wait_for(events.EpochEnd)
         running = replay([e for b in batches for e in b])
         assert running.state == "running" and (running.epoch, running.batch) == (1, 10)
         assert running.eta is not None and running.chars_per_sec > 0, "the rate comes from the rows"
-        run.append_metrics({"kind": "end", "epoch": 1, "step": 15, "wall": 1.8, "chars": 3840, "train_loss": 2.4,
-                            "val_loss": 2.6, "reason": "steps", "chars_per_sec": 2000.0})
+        run.append_metrics({"kind": "end", "epoch": 1, "step": 15, "wall": 1.8, "chars": 3840,
+                            "train_loss": 2.4, "val_loss": 2.6, "reason": "steps", "chars_per_sec": 2000.0})
         wait_for(events.TrainingFinished)
     finally:
         follower.stop()
@@ -120,5 +122,6 @@ def test_the_schedule_is_an_option_a_resumed_run_keeps_unless_told(tiny_corpus, 
     args = options.train_parser().parse_args(["--schedule", "constant"])
     request = options.run_request(args)
     assert request.overrides == {"schedule": "constant"}
-    assert RunRequest(corpus=tiny_corpus, overrides=request.overrides).settings(tmp_path / "run").schedule == "constant"
+    settings = RunRequest(corpus=tiny_corpus, overrides=request.overrides).settings(tmp_path / "run")
+    assert settings.schedule == "constant"
     assert RunRequest(corpus=tiny_corpus).settings(tmp_path / "run").schedule == "cosine"

@@ -137,7 +137,8 @@ def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monke
     checkpoints.save_model(run, model)
 
     stored = sidecar.decode(sidecar.sidecar_path(run.model_path).read_bytes(),
-                            sidecar.fingerprint(run.model_path), {k: v.shape for k, v in keras_weights(model).items()})
+                            sidecar.fingerprint(run.model_path),
+                            {k: v.shape for k, v in keras_weights(model).items()})
     from_keras = Sampler.from_keras_model(model, vocab)
     keras_must_not_be_needed(monkeypatch)
     from_sidecar, parameters = checkpoints.load_sampler(run)
@@ -147,15 +148,16 @@ def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monke
                                model.predict(ids, verbose=0)[0][-1], atol=2e-6)
     for prefix in ("a", "abcabc", "gfedcba" * 9):
         assert np.array_equal(from_sidecar.next_distribution(prefix), from_keras.next_distribution(prefix))
-    assert from_sidecar.generate("abc", [0, 0.5, 1.2], 200, seed=7) == from_keras.generate("abc", [0, 0.5, 1.2],
-                                                                                          200, seed=7)
+    assert (from_sidecar.generate("abc", [0, 0.5, 1.2], 200, seed=7)
+            == from_keras.generate("abc", [0, 0.5, 1.2], 200, seed=7))
 
 
 def test_each_checkpoint_rotates_its_sidecar_with_model_prev_keras(run_copy):
     for keras_name in ("model.keras", "model.prev.keras"):
         keras_path = run_copy / keras_name
         expected = keras_weights(_keras_model(keras_path))
-        weights = sidecar.decode(sidecar.sidecar_path(keras_path).read_bytes(), sidecar.fingerprint(keras_path),
+        weights = sidecar.decode(sidecar.sidecar_path(keras_path).read_bytes(),
+                                 sidecar.fingerprint(keras_path),
                                  {name: array.shape for name, array in expected.items()})
         assert weights.keys() == expected.keys()
         assert all(np.array_equal(weights[name], expected[name]) for name in weights)
@@ -183,12 +185,13 @@ def test_a_damaged_model_keras_falls_back_to_the_previous_sidecar_with_todays_no
     modules, notes = split_report(fast.stderr)
     assert "tensorflow" not in modules
     assert notes == slow.stderr.splitlines() == [
-        "charlm-tui: note: could not load the latest checkpoint (model.keras: not a .keras archive (truncated "
-        "or damaged)); using the previous one, model.prev.keras, instead (both files are kept)"]
+        "charlm-tui: note: could not load the latest checkpoint (model.keras: not a .keras archive "
+        "(truncated or damaged)); using the previous one, model.prev.keras, instead (both files are kept)"]
     assert without_run_path(json.loads(fast.stdout)) == without_run_path(json.loads(slow.stdout))
     assert Path(json.loads(fast.stdout)["checkpoint"]).name == "model.prev.keras"  # and says so
     # the slow reader rebuilt the sidecar of the checkpoint it used, not of the damaged one
-    assert (keras_only / "model.prev.sampler.npz").is_file() and not (keras_only / "model.sampler.npz").exists()
+    assert (keras_only / "model.prev.sampler.npz").is_file()
+    assert not (keras_only / "model.sampler.npz").exists()
 
 
 # -- sidecars that must not be used ------------------------------------------------------------------
@@ -233,8 +236,8 @@ DAMAGE = {
     "extra member": lambda run, marker: _rewrite_members(
         run / "model.sampler.npz", lambda a: a.update(extra=np.zeros(1))),
     "object array": lambda run, marker: _rewrite_members(
-        run / "model.sampler.npz", lambda a: a.update(dense_bias=np.array([Unpickled(marker)] * len(a["dense_bias"]),
-                                                                          dtype=object))),
+        run / "model.sampler.npz",
+        lambda a: a.update(dense_bias=np.array([Unpickled(marker)] * len(a["dense_bias"]), dtype=object))),
 }
 
 
@@ -256,7 +259,8 @@ def test_a_sidecar_that_does_not_match_is_ignored_and_rebuilt(damage, run_copy, 
     expected, _ = sampler_from_keras(keras_path, run_copy)
     assert not marker.exists()
     assert np.array_equal(loaded.next_distribution("the will"), expected.next_distribution("the will"))
-    rebuilt = sidecar.decode((run_copy / "model.sampler.npz").read_bytes(), sidecar.fingerprint(keras_path), shapes)
+    rebuilt = sidecar.decode((run_copy / "model.sampler.npz").read_bytes(), sidecar.fingerprint(keras_path),
+                             shapes)
     assert np.isfinite(rebuilt["dense_bias"]).all()
 
 
@@ -275,7 +279,8 @@ def test_a_hostile_model_keras_is_refused_even_with_a_matching_sidecar(run_copy,
     (run_copy / "model.sampler.npz").write_bytes(sidecar.encode(weights, sidecar.fingerprint(model_path)))
 
     out = charlm("sample", "--run", run_copy, "--length", "5", "--checkpoint", "latest")
-    assert out.returncode == 1 and out.stderr.startswith("charlm-tui: error: ") and "Lambda layer" in out.stderr
+    assert out.returncode == 1 and out.stderr.startswith("charlm-tui: error: ")
+    assert "Lambda layer" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and not marker.exists()
 
 

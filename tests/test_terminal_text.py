@@ -69,7 +69,8 @@ def test_control_characters_are_shown_as_pictures_and_newlines_and_tabs_kept():
     assert visible("plain text, ünïcödé, 日本") == "plain text, ünïcödé, 日本"
     assert visible_line("two\nlines\ttab\x1b") == "two⏎lines tab␛"
     # Trojan Source: what draws nothing yet reorders or breaks the rest of the line
-    assert visible("abc\u202edcba\u2066x\u2069\u200b\u2028") == "abc⟨U+202E⟩dcba⟨U+2066⟩x⟨U+2069⟩⟨U+200B⟩⟨U+2028⟩"
+    assert (visible("abc\u202edcba\u2066x\u2069\u200b\u2028")
+            == "abc⟨U+202E⟩dcba⟨U+2066⟩x⟨U+2069⟩⟨U+200B⟩⟨U+2028⟩")
     shown = visible("".join(map(chr, range(0x20))) + "\x7f" + "".join(map(chr, range(0x80, 0xA0))))
     assert all(ch in "\n\t" or ch.isprintable() for ch in shown)
 

@@ -88,9 +88,9 @@ def test_watch_in_tmux_follows_a_run_and_leaves_no_log_behind(workspace):
     tmp_path, corpus = workspace
     run_dir, scratch, exit_file = tmp_path / "run", tmp_path / "tmp", tmp_path / "exit-code"
     scratch.mkdir()
-    trained = subprocess.run(_command() + ["train", "--corpus", str(corpus), "--run", str(run_dir), "--units", "8",
-                                           "--maxlen", "16", "--step", "8", "--batch-size", "16", "--epochs", "1",
-                                           "--length", "0"], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    train = ["train", "--corpus", str(corpus), "--run", str(run_dir), "--units", "8", "--maxlen", "16",
+             "--step", "8", "--batch-size", "16", "--epochs", "1", "--length", "0"]
+    trained = subprocess.run(_command() + train, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert trained.returncode == 0, trained.stderr
     env = f"cd {shlex.quote(str(ROOT))} && TERM=xterm-256color TMPDIR={shlex.quote(str(scratch))}"
     command = (f"{env} {shlex.join(_command() + ['watch', str(run_dir)])}; "

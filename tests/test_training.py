@@ -31,7 +31,8 @@ def test_a_run_reports_events_and_writes_a_complete_run_directory(tiny_corpus, t
     finished, received = train(tiny_corpus, tmp_path / "run", epochs=2)
     started = of(events.TrainingStarted, received)[0]
     assert started.vocab_size == len(tiny_corpus.vocab) and started.resumed_from_step == 0
-    assert started.parameters == 4 * (8 * (started.vocab_size + 8) + 8) + 8 * started.vocab_size + started.vocab_size
+    vocab_size = started.vocab_size
+    assert started.parameters == 4 * (8 * (vocab_size + 8) + 8) + 8 * vocab_size + vocab_size
     assert [e.epoch for e in of(events.EpochEnd, received)] == [1, 2]
     assert all(e.val_loss > 0 for e in of(events.EpochEnd, received))
     assert of(events.BatchProgress, received)[-1].step == finished.step == 2 * started.steps_per_epoch
@@ -50,7 +51,8 @@ def test_a_run_reports_events_and_writes_a_complete_run_directory(tiny_corpus, t
 def test_the_model_file_loads_with_plain_keras_in_safe_mode(tiny_corpus, tmp_path):
     train(tiny_corpus, tmp_path / "run", steps=2)
     code = ("import sys, keras; m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
-            "assert not any(n.split('.')[0] in ('engine', 'tui') for n in sys.modules); print(m.count_params())")
+            "assert not any(n.split('.')[0] in ('engine', 'tui') for n in sys.modules); "
+            "print(m.count_params())")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run" / "model.keras")],
                          capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr
@@ -223,7 +225,8 @@ def test_tensorboard_logs_hold_train_and_heldout_loss_throughput_and_samples(tin
     # epochs (Keras's callback would restart its count with each epoch's fit call).
     assert train["train_loss"] == validation["heldout_loss"] == [per_epoch, 2 * per_epoch]
     steps = train["batch_loss"]
-    assert steps == sorted(steps) and steps[-1] > per_epoch and all(b - a >= 5 for a, b in zip(steps, steps[1:]))
+    assert steps == sorted(steps) and steps[-1] > per_epoch
+    assert all(b - a >= 5 for a, b in zip(steps, steps[1:]))
 
 
 def test_heldout_loss_tells_a_model_built_under_a_strategy_from_one_that_is_not(tiny_corpus):
@@ -259,7 +262,8 @@ def test_mirrored_strategy_splits_batches_over_two_devices_and_checkpoints_once(
     assert "needs a GPU" in first.stdout + first.stderr  # mixed precision is refused on CPUs, with a note
     code = ("import engine.tfsetup as s, sys; s.keras(); from engine.scale.distribute import make_strategy; "
             "print(make_strategy('mirrored').num_replicas_in_sync)")
-    replicas = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    replicas = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env=env)
     assert replicas.stdout.strip() == "2"
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
@@ -274,7 +278,8 @@ def test_each_epochs_sample_file_says_how_much_of_each_sample_is_copied(tiny_cor
     round_ = of(events.SamplesGenerated, received)[0]
     text = (tmp_path / "run" / "samples" / "epoch-0001.txt").read_text()
     for temperature, sample in round_.samples.items():
-        block = f"--- temperature {temperature}\n{round_.seed_text}{sample}\n--- copied from the training text: "
+        block = (f"--- temperature {temperature}\n{round_.seed_text}{sample}\n"
+                 "--- copied from the training text: ")
         assert block + index_for(tiny_corpus).measure(sample).describe() + "\n" in text
     assert text.count("--- copied from the training text: ") == len(round_.samples) == 4
 
@@ -287,7 +292,8 @@ def test_a_corpus_too_big_for_the_memorization_check_says_so_in_the_sample_file(
     train(tiny_corpus, tmp_path / "run", epochs=1)
     text = (tmp_path / "run" / "samples" / "epoch-0001.txt").read_text()
     assert text.count("--- copied from the training text: n/a (tiny has 6,000 characters, more than the "
-                      "memorization check handles (1,000); its samples are not checked for copied text)\n") == 4
+                      "memorization check handles (1,000); its samples are not checked for copied "
+                      "text)\n") == 4
 
 
 def test_the_held_out_scoring_gives_up_when_asked_to_stop(tiny_corpus, tmp_path):
@@ -305,7 +311,8 @@ def test_keep_every_keeps_epoch_checkpoints_within_keep_max(tiny_corpus, tmp_pat
     from tui.cli import main
 
     run = tmp_path / "run"
-    trainer = Trainer(tiny_corpus, tiny_config(epochs=3, keep_every=1, keep_max=2), run, sample_each_epoch=False)
+    trainer = Trainer(tiny_corpus, tiny_config(epochs=3, keep_every=1, keep_max=2), run,
+                      sample_each_epoch=False)
     assert trainer.run().reason == "epochs"
     kept = sorted(p.name for p in run.glob("model.epoch-*"))
     assert kept == ["model.epoch-0002.keras", "model.epoch-0002.sampler.npz",

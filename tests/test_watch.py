@@ -58,7 +58,8 @@ def columns_filled(app) -> bool:
 
 async def quit_app(pilot, app):
     await pilot.press("q")
-    await wait_until(pilot, lambda: app.return_code is not None or not app.is_running, what="exit", timeout=30)
+    await wait_until(pilot, lambda: app.return_code is not None or not app.is_running, what="exit",
+                     timeout=30)
 
 
 def test_watch_refuses_a_directory_that_is_not_a_run(tmp_path):
