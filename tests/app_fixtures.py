@@ -8,6 +8,8 @@ Import into a test module with `from tests.app_fixtures import *`.
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,27 @@ async def wait_until(pilot, predicate, timeout: float = 120.0, what: str = "cond
                 f"notifications={[n.message for n in app.notices]}")
 
     await wait_for_app(pilot, predicate, timeout, what, state)
+
+
+def screen_rows(app) -> list[str]:
+    """The screen as rows of text, read from the app's own SVG screenshot."""
+    svg = app.export_screenshot()
+    rows: dict[int, list[tuple[float, str]]] = {}
+    for match in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="[\d.]+" textLength="[\d.]+" '
+                             r'clip-path="url\(#[\w-]*?line-(\d+)\)">([^<]*)</text>', svg):
+        text = html.unescape(match.group(3)).replace("\xa0", " ")
+        rows.setdefault(int(match.group(2)), []).append((float(match.group(1)), text))
+    width = max(x for row in rows.values() for x, _ in row) or 1.0
+    lines = []
+    for index in range(max(rows) + 1):
+        cells: dict[int, str] = {}
+        for x, text in rows.get(index, []):
+            start = round(x / 12.2)  # Textual's SVG: 12.2 units a cell
+            for offset, char in enumerate(text):
+                cells[start + offset] = char
+        lines.append("".join(cells.get(i, " ") for i in range(max(cells, default=-1) + 1)))
+    assert width  # (rows were found)
+    return lines
 
 
 def notified(app, text: str, severity: str | None = None) -> bool:

@@ -1,12 +1,16 @@
-"""Shared fixtures: a tiny corpus and a tiny model config, so the real engine runs fast."""
+"""Shared fixtures: a tiny corpus, a tiny model config and a tiny run trained through the
+command line, so the real engine runs fast."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.runs import TINY, charlm
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -74,3 +78,32 @@ def tiny_config(**overrides):
                     sample_length=20, checkpoint_every=3600.0)
     settings.update(overrides)
     return preset(settings.pop("preset", "fast"), **settings)
+
+
+# -- a run trained through the command line, damaged on copies (test_reliability, test_hostile);
+# a module that needs another run defines its own base_run and run_copy, which take precedence.
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(tiny_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, corpus_file) -> Path:
+    """A run trained for 3 steps through the CLI, checkpointing after every batch:
+    model.keras holds step 3 and model.prev.keras step 2. Tests work on copies."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    out = charlm("train", "--corpus", corpus_file, "--run", run, *TINY, "--steps", "3", "--length", "0",
+                 "--checkpoint-every", "0")
+    assert out.returncode == 0, out.stderr
+    return run
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path) -> Path:
+    """A copy of the run without its best checkpoint: what these tests damage is the newest,
+    model.keras, which a stopped run is read from only when it kept no best."""
+    copy = tmp_path / "run"
+    shutil.copytree(base_run, copy, ignore=shutil.ignore_patterns(".lock", "model.best.*"))
+    return copy

@@ -6,7 +6,6 @@ real engine (tiny corpora, tiny models), as tests/test_app.py.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import socket
@@ -14,7 +13,7 @@ import socket
 import pytest
 
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
-from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
+from tests.app_fixtures import app_options, notified, running_app, screen_rows, tiny_train_config, wait_until
 from tests.conftest import tiny_text
 from tests.scripted import ScriptedRun
 
@@ -41,27 +40,6 @@ def round_done(app, after: int = 0) -> bool:
 async def quit_app(pilot, app):
     await pilot.press("q")
     await wait_until(pilot, lambda: app.return_code is not None or not app.is_running, what="exit")
-
-
-def screen_rows(app) -> list[str]:
-    """The screen as rows of text, read from the app's own SVG screenshot."""
-    svg = app.export_screenshot()
-    rows: dict[int, list[tuple[float, str]]] = {}
-    for match in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="[\d.]+" textLength="[\d.]+" '
-                             r'clip-path="url\(#[\w-]*?line-(\d+)\)">([^<]*)</text>', svg):
-        text = html.unescape(match.group(3)).replace("\xa0", " ")
-        rows.setdefault(int(match.group(2)), []).append((float(match.group(1)), text))
-    width = max(x for row in rows.values() for x, _ in row) or 1.0
-    lines = []
-    for index in range(max(rows) + 1):
-        cells: dict[int, str] = {}
-        for x, text in rows.get(index, []):
-            start = round(x / 12.2)  # Textual's SVG: 12.2 units a cell
-            for offset, char in enumerate(text):
-                cells[start + offset] = char
-        lines.append("".join(cells.get(i, " ") for i in range(max(cells, default=-1) + 1)))
-    assert width  # (rows were found)
-    return lines
 
 
 # -- 1. priming: a seed of several lines -------------------------------------------------------

@@ -1,7 +1,6 @@
 """The headless command line, run as a user runs it: a real process, real exit codes."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,14 +9,7 @@ import time
 import pytest
 
 from tests.conftest import NIETZSCHE
-
-TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
-
-
-def charlm(*args, timeout=300, **kwargs):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, **kwargs)
+from tests.runs import TINY, charlm
 
 
 def test_help_answers_without_importing_tensorflow():

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.test_cli import TINY, charlm
+from tests.runs import TINY, charlm
 
 MIXED = "ROMEO: Good morrow, Juliet.\nJULIET: Good morrow, Romeo; art thou well?\n" * 80
 

@@ -30,17 +30,7 @@ from engine.files import checkpoints
 from engine.files.metrics import MetricsTail, iter_metrics, read_metrics
 from engine.files.rundir import RunDir
 from engine.modeling.sampler import Sampler, _Lstm
-from tests.test_reliability import (  # noqa: F401
-    ENV,
-    ROOT,
-    TINY,
-    assert_one_line_refusal,
-    base_run,
-    charlm,
-    corpus_file,
-    poison,
-    run_copy,
-)
+from tests.runs import ENV, ROOT, TINY, assert_one_line_refusal, charlm, poison
 
 # The command line needs ~150 MB of address space until it imports TensorFlow, which no
 # refusal here may do; 1 GiB leaves room and stops any runaway read long before the machine.

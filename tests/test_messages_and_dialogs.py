@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.app_fixtures import *  # noqa: F401,F403 (fixtures and helpers)
-from tests.app_fixtures import app_options, notified, running_app, tiny_train_config, wait_until
+from tests.app_fixtures import app_options, notified, running_app, screen_rows, tiny_train_config, wait_until
 from tests.ptyrun import charlm_command, run_in_pty
 from tests.scripted import ScriptedRun
 from tests.waiting import wait_for_app
@@ -188,7 +188,6 @@ async def test_the_seed_editor_says_how_to_clear_it_and_that_works(tmp_path):
 @slow
 @trains
 async def test_watch_says_why_the_run_ended_in_words_that_fit_120_columns(saved_run, tmp_path, monkeypatch):
-    from tests.test_app_ui import screen_rows
     from tui.options import AppOptions
 
     _, _, run_dir = saved_run

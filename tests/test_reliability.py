@@ -14,7 +14,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,15 +31,7 @@ from engine.files import checkpoints
 from engine.files.rundir import RunDir
 from engine.files.vetting import archive_problem
 from tests.conftest import tiny_config, tiny_text
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-
-
-def charlm(*args, timeout=300, cwd=ROOT, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=ENV, cwd=cwd, **kwargs)
+from tests.runs import ENV, ROOT, TINY, assert_one_line_refusal, charlm, lambda_model, poison, saved_step
 
 
 def start(*args) -> subprocess.Popen:
@@ -48,52 +39,10 @@ def start(*args) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
 
 
-def assert_one_line_refusal(out: subprocess.CompletedProcess, *expected: str) -> None:
-    assert out.returncode != 0, out.stdout[-2000:]
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("charlm-tui: error: "), out.stderr
-    for text in expected:
-        assert text in lines[0], lines[0]
-
-
 def snapshot(run: Path) -> dict[str, bytes]:
     """Every file of a run directory but the lock (whose pid line is informational)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
             if p.is_file() and p.name != ".lock"}
-
-
-def saved_step(path: Path) -> int:
-    from engine.tfsetup import keras
-
-    return int(keras().saving.load_model(path, safe_mode=True).optimizer.iterations.numpy())
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
-    path.write_text(tiny_text(), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, corpus_file) -> Path:
-    """A run trained for 3 steps through the CLI, checkpointing after every batch:
-    model.keras holds step 3 and model.prev.keras step 2. Tests work on copies."""
-    run = tmp_path_factory.mktemp("base") / "run"
-    out = charlm("train", "--corpus", corpus_file, "--run", run, *TINY, "--steps", "3", "--length", "0",
-                 "--checkpoint-every", "0")
-    assert out.returncode == 0, out.stderr
-    return run
-
-
-@pytest.fixture
-def run_copy(base_run, tmp_path) -> Path:
-    """A copy of the run without its best checkpoint: what these tests damage is the newest,
-    model.keras, which a stopped run is read from only when it kept no best."""
-    copy = tmp_path / "run"
-    shutil.copytree(base_run, copy, ignore=shutil.ignore_patterns(".lock", "model.best.*"))
-    return copy
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,16 +387,6 @@ def test_a_file_size_limit_during_training_fails_cleanly_with_nothing_half_writt
     assert RunDir(run).load_config().units == 8 and RunDir(run).load_vocab()
 
 
-def poison(model_path: Path) -> None:
-    from engine.tfsetup import keras
-
-    model = keras().saving.load_model(model_path, safe_mode=True)
-    weights = model.get_weights()
-    weights[-1][:] = np.nan
-    model.set_weights(weights)
-    model.save(model_path)
-
-
 def test_nan_loss_on_the_command_line_is_one_line_a_rollback_and_a_lower_lr(run_copy, corpus_file):
     poison(run_copy / "model.keras")
     before = snapshot(run_copy)
@@ -563,21 +502,6 @@ def test_no_loadable_checkpoint_is_a_clear_error_and_both_files_are_kept(run_cop
 # Hostile files
 
 
-def _lambda_model(marker: Path):
-    from engine.tfsetup import keras
-
-    layers = keras().layers
-    inputs = keras().Input(shape=(None,), dtype="int32")
-    # The path is a constant of the lambda's own bytecode (Keras drops closures and defaults).
-    function = eval(f"lambda t: (__import__('pathlib').Path({str(marker)!r}).touch(), t)[1]")
-    x = layers.Lambda(function)(inputs)
-    x = layers.CategoryEncoding(num_tokens=24, output_mode="one_hot")(layers.Reshape((-1, 1))(x))
-    outputs = layers.Dense(24, activation="softmax")(layers.LSTM(8, return_sequences=True)(x))
-    model = keras().Model(inputs, outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    return model
-
-
 # Keras, loading the hostile file unsafely at the end, warns about its bare optimizer.
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_a_model_with_a_lambda_layer_is_refused_and_never_run(run_copy, corpus_file, tmp_path):
@@ -585,7 +509,7 @@ def test_a_model_with_a_lambda_layer_is_refused_and_never_run(run_copy, corpus_f
 
     marker = tmp_path / "the-lambda-ran"
     model_path = run_copy / "model.keras"
-    _lambda_model(marker).save(model_path)
+    lambda_model(marker).save(model_path)
     (run_copy / "model.prev.keras").unlink()
     marker.unlink(missing_ok=True)  # building the model ran the lambda once, here
     hostile = model_path.read_bytes()

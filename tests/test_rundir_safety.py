@@ -24,17 +24,10 @@ from engine.files import checkpoints
 from engine.files.rundir import RunDir
 from engine.files.safeio import atomic_write_bytes, write_new_file
 from tests.conftest import tiny_config, tiny_text
-from tests.test_reliability import ENV, ROOT, TINY, assert_one_line_refusal, charlm, saved_step
+from tests.runs import ENV, ROOT, TINY, assert_one_line_refusal, charlm, saved_step
 
 STOPPED_SECONDS = 10  # SIGSTOP to SIGCONT in the clock tests
 BUDGET_SECONDS = 8     # the first epoch (tracing included) takes ~5 s here
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
-    path.write_text(tiny_text(), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

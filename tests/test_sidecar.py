@@ -23,6 +23,7 @@ from engine.files import checkpoints, sidecar
 from engine.files.rundir import RunDir
 from engine.modeling.sampler import Sampler, keras_weights
 from tests.conftest import tiny_config, tiny_text
+from tests.runs import lambda_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
@@ -267,13 +268,11 @@ def test_a_sidecar_that_does_not_match_is_ignored_and_rebuilt(damage, run_copy, 
 def test_a_hostile_model_keras_is_refused_even_with_a_matching_sidecar(run_copy, tmp_path):
     """The fast path vets the .keras archive as the Keras path does: a sidecar made to
     match a Lambda layer's file does not make that file acceptable."""
-    from tests.test_reliability import _lambda_model
-
     marker = tmp_path / "the-lambda-ran"
     model_path = run_copy / "model.keras"
     weights = sidecar.decode((run_copy / "model.sampler.npz").read_bytes(), sidecar.fingerprint(model_path),
                              {k: v.shape for k, v in keras_weights(_keras_model(model_path)).items()})
-    _lambda_model(marker).save(model_path)
+    lambda_model(marker).save(model_path)
     marker.unlink(missing_ok=True)
     (run_copy / "model.prev.keras").unlink()
     (run_copy / "model.sampler.npz").write_bytes(sidecar.encode(weights, sidecar.fingerprint(model_path)))
