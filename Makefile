@@ -1,16 +1,20 @@
-# `make run` and `make test` set everything up on first use (a virtual environment in
-# .venv with the project and its test tools), then run the app or the test suite.
+# `make run`, `make test` and `make lint` set everything up on first use (a virtual environment
+# in .venv with the project and its test tools), then run the app, the test suite, or ruff
+# (the style in pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench setup clean
+.PHONY: run test lint bench setup clean
 
 run: $(STAMP)
 	$(VENV)/bin/charlm-tui $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run_all.py $(ARGS)
