@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench setup clean
+.PHONY: run test test-fast lint bench setup clean
 
 run: $(STAMP)
 	$(VENV)/bin/charlm-tui $(ARGS)
@@ -15,6 +15,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The tests that train nothing and never import TensorFlow (those marked `trains` or `slow`
+# are left out; one that imports TensorFlow anyway fails, saying so: tests/conftest.py).
+test-fast: $(STAMP)
+	CHARLM_TESTS_WITHOUT_TENSORFLOW=1 $(VENV)/bin/python -m pytest -n 2 -m "not trains and not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run_all.py $(ARGS)

@@ -35,6 +35,7 @@ def test_dry_run_prints_the_books_numbers_for_the_book_preset(tmp_path):
     assert not (tmp_path / "r").exists()  # a dry run writes nothing
 
 
+@pytest.mark.trains
 def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
     out = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY,
@@ -58,6 +59,7 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     assert plain.returncode == 0 and "the will" in plain.stdout
 
 
+@pytest.mark.trains
 def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_text_is_here(
         tiny_corpus_path, tmp_path, monkeypatch):
     from engine.data.corpus import load_corpus
@@ -100,6 +102,7 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path)
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.trains
 def test_sample_refuses_unknown_seed_characters(tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
     trained = charlm("train", "--corpus", tiny_corpus_path, "--run", run, *TINY,
@@ -111,6 +114,7 @@ def test_sample_refuses_unknown_seed_characters(tiny_corpus_path, tmp_path):
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.trains
 def test_signals_stop_with_a_checkpoint_and_a_clean_exit(signum, code, tiny_corpus_path, tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--corpus", str(tiny_corpus_path),

@@ -22,6 +22,7 @@ from engine import compat
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.trains
 def test_keras_still_has_the_skipset_function_that_leaks_per_checkpoint():
     saving_lib = compat.keras_saving_lib()
     assert saving_lib is not None, (
@@ -33,6 +34,7 @@ def test_keras_still_has_the_skipset_function_that_leaks_per_checkpoint():
         "does nothing: check with bench/soak_memory.py whether checkpoints still leak")
 
 
+@pytest.mark.trains
 def test_keras_still_builds_a_throwaway_optimizer_at_every_save(monkeypatch):
     """The leak the workaround stops: Keras's own cache of the skipsets misses every time."""
     from engine.tfsetup import keras
@@ -53,6 +55,7 @@ def test_keras_still_builds_a_throwaway_optimizer_at_every_save(monkeypatch):
         "upstream): remove engine.compat.memoize_keras_skipsets and its calls in engine/files/checkpoints.py")
 
 
+@pytest.mark.trains
 def test_the_memoized_skipsets_are_keras_own_answers():
     compat.memoize_keras_skipsets()
     saving_lib = compat.keras_saving_lib()
@@ -62,6 +65,7 @@ def test_the_memoized_skipsets_are_keras_own_answers():
         assert memoized(obj_type) is memoized(obj_type)
 
 
+@pytest.mark.trains
 def test_tensorflow_still_lists_the_functions_it_traced():
     from engine.tfsetup import tensorflow
 
@@ -177,6 +181,7 @@ def test_textual_still_draws_on_sys_stderr():
         "must find the new way to keep TensorFlow's fd 2 output off the screen")
 
 
+@pytest.mark.trains
 def test_keras_still_keeps_the_optimizer_step_where_sample_reads_it(tmp_path):
     """`sample` says which step its checkpoint was saved at, read from the weights file
     without Keras (engine.compat.saved_optimizer_step)."""
@@ -196,6 +201,7 @@ def test_keras_still_keeps_the_optimizer_step_where_sample_reads_it(tmp_path):
         "engine.compat.saved_optimizer_step, or `sample` says 'step unknown'")
 
 
+@pytest.mark.trains
 def test_tensorflow_still_reports_each_devices_memory_through_device_lib():
     """engine.compat.gpu_memory_bytes reads a GPU's size where TensorFlow's public API has
     none; on this CPU machine the same call must still list devices with their limits."""
@@ -388,6 +394,7 @@ def test_the_terminal_modes_are_given_back_by_hand(monkeypatch):
         os.close(slave)
 
 
+@pytest.mark.trains
 def test_autograph_writes_into_the_scratch_folder_and_the_process_keeps_its_temporary_folder(tmp_path):
     code = ("import os, sys, tempfile\n"
             "before = tempfile.gettempdir()\n"

@@ -74,6 +74,7 @@ def test_nietzsche_named_corpus_comes_from_the_keras_cache(tmp_path, monkeypatch
     assert corpus.source == str(keras_home / "datasets" / "nietzsche.txt")
 
 
+@pytest.mark.trains
 def test_offline_nietzsche_falls_back_to_pydocs_quickly(tmp_path, monkeypatch):
     from engine.data import corpus as corpus_module
     from engine.data.pydocs import pydocs_path
@@ -365,6 +366,7 @@ def test_any_bytes_give_a_corpus_or_a_corpus_error(tmp_path, data):
 # --- pydocs --------------------------------------------------------------------------------
 
 
+@pytest.mark.trains
 def test_pydocs_is_a_large_prose_corpus(pydocs_cache):
     path = pydocs.pydocs_path()
     assert path.parent == pydocs_cache / "charlm-tui"

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import tiny_config
 from tests.ptyrun import charlm_command
 
+pytestmark = pytest.mark.trains  # trains a tiny model or loads one with Keras: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):

@@ -65,6 +65,7 @@ def test_the_book_preset_stays_the_books_recipe_lower_cased(mixed_corpus, tmp_pa
 
 
 # -- resume --------------------------------------------------------------------------------------
+@pytest.mark.trains
 def test_a_resumed_run_keeps_its_own_case_and_says_which_settings_came_from_it(run_copy):
     corpus, run = run_copy
     stdout, summary = dry_run("--corpus", corpus, "--run", run)
@@ -72,6 +73,7 @@ def test_a_resumed_run_keeps_its_own_case_and_says_which_settings_came_from_it(r
     assert f"resuming {run} with its own settings: preset=fast" in stdout and "lowercase=True" in stdout
 
 
+@pytest.mark.trains
 def test_resuming_with_the_other_case_names_the_setting_and_never_advises_fresh(run_copy):
     corpus, run = run_copy
     model = (run / "model.keras").read_bytes()
@@ -83,6 +85,7 @@ def test_resuming_with_the_other_case_names_the_setting_and_never_advises_fresh(
     assert (run / "model.keras").read_bytes() == model
 
 
+@pytest.mark.trains
 def test_stopping_limits_belong_to_one_session_not_to_the_run(run_copy):
     corpus, run = run_copy
     saved = json.loads((run / "config.json").read_text())["config"]
@@ -149,6 +152,7 @@ def test_seed_file_primes_like_nanogpts_start_file(run_copy, tmp_path):
         f"charlm-tui: error: cannot read --seed-file {tmp_path / 'none.txt'}: No such file or directory"]
 
 
+@pytest.mark.trains
 def test_num_samples_gives_independent_samples_per_temperature(run_copy):
     _, run = run_copy
     out = charlm("sample", "--run", run, "--length", "40", "--temperatures", "1.0,1.2", "--num-samples", "3",
@@ -188,6 +192,7 @@ async def test_after_quitting_the_app_one_line_says_what_was_saved_and_how_to_re
         + f"; resume with: charlm-tui --corpus {tiny_corpus_path} --run '{run_dir}'")
 
 
+@pytest.mark.trains
 def test_fresh_keeps_the_previous_run_whole_in_a_sibling_folder_and_says_where(run_copy):
     corpus, run = run_copy
     before = {name: (run / name).read_bytes() for name in ("model.keras", "config.json", "metrics.jsonl")}
@@ -204,6 +209,7 @@ def test_fresh_keeps_the_previous_run_whole_in_a_sibling_folder_and_says_where(r
 
 
 # -- checkpoints to choose from -------------------------------------------------------------------
+@pytest.mark.trains
 def test_the_best_held_out_checkpoint_is_kept_and_can_be_sampled(mixed_corpus, tmp_path):
     run = tmp_path / "run"
     out = charlm("train", "--corpus", mixed_corpus, "--run", run, *TINY, "--epochs", "2", "--length", "0")

@@ -122,6 +122,7 @@ def declaring_one_tib(model_path: Path) -> bytes:
     ])
 
 
+@pytest.mark.trains
 def test_a_bzip2_bomb_is_refused_before_anything_is_decompressed(bzip2_bomb, run_copy):
     assert len(bzip2_bomb) < 16_000
     both_checkpoints(run_copy, bzip2_bomb)
@@ -415,6 +416,7 @@ def foreign_model(vocab_size: int, twist: str):
     ("extra dense", "layers InputLayer > Reshape > CategoryEncoding > LSTM > Dense > Dense, "
                     "not InputLayer > Reshape > CategoryEncoding > LSTM > Dense"),
 ])
+@pytest.mark.trains
 def test_a_network_charlm_tui_did_not_build_is_refused_before_keras_loads_it(twist, expected, run_copy):
     vocab_size = len(RunDir(run_copy).load_vocab())
     foreign_model(vocab_size, twist).save(run_copy / "model.keras")
@@ -425,6 +427,7 @@ def test_a_network_charlm_tui_did_not_build_is_refused_before_keras_loads_it(twi
     assert_one_line_refusal(limited("sample", "--run", run_copy, "--length", "5"), expected)
 
 
+@pytest.mark.trains
 def test_the_networks_charlm_tui_builds_are_accepted(tmp_path):
     from engine.files.vetting import archive_problem
     from engine.modeling.model import build_model
@@ -442,6 +445,7 @@ def test_the_networks_charlm_tui_builds_are_accepted(tmp_path):
 # 6. A checkpoint holding NaN weights
 
 
+@pytest.mark.trains
 def test_a_model_with_nan_weights_is_said_to_be_broken(run_copy):
     poison(run_copy / "model.keras")
     out = charlm("sample", "--run", run_copy, "--length", "20", "--seed", "1")

@@ -26,6 +26,8 @@ from engine.modeling.cellstats import PROPERTIES, text_properties
 from engine.modeling.sampler import reweight_distribution
 from tests.conftest import tiny_config, tiny_text
 
+pytestmark = pytest.mark.trains  # trains a tiny model or loads one with Keras: `make test-fast` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 # Quotes, brackets and capitals for the properties to vary, and control characters a
 # terminal would obey (a title-setting OSC sequence, BEL, a colour code) that must never

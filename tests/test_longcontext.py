@@ -9,6 +9,8 @@ import pytest
 from engine.modeling.longcontext import long_context_loss, stream_pieces
 from tests.conftest import tiny_config, tiny_text
 
+pytestmark = pytest.mark.trains  # trains a tiny model or loads one with Keras: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):

@@ -62,6 +62,7 @@ def crafted_copy(run_dir: Path, tmp_path: Path, **corpus_changes) -> Path:
     return copy
 
 
+@pytest.mark.trains
 def test_the_run_records_the_absolute_path_and_a_fingerprint(trained_from_a_folder):
     folder, text, run_dir = trained_from_a_folder
     corpus = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["corpus"]

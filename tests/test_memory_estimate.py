@@ -57,6 +57,7 @@ def test_big_batches_are_told_to_shrink_the_batch():
     assert problem.endswith("choose a smaller --batch-size or --maxlen, or fewer --units or --layers")
 
 
+@pytest.mark.trains
 def test_the_estimate_counts_what_keras_builds():
     from engine.modeling.model import build_model
 

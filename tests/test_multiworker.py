@@ -102,6 +102,7 @@ def wait_for_metrics(run: Path, processes, timeout: float = 180) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.trains
 def test_two_workers_compute_what_one_process_computes_and_only_the_chief_writes(
         cluster, tiny_corpus_path, tmp_path):
     run = cluster("--steps", "20", "--tensorboard")
@@ -131,6 +132,7 @@ def test_two_workers_compute_what_one_process_computes_and_only_the_chief_writes
     assert list((tmp_path / "tmp1").iterdir()) == []
 
 
+@pytest.mark.trains
 def test_a_stop_on_any_worker_stops_all_after_the_same_step_and_the_run_resumes(cluster, tmp_path):
     run = cluster("--epochs", "1000")
     wait_for_metrics(tmp_path / "run0", run.processes)
@@ -153,6 +155,7 @@ def test_a_stop_on_any_worker_stops_all_after_the_same_step_and_the_run_resumes(
     assert saved_step(tmp_path / "run0") == stopped_at + 4
 
 
+@pytest.mark.trains
 def test_a_lost_worker_ends_the_run_with_a_checkpoint_and_a_clear_message(cluster, tmp_path):
     run = cluster("--epochs", "1000")
     wait_for_metrics(tmp_path / "run0", run.processes)
@@ -164,6 +167,7 @@ def test_a_lost_worker_ends_the_run_with_a_checkpoint_and_a_clear_message(cluste
     assert saved_step(tmp_path / "run0") > 0
 
 
+@pytest.mark.trains
 def test_workers_given_different_corpora_refuse_together(cluster, tmp_path, tiny_corpus_path):
     other = tmp_path / "other.txt"
     other.write_text(tiny_text(seed=1), encoding="utf-8")
@@ -188,6 +192,7 @@ def test_tf_config_decides_the_chief(monkeypatch):
             is_chief()
 
 
+@pytest.mark.trains
 def test_multiworker_without_tf_config_is_refused_before_any_work(tiny_corpus_path, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     out = subprocess.run([sys.executable, "-m", "tui.cli", "train", "--corpus", str(tiny_corpus_path),

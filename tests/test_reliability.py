@@ -120,6 +120,7 @@ def cjk_text(distinct: int = 3000, length: int = 20_000, seed: int = 0) -> str:
     return "".join(chars)
 
 
+@pytest.mark.trains
 def test_cjk_text_with_thousands_of_characters_trains_and_samples(tmp_path):
     from engine.data.corpus import load_corpus
     from engine.run.follow import open_run
@@ -196,6 +197,7 @@ def test_reading_progress_is_reported_in_order_up_to_the_total(tmp_path, monkeyp
 # Interruptions
 
 
+@pytest.mark.trains
 def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
     from engine.run.training import Trainer
 
@@ -216,6 +218,7 @@ def test_a_stop_while_paused_saves_a_checkpoint_and_ends(tiny_corpus, tmp_path):
     assert saved_step(tmp_path / "run" / "model.keras") == finished.step
 
 
+@pytest.mark.trains
 def test_a_stop_during_the_epoch_end_evaluation_stops_at_the_epoch_boundary(tiny_corpus, tmp_path,
                                                                            monkeypatch):
     from engine.run.training import Trainer
@@ -332,6 +335,7 @@ def test_kill_9_at_random_moments_never_leaves_a_half_written_run(corpus_file, t
 
 @pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "the disk is full"),
                                           (errno.EROFS, "the file system is read-only")])
+@pytest.mark.trains
 def test_a_failed_checkpoint_is_reported_keeps_the_weights_and_can_be_retried(code, reason, tiny_corpus,
                                                                                tmp_path, monkeypatch):
     from engine.run.training import Trainer
@@ -371,6 +375,7 @@ def test_a_failed_checkpoint_is_reported_keeps_the_weights_and_can_be_retried(co
     assert (run / "model.prev.keras").read_bytes() == good
 
 
+@pytest.mark.trains
 def test_a_file_size_limit_during_training_fails_cleanly_with_nothing_half_written(corpus_file, tmp_path):
     import resource
 
@@ -387,6 +392,7 @@ def test_a_file_size_limit_during_training_fails_cleanly_with_nothing_half_writt
     assert RunDir(run).load_config().units == 8 and RunDir(run).load_vocab()
 
 
+@pytest.mark.trains
 def test_nan_loss_on_the_command_line_is_one_line_a_rollback_and_a_lower_lr(run_copy, corpus_file):
     poison(run_copy / "model.keras")
     before = snapshot(run_copy)
@@ -404,6 +410,7 @@ def lock_owner(run: Path) -> str:
         return ""
 
 
+@pytest.mark.trains
 def test_a_second_process_on_a_busy_run_directory_is_refused_with_the_first_ones_pid(run_copy, corpus_file):
     first = start("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--epochs", "100000",
                   "--length", "0")
@@ -428,6 +435,7 @@ def test_a_second_process_on_a_busy_run_directory_is_refused_with_the_first_ones
     (["--maxlen", "20"], "maxlen=16"),
     (["--preset", "book"], "objective='all'"),
 ])
+@pytest.mark.trains
 def test_a_checkpoint_that_does_not_match_is_refused_and_left_alone(options, expected, run_copy, corpus_file,
                                                                      tmp_path):
     other = tmp_path / "other.txt"
@@ -448,6 +456,7 @@ def corrupt_the_middle(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupt", "empty"])
+@pytest.mark.trains
 def test_a_damaged_model_keras_falls_back_to_model_prev_keras_visibly(damage, run_copy):
     model_path, prev_path = run_copy / "model.keras", run_copy / "model.prev.keras"
     if damage == "truncated":
@@ -470,6 +479,7 @@ def test_a_damaged_model_keras_falls_back_to_model_prev_keras_visibly(damage, ru
     assert saved_step(model_path) == 2
 
 
+@pytest.mark.trains
 def test_resuming_from_a_damaged_checkpoint_says_so_and_keeps_the_previous_one(run_copy, corpus_file):
     model_path, prev_path = run_copy / "model.keras", run_copy / "model.prev.keras"
     model_path.write_bytes(model_path.read_bytes()[:1000])
@@ -487,6 +497,7 @@ def test_resuming_from_a_damaged_checkpoint_says_so_and_keeps_the_previous_one(r
     assert saved_step(model_path) == 3
 
 
+@pytest.mark.trains
 def test_no_loadable_checkpoint_is_a_clear_error_and_both_files_are_kept(run_copy, corpus_file):
     (run_copy / "model.keras").write_bytes(b"garbage")
     corrupt_the_middle(run_copy / "model.prev.keras")
@@ -504,6 +515,7 @@ def test_no_loadable_checkpoint_is_a_clear_error_and_both_files_are_kept(run_cop
 
 # Keras, loading the hostile file unsafely at the end, warns about its bare optimizer.
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+@pytest.mark.trains
 def test_a_model_with_a_lambda_layer_is_refused_and_never_run(run_copy, corpus_file, tmp_path):
     from engine.tfsetup import keras
 
@@ -550,6 +562,7 @@ def _dense(config):
                                                               "class_name": "Foreign", "config": {}}),
      "'Foreign'"),
 ])
+@pytest.mark.trains
 def test_a_checkpoint_naming_foreign_code_is_refused_before_keras_reads_it(change, expected, run_copy):
     model_path = run_copy / "model.keras"
     _rewrite_config(model_path, change)
@@ -583,6 +596,7 @@ def _with_config(run: Path, **fields) -> None:
     ({"units": 0}, "--units must be between"),
     ({"optimizer": "sgd"}, "optimizer must be"),
 ])
+@pytest.mark.trains
 def test_config_json_with_wrong_types_is_refused_with_a_clear_message(fields, expected, run_copy):
     _with_config(run_copy, **fields)
     with pytest.raises(RunDirError, match=re.escape(expected)) as refusal:
@@ -617,6 +631,7 @@ def test_garbage_run_files_on_the_command_line_are_one_line(run_copy, corpus_fil
     assert_one_line_refusal(charlm("sample", "--run", run_copy), "units is 'many'")
 
 
+@pytest.mark.trains
 def test_garbage_state_and_metrics_do_not_stop_a_resume(run_copy, corpus_file):
     (run_copy / "state.json").write_text('{"elapsed": "a while", "step": [1]}')
     with open(run_copy / "metrics.jsonl", "a") as metrics:
@@ -642,6 +657,7 @@ def test_no_source_can_execute_or_unpickle_what_it_reads():
     assert loads and all("safe_mode=True" in call for call in loads), loads
 
 
+@pytest.mark.trains
 def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, capsys):
     import pickle
 
@@ -674,6 +690,7 @@ def test_resume_and_sampling_never_unpickle(run_copy, corpus_file, monkeypatch, 
 # Long runs (bench/soak_memory.py measures the memory itself; these pin down the causes)
 
 
+@pytest.mark.trains
 def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, monkeypatch):
     """Keras's saving made an Optimizer(1.0) per save and per load to list attributes to
     skip, leaking ~70 KB each time: one leak per checkpoint, for the whole run."""
@@ -696,6 +713,7 @@ def test_checkpoints_do_not_build_throwaway_optimizers(tiny_corpus, tmp_path, mo
     assert keras().saving.load_model(run.model_path, safe_mode=True) and len(made) == 1  # only Adam itself
 
 
+@pytest.mark.trains
 def test_epoch_after_epoch_keras_traces_nothing_new(tiny_corpus, tmp_path):
     from engine.compat import traced_function_count
     from engine.run.training import Trainer

@@ -136,6 +136,7 @@ def test_the_app_refuses_it_before_opening_its_log_there(corpus_file, tmp_path):
     assert everything(folder) == before
 
 
+@pytest.mark.trains
 def test_new_empty_interrupted_and_existing_runs_are_accepted(run_copy, tmp_path):
     interrupted = tmp_path / "interrupted"  # killed after the lock and vocab.json, before config.json
     interrupted.mkdir()
@@ -260,6 +261,7 @@ def test_a_resume_drops_the_rows_after_its_checkpoint_and_the_lives_that_saved_n
     assert [(row["kind"], row["step"]) for row in run.read_metrics()] == kept
 
 
+@pytest.mark.trains
 def test_a_planted_link_at_the_checkpoints_temporary_name_is_not_written_through(tmp_path):
     from engine.modeling.model import build_model
 
@@ -293,6 +295,7 @@ def test_exports_take_a_new_name_and_never_replace_or_follow(tmp_path):
 # 4. rm -rf RUN while training
 
 
+@pytest.mark.trains
 def test_a_run_directory_deleted_while_training_is_made_again_with_the_work(corpus_file, tmp_path):
     run = tmp_path / "run"
     process = start_training(corpus_file, run, "--epochs", "1000", "--time-budget", BUDGET_SECONDS)
@@ -308,6 +311,7 @@ def test_a_run_directory_deleted_while_training_is_made_again_with_the_work(corp
     assert sampled.returncode == 0, sampled.stderr
 
 
+@pytest.mark.trains
 def test_a_final_checkpoint_that_cannot_be_written_is_saved_elsewhere_and_said_where(corpus_file, tmp_path):
     run = tmp_path / "run"
     cache = tmp_path / "cache"
@@ -330,6 +334,7 @@ def test_a_final_checkpoint_that_cannot_be_written_is_saved_elsewhere_and_said_w
 # 5. --lr on resume
 
 
+@pytest.mark.trains
 def test_a_new_learning_rate_on_resume_reaches_the_optimizer(run_copy, corpus_file):
     import dataclasses
 
@@ -347,6 +352,7 @@ def test_a_new_learning_rate_on_resume_reaches_the_optimizer(run_copy, corpus_fi
     assert RunDir(run_copy).load_config().lr == 0.002
 
 
+@pytest.mark.trains
 def test_a_new_peak_learning_rate_on_resume_is_said_and_scheduled(run_copy, corpus_file):
     out = charlm("train", "--corpus", corpus_file, "--run", run_copy, *TINY, "--steps", "1", "--length", "0",
                  "--lr", "0.002")
@@ -355,6 +361,7 @@ def test_a_new_peak_learning_rate_on_resume_is_said_and_scheduled(run_copy, corp
     assert RunDir(run_copy).load_config().lr == 0.002
 
 
+@pytest.mark.trains
 def test_a_new_clipnorm_on_resume_reaches_the_optimizer(tiny_corpus, tmp_path):
     from engine import events
     from engine.run.training import Trainer
@@ -390,6 +397,7 @@ print(json.dumps({"elapsed": result["finished"].elapsed, "chars_per_sec": result
 
 
 @pytest.mark.parametrize("where", ["command line", "worker thread"])
+@pytest.mark.trains
 def test_time_stopped_by_sigstop_counts_neither_toward_the_budget_nor_the_rate(where, corpus_file, tmp_path):
     run = tmp_path / "run"
     if where == "command line":

@@ -46,6 +46,7 @@ def sample(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*charlm_command(), "sample", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.trains
 def test_sample_says_which_checkpoint_and_step_it_used(trained_run):
     out = run_in_pty([*charlm_command(), "sample", "--run", str(trained_run), "--length", "20", "--seed",
                       "1"], timeout=60)
@@ -55,6 +56,7 @@ def test_sample_says_which_checkpoint_and_step_it_used(trained_run):
     assert (result["checkpoint"], result["step"]) == (str(trained_run / "model.keras"), STEPS)
 
 
+@pytest.mark.trains
 def test_each_temperatures_samples_come_together_and_greedy_is_named(trained_run):
     out = sample("--run", str(trained_run), "--length", "20", "--seed", "1", "--num-samples", "2",
                  "--temperatures", "0,1")
@@ -95,6 +97,7 @@ class CountingSampler:
         return steps
 
 
+@pytest.mark.trains
 def test_a_long_seed_is_primed_once_for_every_sample_drawn_from_it(trained_run):
     from engine.run.follow import open_run
 

@@ -72,6 +72,7 @@ def random_model():
 
 
 @pytest.mark.parametrize("prefix", ["a", "abcabc", "gfedcba" * 9])
+@pytest.mark.trains
 def test_stateful_sampler_matches_the_keras_model(random_model, prefix):
     vocab = tuple("abcdefg")
     sampler = Sampler.from_keras_model(random_model, vocab)
@@ -80,6 +81,7 @@ def test_stateful_sampler_matches_the_keras_model(random_model, prefix):
     np.testing.assert_allclose(sampler.next_distribution(prefix), keras_probs, atol=2e-6)
 
 
+@pytest.mark.trains
 def test_stream_advances_all_temperatures_together_and_is_reproducible(random_model):
     sampler = Sampler.from_keras_model(random_model, tuple("abcdefg"))
     first = sampler.generate("abc", [0.0, 0.5, 1.0, 1.2], 200, seed=7)
@@ -90,6 +92,7 @@ def test_stream_advances_all_temperatures_together_and_is_reproducible(random_mo
     assert first[0.0] == other[0.0]  # greedy ignores the seed
 
 
+@pytest.mark.trains
 def test_stream_reports_the_model_probability_of_each_chosen_char(random_model):
     vocab = tuple("abcdefg")
     sampler = Sampler.from_keras_model(random_model, vocab)
@@ -100,6 +103,7 @@ def test_stream_reports_the_model_probability_of_each_chosen_char(random_model):
         text += chars[0]
 
 
+@pytest.mark.trains
 def test_greedy_stream_follows_the_argmax_of_the_keras_model(random_model):
     vocab = tuple("abcdefg")
     sampler = Sampler.from_keras_model(random_model, vocab)
@@ -111,6 +115,7 @@ def test_greedy_stream_follows_the_argmax_of_the_keras_model(random_model):
         text += ch
 
 
+@pytest.mark.trains
 def test_seed_text_with_unknown_characters_is_refused_by_name(random_model):
     sampler = Sampler.from_keras_model(random_model, tuple("abcdefg"))
     with pytest.raises(ValueError, match="'z'"):

@@ -56,6 +56,7 @@ def test_runs_saved_before_schedules_resume_at_a_constant_rate():
     assert TrainConfig.from_json({**old, "schedule": "cosine"}).decay_start == 0.0
 
 
+@pytest.mark.trains
 def test_the_trainer_decays_the_rate_over_its_steps(tiny_corpus, tmp_path):
     from engine.run.training import Trainer
 
@@ -106,6 +107,7 @@ def test_the_book_resumes_at_its_constant_rate():
     assert learning_rate(book, 5000, 0.5, Resumed(step=4000, fraction=0.4, rate=0.001)) == 0.01
 
 
+@pytest.mark.trains
 def test_training_more_starts_from_the_rate_the_run_ended_at(tiny_corpus, tmp_path):
     """A real resumed run: the first session decays to the floor at its --steps; the second,
     stopped a few steps in (where the plan, by epochs, would be back at its peak), is at

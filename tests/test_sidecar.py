@@ -25,6 +25,8 @@ from engine.modeling.sampler import Sampler, keras_weights
 from tests.conftest import tiny_config, tiny_text
 from tests.runs import lambda_model
 
+pytestmark = pytest.mark.trains  # trains a tiny model or loads one with Keras: `make test-fast` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

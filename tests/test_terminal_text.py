@@ -112,6 +112,7 @@ def hostile_run(tmp_path_factory):
     return folder, corpus_path, run_dir
 
 
+@pytest.mark.trains
 def test_sample_shows_the_corpus_control_characters_in_a_terminal(hostile_run):
     _, _, run_dir = hostile_run
     result = run_in_pty([*charlm_command(), "sample", "--run", str(run_dir), "--length", "400", "--seed", "1",
@@ -124,6 +125,7 @@ def test_sample_shows_the_corpus_control_characters_in_a_terminal(hostile_run):
     assert any(picture in generated for picture in "␛␇␡"), "the model wrote no control character"
 
 
+@pytest.mark.trains
 def test_an_error_naming_a_hostile_file_is_shown_as_text(hostile_run, tmp_path):
     missing = tmp_path / f"nothing{WINDOW_TITLE}"
     result = run_in_pty([*charlm_command(), "sample", "--run", str(missing)], timeout=30)
@@ -140,6 +142,7 @@ def test_an_error_naming_a_hostile_file_is_shown_as_text(hostile_run, tmp_path):
     assert "is a FIFO, not a regular file" in refused.text
 
 
+@pytest.mark.trains
 def test_train_dry_run_shows_hostile_names_as_text(hostile_run, tmp_path):
     _, corpus_path, _ = hostile_run
     result = run_in_pty([*charlm_command(), "train", "--corpus", str(corpus_path), "--run",
@@ -150,6 +153,7 @@ def test_train_dry_run_shows_hostile_names_as_text(hostile_run, tmp_path):
     assert "Run directory: " in result.text and "new␛]52;c;cHduZWQ=␇" in result.text
 
 
+@pytest.mark.trains
 def test_train_prints_its_samples_as_text_in_a_terminal(hostile_run, tmp_path):
     _, corpus_path, _ = hostile_run
     # TTY_COMPATIBLE=0: rich leaves its progress bar (and colours) off, so every ESC in
@@ -168,6 +172,7 @@ def test_train_prints_its_samples_as_text_in_a_terminal(hostile_run, tmp_path):
     assert "\x1b" in written  # the files keep the text as generated
 
 
+@pytest.mark.trains
 def test_the_app_shows_a_hostile_run_as_text(hostile_run):
     _, _, run_dir = hostile_run
     # The seed editor opens with the round's seed, applied as it is (Ctrl+S), then q.
@@ -180,6 +185,7 @@ def test_the_app_shows_a_hostile_run_as_text(hostile_run):
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+@pytest.mark.trains
 def test_sample_leaves_the_window_title_and_the_screen_alone_in_tmux(hostile_run, tmp_path):
     _, _, run_dir = hostile_run
     tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
@@ -216,6 +222,7 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
+@pytest.mark.trains
 def test_sample_json_escapes_every_control_character(hostile_run):
     _, _, run_dir = hostile_run
     result = run_in_pty([*charlm_command(), "sample", "--run", str(run_dir), "--length", "100", "--seed", "1",

@@ -47,6 +47,7 @@ def keras_cell_states(model, layer_name: str, inputs: np.ndarray) -> np.ndarray:
     return np.array(states)
 
 
+@pytest.mark.trains
 def test_the_trace_is_kerass_lstm_step_by_step(keras_model, sampler):
     from engine.tfsetup import keras
 
@@ -63,6 +64,7 @@ def test_the_trace_is_kerass_lstm_step_by_step(keras_model, sampler):
     np.testing.assert_allclose(traced.probabilities, keras_model.predict(ids, verbose=0)[0], atol=1e-5)
 
 
+@pytest.mark.trains
 def test_the_gates_are_the_ones_that_make_c_and_h(sampler):
     layer = trace(sampler, TEXT).layers[0]
     previous_c = np.vstack([np.zeros((1, layer.units)), layer.c[:-1]])
@@ -78,6 +80,7 @@ def test_the_gates_are_the_ones_that_make_c_and_h(sampler):
         layer.activation("x")
 
 
+@pytest.mark.trains
 def test_without_gates_or_distributions_the_states_are_the_same(sampler):
     full, light = trace(sampler, TEXT), trace(sampler, TEXT, gates=False, probabilities=False)
     assert light.probabilities is None and light.layers[0].i is None
@@ -86,6 +89,7 @@ def test_without_gates_or_distributions_the_states_are_the_same(sampler):
         np.testing.assert_array_equal(a.h, b.h)
 
 
+@pytest.mark.trains
 def test_each_steps_distribution_is_the_samplers_for_that_prefix(sampler):
     traced = trace(sampler, TEXT)
     for position in (1, 2, 7, len(TEXT)):
@@ -97,6 +101,7 @@ def test_each_steps_distribution_is_the_samplers_for_that_prefix(sampler):
         traced.next_char(0)
 
 
+@pytest.mark.trains
 def test_next_char_is_kerass_predict_at_every_temperature(keras_model, sampler):
     distribution = next_char(sampler, TEXT)
     keras_probabilities = keras_model.predict(ids_of(TEXT), verbose=0)[0][-1].astype(np.float64)

@@ -16,6 +16,8 @@ from engine.files.rundir import RunDir
 from engine.run.training import Trainer
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.trains  # trains a tiny model or loads one with Keras: `make test-fast` leaves it out
+
 
 def train(corpus, run_dir, fresh=False, **overrides):
     received = []

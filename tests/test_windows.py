@@ -76,6 +76,7 @@ def test_memory_is_the_corpus_not_the_windows():
     assert order.nbytes + ids.nbytes < 3_000_000
 
 
+@pytest.mark.trains
 def test_tf_dataset_yields_the_same_batches():
     ids = np.random.default_rng(0).integers(0, 30, 3000).astype(np.uint8)
     w = Windows(ids, 16, 4, "all", 8, seed=2)
