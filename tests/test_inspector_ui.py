@@ -190,9 +190,10 @@ async def cells_traced(pilot) -> None:
 
 
 async def test_n_browses_ranks_and_shows_a_cell(sample_workspace):
+    from engine.data.windows import held_out_text
     from engine.modeling.cellstats import rank_cells, text_properties
     from engine.modeling.trace import trace
-    from tui.screens.cells import BEST, held_out_text
+    from tui.screens.cells import BEST, DEFAULT_CHARS
 
     app = saved_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -202,7 +203,7 @@ async def test_n_browses_ranks_and_shows_a_cell(sample_workspace):
         await cells_traced(pilot)
         view = cells_screen(app)
         # Held-out text by default: the corpus's tail, from a line start.
-        expected_text = held_out_text(app.main.rounds.seed_corpus, 0.1)
+        expected_text = held_out_text(app.main.rounds.seed_corpus, 0.1, DEFAULT_CHARS)
         assert view.source == "held-out text" and view.traced.text == expected_text
         expected = trace(sampler, expected_text, gates=False, probabilities=False)
         title = view.query_one("#cells-title")

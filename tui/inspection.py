@@ -28,7 +28,6 @@ from tui.visible import visible, visible_line
 
 BAR_WIDTH = 6              # characters of a probability bar at 100%
 CONTEXT_SHOWN = 60         # characters of the context printed before the distribution
-HELD_OUT_LINE_SEARCH = 1_000  # the held-out text starts at a line start found within this many characters
 LONG_TEXT = 50_000         # a text this long takes seconds to trace: say so first
 
 # tanh(c) and h lie in [-1, 1]: a diverging scale, blue below 0, red above (ColorBrewer RdBu).
@@ -118,17 +117,13 @@ def _held_out_text(saved, max_chars: int) -> tuple[str, str]:
     """(text, what it is): the run's held-out text, from its first line start, if the
     training text is on this machine."""
     from engine.data.trainingtext import seed_corpus
-    from engine.data.windows import split_point
+    from engine.data.windows import held_out_text
 
     corpus = seed_corpus(saved)
     if corpus is None:
         raise CorpusError(f"the training text of {saved.path} is not on this machine, so there is no "
                           "held-out text to run over: give one with --text-file F")
-    start = split_point(len(corpus), saved.config.val_fraction)
-    head = corpus.text(start, start + HELD_OUT_LINE_SEARCH)
-    if "\n" in head[:-1]:
-        start += head.index("\n") + 1  # a line start: the position in the line is then exact
-    text = corpus.text(start, start + max_chars)
+    text = held_out_text(corpus, saved.config.val_fraction, max_chars)
     if not text:
         raise CorpusError(f"the held-out text of {saved.path} is empty: give a text with --text-file F")
     return text, f"the held-out text of {saved.corpus_name}"

@@ -115,6 +115,19 @@ def split_point(length: int, val_fraction: float) -> int:
     return int(round(length * (1.0 - val_fraction)))
 
 
+HELD_OUT_LINE_SEARCH = 1_000  # the held-out text starts at a line start found this far in
+
+
+def held_out_text(corpus, val_fraction: float, chars: int) -> str:
+    """The corpus's held-out tail (what training never fits), from its first line start
+    (so that the position in the line is exact), `chars` characters at most."""
+    start = split_point(len(corpus), val_fraction)
+    head = corpus.text(start, start + HELD_OUT_LINE_SEARCH)
+    if "\n" in head[:-1]:
+        start += head.index("\n") + 1
+    return corpus.text(start, start + chars)
+
+
 def check_length(corpus, config: TrainConfig) -> None:
     """Refuse a corpus too short for one training and one held-out window."""
     split = split_point(len(corpus), config.val_fraction)

@@ -26,10 +26,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.data.windows import held_out_text
 from tui.visible import visible_line
 
 DEFAULT_CHARS = 2_000      # of held-out text: traced in a fraction of a second, a few screens to read
-HELD_OUT_LINE_SEARCH = 1_000
 WEAK = 0.3                 # an |r| below this tracks the property only loosely
 BEST = 3                   # cells listed per property
 NEGATIVE, NEUTRAL, POSITIVE = Color(33, 102, 172), Color(247, 247, 247), Color(178, 24, 43)
@@ -70,18 +70,6 @@ def legend() -> Text:
     line.append(" +1 ")
     line.append("blue negative, red positive, underlined beyond ±0.6", style="dim")
     return line
-
-
-def held_out_text(corpus, val_fraction: float, chars: int = DEFAULT_CHARS) -> str:
-    """The corpus's held-out tail (what training never fits), from its first line start
-    (so the position in the line is exact), `chars` characters at most."""
-    from engine.data.windows import split_point
-
-    start = split_point(len(corpus), val_fraction)
-    head = corpus.text(start, start + HELD_OUT_LINE_SEARCH)
-    if "\n" in head[:-1]:
-        start += head.index("\n") + 1
-    return corpus.text(start, start + chars)
 
 
 def describe_strength(r: float) -> str:
@@ -266,7 +254,7 @@ def open_cells(screen) -> None:
     texts, note = {}, ""
     corpus = screen.rounds.seed_corpus
     if corpus is not None and len(corpus):
-        texts["held-out text"] = held_out_text(corpus, _val_fraction(screen))
+        texts["held-out text"] = held_out_text(corpus, _val_fraction(screen), DEFAULT_CHARS)
     else:
         note = "the training text is not on this machine: the current sample instead"
     sample = _current_sample(screen)
