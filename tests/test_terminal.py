@@ -254,6 +254,9 @@ def escape(term: Terminal, closes: str) -> None:
     term.wait_for_screen(lambda screen: closes not in screen, 30, f"Escape to close {closes!r}")
 
 
+F7 = "\x1b[18~"  # select all in a TextArea
+
+
 def type_into(term: Terminal, text: str) -> None:
     """Empty the focused input and type `text`, until the screen shows it. On a machine
     loaded several times over, characters typed just after the previous answer have
@@ -290,7 +293,13 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         app(term, "e", shows="Seed text")
         app(term, "\u2603", shows="\u2603")  # a character the model does not know: refused
         app(term, CTRL_S, shows="use characters of the corpus")
-        app(term, BACKSPACE, " will", CTRL_S, shows="your seed text")
+        term.press(BACKSPACE, " will", CTRL_S)
+        try:
+            term.wait_for_screen("your seed text", 15, "the edited seed applied")
+        except AssertionError:
+            # Seen once in five runs on an idle machine: the Backspace applied after the
+            # text typed after it ("A \u2603 wil"). F7 selects all and the text replaces it.
+            app(term, F7, "the will", CTRL_S, shows="your seed text")
         app(term, "t", shows="Temperatures")
         type_into(term, "abc")  # (typed keys show before Enter sends them)
         app(term, "\r", shows="is not a number")
@@ -304,7 +313,8 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         app(term, CTRL_P, shows="Resample now")  # the palette lists the actions by name
         escape(term, closes="Resample now")
         app(term, "r", "y", shows="moved, whole")
-        term.wait_for_screen("training", 60)
+        # The new run has trained (the word "training" may still be the old run's on the screen).
+        term.wait(lambda: last_step(run) is not None, 120, "the retrained run's first steps")
         assert quit_app(term) == 0
         shown = term.text()
     assert "charlm-tui: saved" in shown and "resume with: charlm-tui --corpus" in shown, shown[-2000:]
