@@ -312,9 +312,12 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         app(term, "n", shows="T 0.5")
         app(term, CTRL_P, shows="Resample now")  # the palette lists the actions by name
         escape(term, closes="Resample now")
-        app(term, "r", "y", shows="moved, whole")
-        # The new run has trained (the word "training" may still be the old run's on the screen).
-        term.wait(lambda: last_step(run) is not None, 120, "the retrained run's first steps")
+        app(term, "r", shows="Retrain from scratch?")
+        term.press("y")
+        # The old run moved aside, whole, and the new one has trained (the screen's words
+        # may still be the old run's, and the old run's metrics are in run/ until it moves).
+        term.wait(lambda: list(tmp_path.glob("run.prev-*")) and last_step(run) is not None, 120,
+                  "the previous run moved aside and the retrained run's first steps")
         assert quit_app(term) == 0
         shown = term.text()
     assert "charlm-tui: saved" in shown and "resume with: charlm-tui --corpus" in shown, shown[-2000:]
