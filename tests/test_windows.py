@@ -86,5 +86,13 @@ def test_tf_dataset_yields_the_same_batches():
     np.testing.assert_array_equal(batches[2][1], w.batch(1, 7)[1])
 
 
+@pytest.mark.trains
+def test_the_tf_dataset_is_not_autotuned():
+    """Its tuning thread made an epoch's end wait ~5 s now and then, while the epoch's
+    iterator was deleted (bench/ui_overhead.py): the pipeline's settings are fixed."""
+    w = Windows(np.zeros(3000, dtype=np.uint8), 16, 4, "all", 8, seed=2)
+    assert w.dataset(epoch=0).options().autotune.enabled is False
+
+
 def test_split_point_holds_out_the_tail():
     assert split_point(1000, 0.1) == 900

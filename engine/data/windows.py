@@ -98,6 +98,9 @@ class Windows:
         last_batch = self.batches_per_epoch if last_batch is None else last_batch
         y_shape = (None,) if self.objective == "last" else (None, self.maxlen)
 
+        # Nothing to convert: autograph would rewrite this function's source at every epoch
+        # (0.3-0.5 s of the training thread's time at each epoch end).
+        @tf.autograph.experimental.do_not_convert
         def gather(b):
             x, y = tf.numpy_function(lambda i: self.batch(epoch, int(i)), [b],
                                      (tf.int32, tf.int32), stateful=False)
@@ -105,9 +108,16 @@ class Windows:
             y.set_shape(y_shape)
             return x, y
 
+        # No autotuning: the pipeline's parallelism and buffer are fixed, and its tuning
+        # thread made the end of an epoch wait ~5 s now and then while the iterator was
+        # deleted (seen in the app: bench/ui_overhead.py; the thread's wait is in
+        # tf.data's UnboundedThreadPool, under RootDataset's iterator).
+        options = tf.data.Options()
+        options.autotune.enabled = False
         return (tf.data.Dataset.range(first_batch, last_batch)
                 .map(gather, num_parallel_calls=1, deterministic=True)
-                .prefetch(4))
+                .prefetch(4)
+                .with_options(options))
 
 
 def split_point(length: int, val_fraction: float) -> int:
