@@ -394,8 +394,9 @@ class Tmux:
 
     def exit_code(self, exit_file: Path, what: str) -> str:
         """What the command wrote to `exit_file` (its $?) once it has exited."""
-        wait_for(exit_file.exists, 60, f"{what} to exit", self.screen)
-        return exit_file.read_text().strip()
+        # (The shell creates the file before it writes the code into it.)
+        return wait_for(lambda: exit_file.exists() and exit_file.read_text().strip(), 60, f"{what} to exit",
+                        self.screen)
 
     def terminal_modes(self) -> str:
         """"alternate-screen mouse-reporting" flags of the pane, e.g. "0 0" once given back."""
