@@ -17,7 +17,8 @@ sys.path.insert(0, str(DOCS.parent))
 
 
 async def shoot(keys: list[str], name: str) -> None:
-    from tests.test_inspector_ui import cells_screen, saved_app, settled
+    from tests.app_fixtures import saved_app, settled
+    from tests.test_inspector_ui import cells_screen
 
     app = saved_app()
     async with app.run_test(size=(80, 24)) as pilot:

@@ -20,7 +20,7 @@ from tests.conftest import tiny_text
 from tests.waiting import wait_for_app
 
 __all__ = ["tiny_train_config", "app_options", "wait_until", "notified", "running_app", "saved_run",
-           "sample_workspace", "SNAPSHOT_SAMPLE_LENGTH"]
+           "sample_workspace", "same_device_everywhere", "SNAPSHOT_SAMPLE_LENGTH"]
 
 SNAPSHOT_SAMPLE_LENGTH = 150
 
@@ -165,3 +165,32 @@ def sample_workspace(saved_run, monkeypatch):
     monkeypatch.setenv("CHARLM_CORPORA", str(workspace / "corpora"))
     monkeypatch.setenv("KERAS_HOME", str(workspace / ".keras-home"))
     return workspace, corpus_path, run_dir
+
+
+@pytest.fixture
+def same_device_everywhere(monkeypatch):
+    """The header names the device: the screens must not change on a GPU box."""
+    import engine.tfsetup
+
+    monkeypatch.setattr(engine.tfsetup, "device_name", lambda: "CPU")
+
+
+def saved_app():
+    """The app in sampling-only mode on the saved run of `sample_workspace`, a fixed seed."""
+    from tui.app import build_app
+
+    config = tiny_train_config(sample_length=SNAPSHOT_SAMPLE_LENGTH)
+    return build_app(app_options("tiny", "runs/tiny", no_train=True, config=config, seed=11))
+
+
+async def settled(pilot) -> None:
+    """The run open, its round streamed to the end, the loss plot drawn, every worker done."""
+    from tui.widgets.training import LossPlot
+
+    app = pilot.app
+    await wait_until(pilot, lambda: app.main is not None and app.main.is_mounted, 60, "the screen")
+    await wait_until(pilot, lambda: app.generation_pane.round is not None and app.generation_pane.round.done
+                     and app.training_pane.drawn and app.training_pane.query_one(LossPlot).train.xs,
+                     60, "the round to finish and the plot to be drawn")
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.1)

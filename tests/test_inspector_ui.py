@@ -12,38 +12,14 @@ import pytest
 
 from tests.app_fixtures import *  # noqa: F403 (the fixtures)
 from tests.app_fixtures import (
-    SNAPSHOT_SAMPLE_LENGTH,
     app_options,
+    saved_app,
+    settled,
     tiny_train_config,
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def same_device_everywhere(monkeypatch):
-    """The header names the device: the screens must not change on a GPU box."""
-    import engine.tfsetup
-
-    monkeypatch.setattr(engine.tfsetup, "device_name", lambda: "CPU")
-
-
-def saved_app():
-    from tui.app import build_app
-
-    config = tiny_train_config(sample_length=SNAPSHOT_SAMPLE_LENGTH)
-    return build_app(app_options("tiny", "runs/tiny", no_train=True, config=config, seed=11))
-
-
-async def settled(pilot) -> None:
-    """The run open, its round streamed to the end, every worker done."""
-    app = pilot.app
-    await wait_until(pilot, lambda: app.main is not None and app.main.is_mounted, 60, "the screen")
-    await wait_until(pilot, lambda: app.generation_pane.round is not None and app.generation_pane.round.done
-                     and app.training_pane.drawn, 60, "the round to finish")
-    await app.workers.wait_for_complete()
-    await pilot.pause(0.1)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("same_device_everywhere")]
 
 
 def panel(app):
