@@ -192,6 +192,24 @@ async def test_after_quitting_the_app_one_line_says_what_was_saved_and_how_to_re
         + f"; resume with: charlm-tui --corpus {tiny_corpus_path} --run '{run_dir}'")
 
 
+def test_quitting_the_app_before_training_began_says_nothing_new_was_saved(tiny_corpus_path, tmp_path):
+    """q while the run is prepared (at start, or just after r or c): a line says so, rather
+    than nothing at all after the user saw "training"."""
+    from types import SimpleNamespace
+
+    from engine.run.session import RunRequest, RunSession
+    from tui.app import saved_line
+
+    session = RunSession(RunRequest(corpus=str(tiny_corpus_path), run_dir=tmp_path / "run"))
+    session.stop()
+    assert session.run() is None
+    app = SimpleNamespace(main=SimpleNamespace(session=session))  # what saved_line reads of the app
+    assert saved_line(app) == ("charlm-tui: stopped before training began; nothing new was saved in "
+                               f"{tmp_path / 'run'}")
+    session.error = "the corpus is empty"  # a failure says its own line instead
+    assert saved_line(app) is None
+
+
 @pytest.mark.trains
 def test_fresh_keeps_the_previous_run_whole_in_a_sibling_folder_and_says_where(run_copy):
     corpus, run = run_copy

@@ -189,12 +189,17 @@ def build_app(options: AppOptions, driver_class=None, make_source=None) -> Charl
 
 
 def saved_line(app: CharlmApp) -> str | None:
-    """What was saved and how to resume it, for the shell after the app has quit (None
-    when this app trained nothing)."""
+    """What was saved and how to resume it, for the shell after the app has quit; that
+    nothing new was, when it quit before training began; None when it trained nothing
+    (--no-train, watch) or its run failed (the failure says so)."""
     import shlex
 
     session = app.main.session if app.main is not None else None
     finished = session.finished if session is not None else None
+    if session is not None and finished is None and session.error is None and session.run_dir:
+        # Quit while the run was being prepared (after `r` or `c` too): say so, not nothing.
+        return visible_line("charlm-tui: stopped before training began; nothing new was saved in "
+                            f"{session.run_dir}")
     if finished is None or session.corpus is None or not session.run_dir:
         return None
     corpus = session.corpus
