@@ -131,7 +131,7 @@ def main() -> int:
           f"max {result['max_ms']} ms over {len(ms)} presses (goal < 100 ms)")
     inspector = result["inspector"]
     print(f"inspector while training: i shows the panel in {inspector['open_shown_ms']} ms, its figures in "
-          f"{inspector['open_traced_ms']} ms (the column traced on a thread); ← median "
+          f"{inspector['open_traced_ms']} ms (from the distributions the round kept as it drew); ← median "
           f"{inspector['move_median_ms']} ms, max {inspector['move_max_ms']} ms over {inspector['moves']} "
           "presses (goal <= 50 ms)")
     return 0

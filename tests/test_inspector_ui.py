@@ -77,6 +77,8 @@ async def test_i_arrows_and_escape(sample_workspace):
         column = app.generation_pane.columns[0]
         assert inspector.subject.column == 0 and inspector.position == len(column.generated) - 1
         assert app.screen.focused is inspector
+        # The round kept what each character was drawn from: no second pass over the text.
+        assert inspector.subject.distributions is not None and inspector.trace is None
         assert_explains(app, inspector)
         text = rendered(inspector)
         assert "entropy" in text and "chose" in text and "%" in text

@@ -123,3 +123,21 @@ def test_seed_text_with_unknown_characters_is_refused_by_name(random_model):
     with pytest.raises(ValueError, match="empty"):
         sampler.generate("", [1.0], 3)
     assert sampler.generate("ABC", [1.0], 3, seed=0)  # lower-cased like the corpus
+
+
+def test_the_stream_keeps_each_steps_distribution_for_the_inspector():
+    """What the inspector shows for a streamed character is the distribution it was drawn
+    from: the sampler's own for the text before it, at T=1, for every temperature's row."""
+    from tests.scripted import numpy_sampler
+
+    sampler = numpy_sampler("the will to power, and the will to truth.\n", units=8, seed=4)
+    temperatures = [0.2, 1.0, 1.2]
+    kept: list = []
+    texts = ["the w"] * len(temperatures)
+    stream = sampler.stream("the w", temperatures, 30, seed=5, distributions=kept)
+    for step, (chars, probs) in enumerate(stream):
+        assert len(kept) == step + 1 and kept[step].shape == (len(temperatures), len(sampler.vocab))
+        for row, char in enumerate(chars):
+            np.testing.assert_allclose(kept[step][row], sampler.next_distribution(texts[row]), atol=1e-12)
+            assert kept[step][row][sampler.vocab.index(char)] == pytest.approx(probs[row], rel=1e-12)
+            texts[row] += char

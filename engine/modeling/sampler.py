@@ -273,11 +273,14 @@ class Sampler:
 
     # -- generation ------------------------------------------------------------------
     def stream(self, seed_text: str, temperatures: Sequence[float], length: int, *,
-               seed: int | None = None, top_k: int | None = None,
-               top_p: float | None = None) -> Iterator[tuple[tuple[str, ...], tuple[float, ...]]]:
+               seed: int | None = None, top_k: int | None = None, top_p: float | None = None,
+               distributions: list | None = None) -> Iterator[tuple[tuple[str, ...], tuple[float, ...]]]:
         """Yield `length` steps; each step is one char per temperature and the
         probability the model (at temperature 1) gave each chosen char. Options outside
-        their rules (SAMPLING_RULES) raise ValueError here, before anything is generated."""
+        their rules (SAMPLING_RULES) raise ValueError here, before anything is generated.
+        `distributions`: a list that gets, before each step is yielded, the model's whole
+        distribution at temperature 1 for every temperature's row (rows x vocab) that the
+        step drew from: what the inspector shows, with no second pass over the text."""
         check_option("--length", length)
         if not temperatures:
             raise ValueError("give at least one temperature")
@@ -286,9 +289,9 @@ class Sampler:
         for option, value in (("--seed", seed), ("--top-k", top_k), ("--top-p", top_p)):
             if value is not None:
                 check_option(option, value)
-        return self._stream(seed_text, temperatures, length, seed, top_k, top_p)
+        return self._stream(seed_text, temperatures, length, seed, top_k, top_p, distributions)
 
-    def _stream(self, seed_text, temperatures, length, seed, top_k, top_p):
+    def _stream(self, seed_text, temperatures, length, seed, top_k, top_p, distributions):
         rng = np.random.default_rng(seed)
         temperatures = [float(t) for t in temperatures]
         logits, state = self.prime(seed_text)
@@ -300,6 +303,8 @@ class Sampler:
         greedy = np.array([t <= 0 for t in temperatures])
         for _ in range(length):
             model_probs = np.exp(_log_softmax(logits))
+            if distributions is not None:
+                distributions.append(model_probs)  # (a new array each step)
             scaled = filter_logits(logits * np.where(greedy[:, None], 1.0, inverse_t), top_k, top_p)
             probs = np.exp(_log_softmax(scaled))
             cumulative = np.cumsum(probs, axis=-1)

@@ -305,9 +305,12 @@ class MainScreen(RunKeys, Screen):
         if self.sampler is None:
             return
         seed_text, seed = self.rounds.next_seed()
-        stream = self.sampler.stream(seed_text, self.temperatures, self.sample_length, seed=seed)
+        distributions: list = []
+        stream = self.sampler.stream(seed_text, self.temperatures, self.sample_length, seed=seed,
+                                     distributions=distributions)
         self.generation_pane.start_round(stream, seed_text, self.sample_length, label)
-        self.generation_pane.round.sampler = self.sampler  # what the inspector explains it with
+        round_ = self.generation_pane.round
+        round_.sampler, round_.distributions = self.sampler, distributions  # what the inspector explains
 
     def pin_seed(self, seed_text: str) -> None:
         self.rounds.pin(seed_text)

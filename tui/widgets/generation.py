@@ -338,6 +338,7 @@ class Round:
     stream: Iterator | None
     done: bool = False
     sampler: object = None  # issue 19: what the round was drawn with, for the inspector
+    distributions: list | None = None  # each step's T=1 distributions (rows x vocab), from the stream
 
 
 class GenerationPane(Vertical):

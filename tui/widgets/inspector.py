@@ -9,10 +9,12 @@ character of a column.
 
 What it explains is fixed when it opens: the sampler the column's round was drawn with
 (kept with the round: a checkpoint saved since must not change the answer), the
-column's temperature, seed and text. The distributions come from one trace of that text
-(engine/modeling/trace.py) made on a thread, so a key is answered from memory; the chosen
-character's probability at T=1 is the one the colour mode colours it by: the sampler's,
-kept with the column as it streamed (`Subject.probabilities`), not computed again.
+column's temperature, seed and text. The distributions are the ones the round's stream
+kept as it drew each character (`Sampler.stream(distributions=...)`), so a key is answered
+from memory; where the column no longer holds the round's whole text, one trace of it
+(engine/modeling/trace.py) is made on a thread instead. The chosen character's
+probability at T=1 is the one the colour mode colours it by: the sampler's, kept with the
+column as it streamed (`Subject.probabilities`), not computed again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Footer
 
+from engine.modeling.nextchar import NextChar
 from tui.visible import visible_line
 from tui.widgets.generation import (
     SampleColumn,
@@ -51,6 +54,9 @@ class Subject:
     probabilities: tuple[float, ...]  # P(chosen char) at T=1 per generated char: the colour mode's
     column: int            # the column's index in the generation pane
     round_number: int
+    # The distribution each generated char was drawn from (T=1), kept by the stream as it
+    # drew: the figures without tracing the text again. None: trace it (an older column).
+    distributions: tuple | None = None
 
     @property
     def text(self) -> str:
@@ -69,8 +75,12 @@ def subject_of(pane, index: int) -> Subject | None:
     sampler = getattr(round_, "sampler", None) if round_ is not None else None
     if sampler is None or not column.chars or not (column.seed or len(column.chars) > 1):
         return None
+    drawn = getattr(round_, "distributions", None)
+    kept = None
+    if drawn is not None and len(drawn) == len(column.chars):  # (not when older text was dropped)
+        kept = tuple(step[index] for step in drawn)
     return Subject(sampler, column.temperature, column.seed, column.generated, tuple(column.probs), index,
-                   round_.number)
+                   round_.number, kept)
 
 
 def char_label(char: str) -> str:
@@ -174,7 +184,7 @@ class InspectorPanel(Widget, can_focus=True):
     def _go(self, position: int) -> None:
         self.position = max(self.first_position, min(position, len(self.subject.generated) - 1))
         self._update_title()
-        if self.trace is None or len(self.trace.text) < len(self.subject.context(self.position)) + 1:
+        if self.distribution() is None:
             self._trace(self.subject)
         self.refresh()
 
@@ -188,7 +198,13 @@ class InspectorPanel(Widget, can_focus=True):
         return self.subject.generated[self.position]
 
     def distribution(self):
-        """The NextChar the chosen character was drawn from (None until traced)."""
+        """The NextChar the chosen character was drawn from: as the stream kept it, else from
+        the trace (None until traced)."""
+        subject = self.subject
+        if subject.distributions is not None and self.position < len(subject.distributions):
+            context = subject.context(self.position)  # as the model read it:
+            return NextChar(context.lower() if subject.sampler.lowercase else context,
+                            tuple(subject.sampler.vocab), subject.distributions[self.position])
         if self.trace is None:
             return None
         position = len(self.subject.context(self.position))
