@@ -35,13 +35,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common as C  # noqa: E402
+from engine.data.windows import held_out_text  # noqa: E402 (common puts the checkout on the path)
 
 GOAL_SECONDS = 1.0
-
-
-def held_out_text(corpus, chars: int) -> str:
-    start = int(round(len(corpus) * 0.9))
-    return corpus.text(start, start + chars)
 
 
 def random_sampler(vocab, units: int, layers: int = 1):
@@ -90,7 +86,7 @@ def main() -> None:
         args.chars, args.rounds = 2_000, 3
 
     corpus = C.load_corpus(args.corpus)
-    text, vocab = held_out_text(corpus, args.chars), corpus.vocab
+    text, vocab = held_out_text(corpus, 0.1, args.chars), corpus.vocab  # what `cells` reads
     sampler = random_sampler(vocab, args.units)
     one_round(sampler, text[:200])  # warm-up: imports, first allocations
     rounds, references = [], []

@@ -22,13 +22,12 @@ import pytest
 from engine.files import checkpoints, sidecar
 from engine.files.rundir import RunDir
 from engine.modeling.sampler import Sampler, keras_weights
-from tests.conftest import tiny_config, tiny_text
+from tests.conftest import tiny_config
 from tests.runs import lambda_model
 
 pytestmark = pytest.mark.trains  # trains a tiny model or loads one with Keras: `make test-fast` leaves it out
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 SAMPLE = ["--length", "120", "--seed", "5", "--temperatures", "0,0.5,1.0,1.2", "--json"]
 
@@ -57,21 +56,9 @@ def split_report(stderr: str) -> tuple[list[str], list[str]]:
     return json.loads(report.removeprefix("imported: ").replace("'", '"')), lines
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory) -> Path:
-    """A run trained for 3 steps through the CLI, checkpointing after every batch, so it
-    has model.keras and model.prev.keras, each with its sidecar. Tests work on copies."""
-    corpus = tmp_path_factory.mktemp("corpus") / "tiny.txt"
-    corpus.write_text(tiny_text(), encoding="utf-8")
-    run = tmp_path_factory.mktemp("base") / "run"
-    out = charlm("train", "--corpus", corpus, "--run", run, *TINY, "--steps", "3", "--length", "0",
-                 "--checkpoint-every", "0")
-    assert out.returncode == 0, out.stderr
-    return run
-
-
 @pytest.fixture
 def run_copy(base_run, tmp_path) -> Path:
+    """A copy of conftest's base_run (3 steps, a checkpoint after each), best checkpoint and all."""
     copy = tmp_path / "run"
     shutil.copytree(base_run, copy, ignore=shutil.ignore_patterns(".lock"))
     return copy
