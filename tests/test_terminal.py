@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 USAGE, FAILURE = 2, 1
 ESC = "\x1b"
 UP, PAGE_UP, END, TAB, BACKSPACE = "\x1b[A", "\x1b[5~", "\x1b[F", "\t", "\x7f"
+DOWN, LEFT, ENTER = "\x1b[B", "\x1b[D", "\r"
 CTRL_P, CTRL_S, HOME_KILL = "\x10", "\x13", "\x01\x0b"  # Ctrl+A then Ctrl+K: empty an input
 
 
@@ -271,6 +272,37 @@ def type_into(term: Terminal, text: str) -> None:
     term.wait_for_screen(text, 10, f"{text!r} typed")
 
 
+def inspect_and_browse_cells(term: Terminal) -> None:
+    """i (the inspector: its figures, ← along the sample, Esc) and n (the cells view: ↓, a,
+    t, /, Enter on a ranked cell, Esc twice) while the app trains."""
+    import re
+
+    def character() -> int:
+        found = re.search(r"character (\d+) of", term.screen_text())
+        return int(found.group(1)) if found else -1
+
+    for _ in range(3):  # (an i just as a new round starts finds nothing sampled yet, and says so)
+        term.press("i")
+        shown = term.wait_for_screen(lambda screen: "entropy" in screen or "nothing to inspect" in screen,
+                                     60, "i to open the inspector")
+        if "entropy" in shown:  # the panel, with its figures
+            break
+        term.wait_for_screen(lambda screen: "nothing to inspect" not in screen, 30, "the notice to go")
+    before = character()
+    term.press(LEFT)
+    term.wait_for_screen(lambda screen: character() == before - 1, 30, "← to move the inspector back")
+    escape(term, closes="entropy")
+    app(term, "n", shows="Cell 0 of 8 · tanh(c)")
+    app(term, DOWN, shows="Cell 1 of 8")
+    app(term, "a", shows="Cell 1 of 8 · h ·")
+    app(term, "t", shows="the current sample (")
+    app(term, "/", shows="Enter shows a cell")
+    app(term, DOWN, ENTER, shows="Cell ")  # the first ranked cell, shown
+    term.wait_for_screen(lambda screen: "Enter shows a cell" not in screen, 30, "Enter to show the cell")
+    escape(term, closes="Cell ")
+    term.wait_for_screen("T 1.0", 30, "the main screen again")
+
+
 def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
     """The app trains in a real terminal; every key and dialog answers, with valid and
     invalid input; q saves, gives the terminal back and says how to resume."""
@@ -306,6 +338,7 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         type_into(term, "0.5,1")  # (not "0.5, 1.0": the placeholder)
         app(term, "\r", shows="T 1.0")
         assert "T 0.2" not in term.screen_text()
+        inspect_and_browse_cells(term)
         app(term, "c", shows="Choose a corpus")
         escape(term, closes="Choose a corpus")
         app(term, "r", shows="Retrain from scratch?")
@@ -323,6 +356,23 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
     assert "charlm-tui: saved" in shown and "resume with: charlm-tui --corpus" in shown, shown[-2000:]
     assert_saved_and_released(run)
     assert_nothing_left_behind(tmp_path, shown)
+
+
+def test_q_before_training_began_says_nothing_new_was_saved(tmp_path):
+    """q while TensorFlow loads: the app leaves at once, exit 0, and says that nothing new
+    was saved rather than nothing at all."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(6000), encoding="utf-8")
+    run = tmp_path / "run"
+    app_command = charlm("--corpus", corpus, "--run", run, *TINY)
+    with Terminal(app_command, workspace=tmp_path, size=(40, 120)) as term:
+        term.wait_for_screen("TensorFlow", 60, "the app loading TensorFlow")
+        term.press("q")
+        assert term.wait_exit(60) == 0, term.describe()
+        shown = term.text()
+    said = f"charlm-tui: stopped before training began; nothing new was saved in {run}"
+    assert said in shown, shown[-1000:]
+    assert "Traceback" not in shown
 
 
 def test_the_app_resumed_sampling_only_and_on_bad_input(trained, tmp_path):
