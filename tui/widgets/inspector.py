@@ -31,6 +31,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from engine.modeling.nextchar import NextChar
+from engine.modeling.sampler import encode
 from tui.visible import visible_line
 from tui.widgets.generation import (
     SampleColumn,
@@ -202,9 +203,8 @@ class InspectorPanel(Widget, can_focus=True):
         the trace (None until traced)."""
         subject = self.subject
         if subject.distributions is not None and self.position < len(subject.distributions):
-            context = subject.context(self.position)  # as the model read it:
-            return NextChar(context.lower() if subject.sampler.lowercase else context,
-                            tuple(subject.sampler.vocab), subject.distributions[self.position])
+            context, _ = encode(subject.sampler, subject.context(self.position))  # as the model read it
+            return NextChar(context, tuple(subject.sampler.vocab), subject.distributions[self.position])
         if self.trace is None:
             return None
         position = len(self.subject.context(self.position))
