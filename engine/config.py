@@ -93,6 +93,10 @@ class TrainConfig:
     lr_floor: float = 0.05
     decay_start: float = 0.5      # the rate is held for this fraction of the run, then decays
     epochs: int = 60
+    # An early stop (engine/run/patience.py): once the rate decays, a run whose held-out loss
+    # has not improved on its best for this many epoch ends stops there, its weights set
+    # back to that best checkpoint's, so training more never ends worse; 0: off (book).
+    patience: int = 3
     time_budget: float | None = None  # stop after this many seconds of training (this session)
     steps: int | None = None          # stop after this many optimizer steps (this session)
     val_fraction: float = 0.1     # the last fraction of the corpus is held out
@@ -143,6 +147,8 @@ class TrainConfig:
             ("clipnorm", self.clipnorm is None or (finite(self.clipnorm) and self.clipnorm > 0),
              "clipnorm must be a positive finite number (or null: no clipping)"),
             ("epochs", 1 <= self.epochs <= 100_000, "--epochs must be between 1 and 100000"),
+            ("patience", isinstance(self.patience, int) and 0 <= self.patience <= 100_000,
+             "--patience must be a whole number of epochs, 0 (off) or more"),
             ("time_budget", self.time_budget is None or (finite(self.time_budget) and self.time_budget > 0),
              "--time-budget must be a positive finite number of seconds"),
             ("steps", self.steps is None or self.steps > 0, "--steps must be positive"),
@@ -181,6 +187,7 @@ class TrainConfig:
         _check_json_types(kwargs)
         kwargs.setdefault("schedule", "constant")  # runs from before schedules trained at a constant rate
         kwargs.setdefault("decay_start", 0.0)      # ... and runs from before decay_start decayed throughout
+        kwargs.setdefault("patience", 0)           # ... and runs from before the early stop had none
         if "temperatures" in kwargs:
             kwargs["temperatures"] = tuple(float(t) for t in kwargs["temperatures"])
         config = cls(**kwargs)
@@ -223,7 +230,7 @@ def preset(name: str, **overrides) -> TrainConfig:
         # on the lower-cased text.
         base = TrainConfig(preset="book", objective="last", maxlen=60, step=3,
                            optimizer="rmsprop", lr=0.01, clipnorm=None, batch_size=128,
-                           schedule="constant", lowercase=True)
+                           schedule="constant", patience=0, lowercase=True)
     elif name == "fast":
         base = TrainConfig()
     else:

@@ -107,7 +107,7 @@ class TrainingFailed:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    reason: str               # "epochs", "time_budget", "steps", "stopped"
+    reason: str               # "epochs", "time_budget", "steps", "stopped", "no_improvement"
     epoch: int
     step: int
     train_loss: float | None

@@ -205,7 +205,8 @@ def _or(value, fallback):
 # -- words for the front ends ------------------------------------------------------------------
 # Why a run ended (TrainingFinished.reason), in words for people: one table for every front end.
 END_WORDS = {"stopped": "stopped on request", "time_budget": "time budget reached",
-             "steps": "step limit reached", "epochs": "all epochs done"}
+             "steps": "step limit reached", "epochs": "all epochs done",
+             "no_improvement": "held-out loss stopped improving"}
 
 
 def describe_end(reason: str | None) -> str:

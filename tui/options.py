@@ -192,6 +192,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                             "not kept with the run")
     group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
                        help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
+    group.add_argument("--patience", type=int, metavar="N",
+                       help="once the learning rate decays, stop when the held-out loss has not improved "
+                            "for N epochs, and end at the best checkpoint's weights (fast 3; 0: off, book)")
     group.add_argument("--keep-every", type=int, metavar="N",
                        help="also keep the checkpoint of every Nth epoch as model.epoch-NNNN.keras (0: off)")
     group.add_argument("--keep-max", type=int, metavar="K",
@@ -203,7 +206,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "schedule", "epochs",
              "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
-             "keep_every", "keep_max",
+             "patience", "keep_every", "keep_max",
              "strategy", "mixed_precision")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.lowercase is not None:

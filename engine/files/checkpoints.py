@@ -187,6 +187,23 @@ def load_model(run: RunDir, compile: bool = True, on_notice=None):
     raise RunDirError(f"no loadable checkpoint in {run.path} ({'; '.join(errors)})")
 
 
+def best_weights(run: RunDir) -> list:
+    """The Keras weights of model.best.keras, vetted like the run's own checkpoint (the
+    archive checked against the run's config, then Keras in safe mode), for a run set
+    back to its best (engine/run/patience.py). RunDirError says why they cannot be read."""
+    path = run.best_model_path
+    problem = archive_problem(path, run.load_config(), len(run.load_vocab())) if path.is_file() \
+        else "it is missing"
+    if problem:
+        raise RunDirError(f"cannot read the best checkpoint {path}: {problem}")
+    memoize_keras_skipsets()
+    try:
+        return keras().saving.load_model(path, safe_mode=True, compile=False).get_weights()
+    except Exception as error:  # reported, never executed around
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunDirError(f"cannot read the best checkpoint {path}: {first_line}") from None
+
+
 def load_sampler(run: RunDir, on_notice=None, rebuild_sidecar: bool = True) -> tuple[Sampler, int]:
     """(Sampler, parameter count) for the newest loadable checkpoint, like load_model,
     but without TensorFlow when the checkpoint's numpy sidecar matches it.

@@ -99,6 +99,7 @@ class ProgressMixin:
         self.control = control
         self.new_peak = new_peak
         self.resumed: schedule.Resumed | None = None  # the checkpoint's rate, read once
+        self.rate_set: float | None = None  # the last rate set on the optimizer
         self.clock = clock
         self.step = step
         self.run_start_step = step
@@ -124,7 +125,17 @@ class ProgressMixin:
             # a resumed session never raises the checkpoint's rate (engine/run/schedule.py)
             self.resumed = schedule.Resumed(self.step, fraction, float(np.asarray(optimizer.learning_rate)),
                                             lag=SCHEDULE_EVERY)
-        optimizer.learning_rate = schedule.learning_rate(config, self.step, fraction, self.resumed)
+        self.rate_set = schedule.learning_rate(config, self.step, fraction, self.resumed)
+        optimizer.learning_rate = self.rate_set
+
+    @property
+    def decaying(self) -> bool:
+        """Whether the rate is past its warm-up and below its peak: decaying to the run's
+        end, or the low rate a resumed session found (engine/run/patience.py counts then)."""
+        config = self.control.config
+        return (config.schedule != "constant" and self.step >= config.warmup_steps
+                and self.rate_set is not None
+                and self.rate_set < config.lr * (1.0 - schedule.RATE_TOLERANCE))
 
     def start_epoch(self, epoch: int, first_batch: int) -> None:
         self.epoch = epoch

@@ -100,10 +100,11 @@ class Checkpointer:
         epoch = step // self.batches_per_epoch + 1
         self.report(events.CheckpointSaved(str(self.rundir.model_path), step, epoch))
 
-    def save_epoch_end(self, model, step: int, clock: TrainingClock, epoch: int, val_loss) -> None:
+    def save_epoch_end(self, model, step: int, clock: TrainingClock, epoch: int, val_loss) -> bool:
         """The epoch-end checkpoint; if its held-out loss is the lowest yet, it is kept
         as model.best.keras too (with the loss in state.json, so a resumed run knows), and
-        every `keep_every`th epoch's is kept as model.epoch-NNNN.keras."""
+        every `keep_every`th epoch's is kept as model.epoch-NNNN.keras. Returns whether it
+        was kept as the new best."""
         previous_best = self.best_so_far()
         improved = (self.chief and val_loss is not None and math.isfinite(val_loss)
                     and val_loss < previous_best)
@@ -111,19 +112,32 @@ class Checkpointer:
             self._best_val_loss = val_loss  # written into state.json by the checkpoint
         if not self.save(model, step, clock, epoch):
             self._best_val_loss = previous_best
-            return
+            return False
         if improved:
             try:
                 checkpoints.keep_best(self.rundir)
             except RunDirError as error:  # the latest checkpoint is saved: say so, carry on
                 self._best_val_loss = previous_best
                 self.notice(str(error))
+                improved = False
         every = self.keep_every
         if self.chief and every and epoch % every == 0 and step % self.batches_per_epoch == 0:
             try:
                 checkpoints.keep_epoch(self.rundir, epoch, self.keep_max)
             except RunDirError as error:
                 self.notice(str(error))
+        return improved
+
+    def set_back_to_best(self, model, step: int, clock: TrainingClock, epoch: int) -> bool:
+        """An early stop (engine/run/patience.py): the best checkpoint's weights into `model`
+        (the optimizer and its step stay), saved as the latest checkpoint. False, with a
+        notice, where the best cannot be read: the latest weights then stay as they are."""
+        try:
+            model.set_weights(checkpoints.best_weights(self.rundir))
+        except RunDirError as error:
+            self.notice(f"{error}; the run keeps its latest weights")
+            return False
+        return self.save(model, step, clock, epoch)
 
     def best_so_far(self) -> float:
         if self._best_val_loss is None:  # a resumed run's best so far, if it kept one

@@ -35,6 +35,7 @@ from engine.run.callback import Switches, progress_callback
 from engine.run.checkpointer import Checkpointer
 from engine.run.clock import TrainingClock
 from engine.run.epochsamples import sample_round, samples_file
+from engine.run.patience import Patience
 from engine.run.runstart import RunStart
 from engine.run.settings import RunSettings
 from engine.scale import memory
@@ -222,6 +223,7 @@ class Trainer(Switches):
                          time_budget=config.time_budget)
 
         progress = progress_callback(self, clock, step, new_peak=self.start.new_peak(config))
+        patience = Patience(config.patience)
         self._start_tensorboard()
         reason, train_loss, val_loss = "epochs", None, None
         while step // per_epoch < config.epochs:
@@ -252,11 +254,14 @@ class Trainer(Switches):
             self.report(events.EpochEnd(epoch + 1, step, train_loss, val_loss, clock.elapsed, complete))
             self.log_metrics(kind="epoch", epoch=epoch + 1, step=step, clock=clock,
                              train_loss=train_loss, val_loss=val_loss)
-            self.checkpointer.save_epoch_end(model, step, clock, epoch + 1, val_loss)
+            improved = self.checkpointer.save_epoch_end(model, step, clock, epoch + 1, val_loss)
             # Stopped during the evaluation: saved, so stop now (other workers, already in
             # the next epoch, hear of it with its first step).
             if self.stopping and not self._multiworker:
                 reason = "stopped"
+                break
+            if self._may_stop_early() and patience.epoch_end(improved=improved, decaying=progress.decaying):
+                reason = "no_improvement"
                 break
             if self.sample_each_epoch and config.sample_length and self.chief:
                 self._sample_round(epoch + 1)
@@ -266,10 +271,37 @@ class Trainer(Switches):
                 break
         else:
             reason = "epochs"
+        if reason != "stopped" and patience.past_best and self._may_stop_early():
+            val_loss = self._set_back_to_best(model, step, clock, reason, val_loss)
         clock.pause()
         if self.checkpoint_error is not None and self.chief:
             self.checkpointer.rescue(model, step, clock)
         return self._finish(reason or "epochs", step, train_loss, val_loss, clock, progress)
+
+    def _may_stop_early(self) -> bool:
+        """The early stop (engine/run/patience.py) needs the held-out loss (the chief's, on
+        one process) and a saved checkpoint: while saving fails the best on disk is older
+        than what training holds, and setting the weights back to it would lose work."""
+        return self.chief and not self._multiworker and self.checkpoint_error is None
+
+    def _set_back_to_best(self, model, step: int, clock: TrainingClock, reason: str, val_loss):
+        """A run that ends past its best (engine/run/patience.py) ends with the weights of its
+        best checkpoint, in the model and as its latest checkpoint. Returns the held-out
+        loss it ends at: the best's, or `val_loss` where the best could not be read."""
+        best = self.checkpointer.best_so_far()
+        epoch = (step - 1) // self.steps_per_epoch + 1
+        with self._model_lock:  # (a front end's sampler copies the weights under it)
+            restored = self.checkpointer.set_back_to_best(model, step, clock, epoch)
+        if not restored:
+            return val_loss
+        if reason == "no_improvement":
+            self._notice(f"the held-out loss has not improved on the run's best ({best:.4f}) for "
+                         f"{self.config.patience} epochs while the learning rate decays: stopped, with the "
+                         "weights of that best checkpoint (--patience 0 trains on regardless)")
+        else:
+            self._notice(f"the run ends with the weights of its best checkpoint (held-out {best:.4f}; "
+                         f"the last epoch's was {val_loss:.4f})")
+        return best
 
     def _set_model(self, model) -> None:
         with self._model_lock:
