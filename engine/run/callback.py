@@ -115,10 +115,7 @@ class ProgressMixin:
         config = self.control.config
         if config.schedule == "constant":
             return
-        fraction = schedule.fraction_done(
-            config, step=self.step, steps_per_epoch=self.control.steps_per_epoch,
-            session_steps=self.step - self.run_start_step,
-            session_seconds=self.clock.elapsed - self.run_start_time)
+        fraction = self.fraction_done()
         optimizer = self.model.optimizer
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)
         if self.resumed is None and self.run_start_step and not self.new_peak:
@@ -127,6 +124,13 @@ class ProgressMixin:
                                             lag=SCHEDULE_EVERY)
         self.rate_set = schedule.learning_rate(config, self.step, fraction, self.resumed)
         optimizer.learning_rate = self.rate_set
+
+    def fraction_done(self) -> float:
+        """How far through its planned length the run is now, 0 to 1 (engine/run/schedule.py)."""
+        return schedule.fraction_done(
+            self.control.config, step=self.step, steps_per_epoch=self.control.steps_per_epoch,
+            session_steps=self.step - self.run_start_step,
+            session_seconds=self.clock.elapsed - self.run_start_time)
 
     @property
     def decaying(self) -> bool:
