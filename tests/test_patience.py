@@ -13,22 +13,22 @@ from engine.run.patience import Patience
 from tests.conftest import tiny_config
 
 
-def test_only_epochs_without_a_new_best_while_the_rate_decays_count():
+def test_only_epochs_without_a_new_best_late_in_the_run_count():
     patience = Patience(3)
-    assert not patience.epoch_end(improved=False, decaying=False)  # held at the peak: not counted
-    assert not patience.epoch_end(improved=False, decaying=False)
+    assert not patience.epoch_end(improved=False, late=False)  # the rate still high: not counted
+    assert not patience.epoch_end(improved=False, late=False)
     assert not patience.past_best
-    assert not patience.epoch_end(improved=False, decaying=True)
-    assert not patience.epoch_end(improved=False, decaying=True)
+    assert not patience.epoch_end(improved=False, late=True)
+    assert not patience.epoch_end(improved=False, late=True)
     assert patience.past_best
-    assert not patience.epoch_end(improved=True, decaying=True)  # a new best starts again
+    assert not patience.epoch_end(improved=True, late=True)  # a new best starts again
     assert not patience.past_best
-    assert [patience.epoch_end(improved=False, decaying=True) for _ in range(3)] == [False, False, True]
+    assert [patience.epoch_end(improved=False, late=True) for _ in range(3)] == [False, False, True]
 
 
 def test_patience_0_never_stops_nor_sets_a_run_back():
     patience = Patience(0)
-    assert not any(patience.epoch_end(improved=False, decaying=True) for _ in range(50))
+    assert not any(patience.epoch_end(improved=False, late=True) for _ in range(50))
     assert not patience.past_best
 
 
@@ -131,3 +131,18 @@ def test_a_session_that_ends_past_its_best_ends_with_the_best_weights(noise_corp
     assert finished.reason == "epochs" and last["val_loss"] > best  # it ended past its best ...
     assert finished.val_loss == best  # ... and with the best's weights
     assert any("ends with the weights of its best checkpoint" in notice for notice in notices), notices
+
+
+@pytest.mark.trains
+def test_a_fresh_run_is_not_stopped_while_its_rate_is_high(noise_corpus, tmp_path):
+    """It overfits from its first epochs, but epoch ends count only once the cosine has
+    brought the rate down to a quarter of its peak (from 85% of the run on: epoch 7 of 8)."""
+    from engine.run.training import Trainer
+
+    run = tmp_path / "run"
+    config = tiny_config(epochs=8, units=32, lr=0.02, warmup_steps=4, sample_length=0, patience=1)
+    finished = Trainer(noise_corpus, config, run).run()
+    rows = [row for row in _metrics(run) if row["kind"] == "epoch"]
+    best_early = min(row["val_loss"] for row in rows[:3])
+    assert any(row["val_loss"] > best_early for row in rows[3:6])  # it had passed its best by then
+    assert finished.epoch >= 7

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine import events
 from engine.config import TrainConfig
-from engine.run import schedule
+from engine.run import patience, schedule
 from engine.run.clock import TrainingClock
 from engine.tfsetup import keras
 
@@ -133,13 +133,13 @@ class ProgressMixin:
             session_seconds=self.clock.elapsed - self.run_start_time)
 
     @property
-    def decaying(self) -> bool:
-        """Whether the rate is past its warm-up and below its peak: decaying to the run's
-        end, or the low rate a resumed session found (engine/run/patience.py counts then)."""
+    def late(self) -> bool:
+        """Whether the rate is past its warm-up and down to patience.LATE of its peak or less:
+        the end of a decay, or the low rate a resumed session found (the early stop counts
+        epoch ends then: engine/run/patience.py)."""
         config = self.control.config
         return (config.schedule != "constant" and self.step >= config.warmup_steps
-                and self.rate_set is not None
-                and self.rate_set < config.lr * (1.0 - schedule.RATE_TOLERANCE))
+                and self.rate_set is not None and self.rate_set <= config.lr * patience.LATE)
 
     def start_epoch(self, epoch: int, first_batch: int) -> None:
         self.epoch = epoch

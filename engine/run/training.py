@@ -272,7 +272,7 @@ class Trainer(Switches):
             if self.stopping and not self._multiworker:
                 reason = "stopped"
                 break
-            if self._may_stop_early() and patience.epoch_end(improved=improved, decaying=progress.decaying):
+            if self._may_stop_early() and patience.epoch_end(improved=improved, late=progress.late):
                 reason = "no_improvement"
                 break
             if self.sample_each_epoch and config.sample_length and self.chief:
@@ -308,8 +308,8 @@ class Trainer(Switches):
             return val_loss
         if reason == "no_improvement":
             self._notice(f"the held-out loss has not improved on the run's best ({best:.4f}) for "
-                         f"{self.config.patience} epochs while the learning rate decays: stopped, with the "
-                         "weights of that best checkpoint (--patience 0 trains on regardless)")
+                         f"{self.config.patience} epochs with the learning rate down to its last quarter: "
+                         "stopped, with the weights of that best checkpoint (--patience 0 trains on)")
         else:
             self._notice(f"the run ends with the weights of its best checkpoint (held-out {best:.4f}; "
                          f"the last epoch's was {val_loss:.4f})")
