@@ -98,9 +98,10 @@ class TrainConfig:
     lr_floor: float = 0.05
     decay_start: float = 0.5      # the rate is held for this fraction of the run, then decays
     epochs: int = 60
-    # An early stop (engine/run/patience.py): once the rate decays, a run whose held-out loss
-    # has not improved on its best for this many epoch ends stops there, its weights set
-    # back to that best checkpoint's, so training more never ends worse; 0: off (book).
+    # An early stop (engine/run/patience.py): late in a run (the rate down to a quarter of its
+    # peak), a run whose held-out loss has not improved on its best for this many epoch ends
+    # stops there, its weights set back to that best checkpoint's, so training more never
+    # ends worse; 0: off (book).
     patience: int = 3
     time_budget: float | None = None  # stop after this many seconds of training (this session)
     steps: int | None = None          # stop after this many optimizer steps (this session)

@@ -198,8 +198,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--carry-length", type=int, metavar="N",
                        help="with --carry-start: characters per batch and row (64)")
     group.add_argument("--patience", type=int, metavar="N",
-                       help="once the learning rate decays, stop when the held-out loss has not improved "
-                            "for N epochs, and end at the best checkpoint's weights (fast 3; 0: off, book)")
+                       help="late in a run (the learning rate down to a quarter of its peak), stop when the "
+                            "held-out loss has not improved for N epochs, and end at the best checkpoint's "
+                            "weights (fast 3; 0: off, book)")
     group.add_argument("--keep-every", type=int, metavar="N",
                        help="also keep the checkpoint of every Nth epoch as model.epoch-NNNN.keras (0: off)")
     group.add_argument("--keep-max", type=int, metavar="K",
