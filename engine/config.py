@@ -72,11 +72,6 @@ class TrainConfig:
     # maxlen 32/100 after 5-10 minutes (1.39 vs 1.41 and 1.5+ nats held out).
     maxlen: int = 16              # characters per training window
     step: int = 8                 # a new window every `step` characters
-    # From this fraction of the run on, train with the state carried between batches
-    # (engine/modeling/carried.py): `batch_size * maxlen // carry_length` rows of the text
-    # read side by side, `carry_length` characters a batch. None: windows throughout.
-    carry_start: float | None = None
-    carry_length: int = 64
     units: int = 128              # LSTM units per layer
     layers: int = 1               # stacked LSTM layers
     dropout: float = 0.0          # dropout between LSTM layers (and before the classifier)
@@ -147,16 +142,6 @@ class TrainConfig:
             ("step", 1 <= self.step <= 10_000, "--step must be between 1 and 10000"),
             ("units", 1 <= self.units <= 8192, "--units must be between 1 and 8192"),
             ("layers", 1 <= self.layers <= 16, "--layers must be between 1 and 16"),
-            ("carry_start", self.carry_start is None
-             or (finite(self.carry_start) and 0.0 <= self.carry_start < 1.0),
-             "--carry-start must be a fraction of the run in [0, 1)"),
-            ("carry_length", isinstance(self.carry_length, int)
-             and 2 <= self.carry_length <= max(2, self.batch_size * self.maxlen),
-             "--carry-length must be from 2 to --batch-size x --maxlen characters"),
-            ("carry_start", self.carry_start is None or (
-                self.objective == "all" and self.strategy == "default" and not self.mixed_precision),
-             "--carry-start needs every position as a target (not the book's objective), one process "
-             "(no --strategy) and full precision"),
             ("dropout", finite(self.dropout) and 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             ("batch_size", 1 <= self.batch_size <= 65_536, "--batch-size must be between 1 and 65536"),
             ("lr", finite(self.lr) and 0.0 < self.lr < 10.0, "--lr must be a positive number below 10"),
@@ -183,12 +168,6 @@ class TrainConfig:
             ("extra", isinstance(self.extra, dict) and _nesting_depth(self.extra) <= MAX_EXTRA_DEPTH,
              f"extra must be an object nested at most {MAX_EXTRA_DEPTH} levels deep"),
         ]
-
-    @property
-    def carry_streams(self) -> int:
-        """Rows of text side by side when the state is carried: as many characters a batch as
-        a batch of windows holds."""
-        return max(1, self.batch_size * self.maxlen // self.carry_length)
 
     @property
     def targets_per_window(self) -> int:

@@ -96,35 +96,3 @@ def test_the_tf_dataset_is_not_autotuned():
 
 def test_split_point_holds_out_the_tail():
     assert split_point(1000, 0.1) == 900
-
-
-def test_streams_continue_each_row_from_batch_to_batch_within_a_pass():
-    from engine.data.windows import Streams
-
-    ids = np.arange(10_000, dtype=np.int64)  # each id is its own position
-    streams = Streams(ids, streams=8, length=16, batches_per_epoch=200, seed=3)
-    assert streams.span == 1249 and streams.per_pass == 77
-    previous = None
-    for b in range(200):
-        x, y = streams.batch(epoch=2, batch=b)
-        assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == np.int32
-        assert (y == x + 1).all()  # every position's next id
-        assert (np.diff(x, axis=1) == 1).all()
-        assert (x // streams.span == np.arange(8)[:, None]).all()  # row r reads its own share
-        if streams.starts_pass(b):
-            assert b % 77 == 0 and 0 <= x[0, 0] < 16  # a new pass, at an offset below `length`
-        else:
-            assert (x[:, 0] == previous[:, -1] + 1).all()  # carries on where the last batch ended
-        previous = x
-    assert x.max() < len(ids) - 1
-
-
-def test_streams_cut_elsewhere_each_pass_and_epoch_and_repeat_for_the_same_seed():
-    from engine.data.windows import Streams
-
-    ids = np.arange(10_000, dtype=np.int64)
-    streams = Streams(ids, streams=8, length=16, batches_per_epoch=200, seed=3)
-    starts = {(epoch, b): int(streams.batch(epoch, b)[0][0, 0]) for epoch in range(4) for b in (0, 77, 154)}
-    assert len(set(starts.values())) > 6
-    again = Streams(ids, streams=8, length=16, batches_per_epoch=200, seed=3)
-    assert all(int(again.batch(epoch, b)[0][0, 0]) == start for (epoch, b), start in starts.items())

@@ -192,11 +192,6 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                             "not kept with the run")
     group.add_argument("--mixed-precision", action="store_const", const=True, default=None,
                        help="float16/bfloat16 compute on GPUs (the softmax stays float32)")
-    group.add_argument("--carry-start", type=float, metavar="F",
-                       help="from this fraction of the run on (0 to 1), train with the LSTM's state carried "
-                            "from batch to batch, rows of the text read side by side (default: off)")
-    group.add_argument("--carry-length", type=int, metavar="N",
-                       help="with --carry-start: characters per batch and row (64)")
     group.add_argument("--patience", type=int, metavar="N",
                        help="late in a run (the learning rate down to a quarter of its peak), stop when the "
                             "held-out loss has not improved for N epochs, and end at the best checkpoint's "
@@ -212,7 +207,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     names = ("units", "layers", "dropout", "maxlen", "step", "batch_size", "lr", "schedule", "epochs",
              "time_budget", "steps", "val_fraction", "seed", "temperatures", "checkpoint_every",
-             "patience", "carry_start", "carry_length", "keep_every", "keep_max",
+             "patience", "keep_every", "keep_max",
              "strategy", "mixed_precision")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.lowercase is not None:

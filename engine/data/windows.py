@@ -120,38 +120,6 @@ class Windows:
                 .with_options(options))
 
 
-class Streams:
-    """The training text as `streams` rows read side by side, `length` ids at a time, for
-    training with the LSTM's state carried from one batch to the next (truncated
-    backpropagation through time: engine/modeling/carried.py).
-
-    Row r of every batch continues row r of the batch before it, through a pass over the
-    text; each pass starts from a zero state at a new random offset (below `length`), so
-    the cuts between batches fall elsewhere every pass. An epoch is `batches_per_epoch`
-    batches (the windows' count, so epochs, steps and resuming mean the same in both
-    ways of training), passes following each other. Targets are every position's next id.
-    """
-
-    def __init__(self, ids: np.ndarray, streams: int, length: int, batches_per_epoch: int, seed: int = 0):
-        self.ids, self.streams, self.length = ids, streams, length
-        self.batches_per_epoch, self.seed = batches_per_epoch, seed
-        self.span = (len(ids) - 1) // streams  # each row's share of the text
-        self.per_pass = max(1, (self.span - length) // length)
-        self._offsets = np.arange(length, dtype=np.int64)
-
-    def starts_pass(self, batch: int) -> bool:
-        """Whether `batch` begins a pass: the carried state starts from zeros there."""
-        return batch % self.per_pass == 0
-
-    def batch(self, epoch: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) int32 arrays of shape (streams, length): batch `batch` of `epoch`."""
-        one_pass, k = divmod(batch, self.per_pass)
-        offset = int(np.random.default_rng([self.seed, epoch, one_pass]).integers(0, self.length))
-        starts = np.arange(self.streams, dtype=np.int64) * self.span + offset + k * self.length
-        positions = starts[:, None] + self._offsets
-        return self.ids[positions].astype(np.int32), self.ids[positions + 1].astype(np.int32)
-
-
 def split_point(length: int, val_fraction: float) -> int:
     """Index where the held-out tail begins (the last `val_fraction` of the corpus)."""
     return int(round(length * (1.0 - val_fraction)))
@@ -179,16 +147,3 @@ def check_length(corpus, config: TrainConfig) -> None:
             f"{corpus.name} has {len(corpus):,} characters: too short for {config.maxlen}-char "
             f"windows with {config.val_fraction:.0%} held out (needs at least "
             f"{math.ceil(needed / config.val_fraction):,}); use a longer text or a smaller --maxlen")
-    if config.carry_start is not None:
-        carried = config.carry_streams * 2 * config.carry_length + 1
-        scored = 4 * config.carry_length + 1  # one held-out window (engine/run/training.py)
-        if len(corpus) - split < scored:
-            raise CorpusError(
-                f"{corpus.name} holds out {len(corpus) - split:,} characters: too few to score a model "
-                f"whose state is carried (one {scored - 1}-char window); use a longer text, a larger "
-                "--val-fraction or a smaller --carry-length")
-        if split < carried:
-            raise CorpusError(
-                f"{corpus.name} has {split:,} characters to train on: too few for {config.carry_streams} "
-                f"rows of two {config.carry_length}-char batches each, state carried (needs {carried:,}); "
-                "use a longer text, a smaller --carry-length or --batch-size, or no --carry-start")

@@ -115,7 +115,10 @@ class ProgressMixin:
         config = self.control.config
         if config.schedule == "constant":
             return
-        fraction = self.fraction_done()
+        fraction = schedule.fraction_done(
+            config, step=self.step, steps_per_epoch=self.control.steps_per_epoch,
+            session_steps=self.step - self.run_start_step,
+            session_seconds=self.clock.elapsed - self.run_start_time)
         optimizer = self.model.optimizer
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)
         if self.resumed is None and self.run_start_step and not self.new_peak:
@@ -124,13 +127,6 @@ class ProgressMixin:
                                             lag=SCHEDULE_EVERY)
         self.rate_set = schedule.learning_rate(config, self.step, fraction, self.resumed)
         optimizer.learning_rate = self.rate_set
-
-    def fraction_done(self) -> float:
-        """How far through its planned length the run is now, 0 to 1 (engine/run/schedule.py)."""
-        return schedule.fraction_done(
-            self.control.config, step=self.step, steps_per_epoch=self.control.steps_per_epoch,
-            session_steps=self.step - self.run_start_step,
-            session_seconds=self.clock.elapsed - self.run_start_time)
 
     @property
     def late(self) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from engine import events
 from engine.config import TrainConfig
 from engine.data.corpus import Corpus
-from engine.data.windows import Streams, Windows, check_length, count_windows, split_point
+from engine.data.windows import Windows, check_length, count_windows, split_point
 from engine.errors import RunDirError, TrainingError
 from engine.files.rundir import RunDir
 from engine.modeling.longcontext import long_context_loss_if_long_enough
@@ -104,22 +104,10 @@ class Trainer(Switches):
                                      config.batch_size, seed=config.seed)
         # Held-out windows: unshuffled, spaced so at most val_max_windows are scored, and
         # for the "all" objective only the positions with at least maxlen - step of context.
-        # A run that will carry its state is scored in windows of 4 x carry_length, the
-        # second half of each: what it learns beyond a window must show in the figure its
-        # best checkpoint and its early stop go by.
-        val_maxlen, val_step = config.maxlen, config.step
-        if config.carry_start is not None:
-            val_maxlen = max(config.maxlen, 4 * config.carry_length)
-            val_step = max(config.step, val_maxlen // 2)
-        val_step = max(val_step, math.ceil(len(self.val_ids) / config.val_max_windows))
-        score_from = max(0, val_maxlen - val_step) if config.objective == "all" else 0
-        self.val_windows = Windows(self.val_ids, val_maxlen, val_step, config.objective,
+        val_step = max(config.step, math.ceil(len(self.val_ids) / config.val_max_windows))
+        score_from = max(0, config.maxlen - val_step) if config.objective == "all" else 0
+        self.val_windows = Windows(self.val_ids, config.maxlen, val_step, config.objective,
                                    config.batch_size, shuffle=False, score_from=score_from)
-        # With --carry-start, the later part of the run reads the text as rows, the state carried.
-        self.train_streams = None if config.carry_start is None else Streams(
-            self.train_ids, config.carry_streams, config.carry_length,
-            self.train_windows.batches_per_epoch, seed=config.seed)
-        self._carried = None  # engine.modeling.carried.CarriedStep, made when first needed
 
     @property
     def steps_per_epoch(self) -> int:
@@ -321,9 +309,6 @@ class Trainer(Switches):
 
     def _fit_epoch(self, model, epoch: int, first_batch: int, progress) -> None:
         """Train from `first_batch` to the end of `epoch` (0-based), or until a stop."""
-        if self.train_streams is not None and progress.fraction_done() >= self.config.carry_start:
-            self._fit_carried_epoch(model, epoch, first_batch, progress)
-            return
         dataset = self.train_windows.dataset(epoch, first_batch)
         batches = self.steps_per_epoch - first_batch
         if not self._multiworker:
@@ -338,28 +323,6 @@ class Trainer(Switches):
                                        lambda: requests.get(progress.stop_reason, NO_STOP))
         if agreed and not progress.stop_reason:  # another worker asked
             progress.stop_reason = "stopped" if agreed == STOP_USER else "time_budget"
-
-    def _fit_carried_epoch(self, model, epoch: int, first_batch: int, progress) -> None:
-        """The same, with the state carried between batches (engine/modeling/carried.py):
-        the callback is driven as model.fit drives it. A resumed epoch starts from zeros."""
-        from engine.modeling.carried import CarriedStep
-
-        config, streams = self.config, self.train_streams
-        if self._carried is None or self._carried.model is not model:
-            self._carried = CarriedStep(model, config.carry_streams, config.carry_length)
-            self._notice(f"from here on the LSTM's state is carried from batch to batch: "
-                         f"{config.carry_streams} rows of the text, {config.carry_length} characters a batch")
-        progress.set_model(model)
-        model.stop_training = False
-        progress.on_train_begin()
-        total = 0.0
-        for done, batch in enumerate(range(first_batch, self.steps_per_epoch), start=1):
-            if done == 1 or streams.starts_pass(batch):
-                self._carried.reset()
-            total += self._carried(*streams.batch(epoch, batch))
-            progress.on_train_batch_end(batch, {"loss": total / done})  # a running mean, as fit's
-            if model.stop_training:
-                break
 
     def _run_label(self) -> str:
         return str(self.rundir.path) if self.chief else ""
