@@ -15,6 +15,11 @@ every held-out char predicted from at least 200 chars before it, the LSTM state 
 through the text as the sampler carries it. A model that uses long-range structure
 scores lower there than in windows; one whose state drifts past its training lengths,
 higher.
+
+`--against SETTINGS` trains a reference beside ours at the same budgets (e.g.
+`--against patience=0`: the preset before its early stop), the two alternating over
+`--rounds` (the reference first in odd rounds), so a change to the preset is measured
+side by side with what it replaces, on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ def long_context(model, chars, val_ids) -> float:
 def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dict):
     from engine.run.training import Trainer
 
-    config = C.fast_config(time_budget=seconds, epochs=100_000, **overrides)
+    # The budget is the run's length unless the settings give it an epoch count of its own.
+    config = C.fast_config(**{"time_budget": seconds, "epochs": 100_000, **overrides})
     trainer = Trainer(corpus, config, run_dir, fresh=fresh, sample_each_epoch=False)
     finished = trainer.run()
     return trainer.model, config, finished
@@ -71,6 +77,11 @@ def main() -> None:
                    help="keep our runs (their metrics.jsonl has every epoch's held-out loss)")
     p.add_argument("--set", default="", metavar="KEY=VALUE,...",
                    help="override fast-preset settings (e.g. maxlen=32,lr=0.008) to try a candidate")
+    p.add_argument("--against", default=None, metavar="KEY=VALUE,...",
+                   help="also train this reference (the fast preset with these settings, e.g. patience=0 "
+                        "for the preset before its early stop) at the same budgets, alternating with ours "
+                        "(the reference first in odd rounds)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of ours and --against (1)")
     args = p.parse_args()
     if args.quick:
         args.book_seconds, args.fast_seconds = 15.0, 30.0
@@ -104,23 +115,31 @@ def main() -> None:
     # (not tempfile.gettempdir(): the engine points it at a folder of its own, gone at exit)
     work = tempfile.mkdtemp(prefix="charlm-bench-", dir=os.environ.get("TMPDIR") or "/tmp")
     try:
-        result["ours"] = []
-        for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
-            print(f"ours: a fresh run of {budget:g} s ...", flush=True)
-            model, config, finished = train_ours(corpus, os.path.join(work, f"ours-{budget:g}"), budget,
-                                                 fresh=True, overrides=parse_candidate(args.set))
-            loss = C.heldout(model, vocab, val_ids)
-            long_loss = long_context(model, chars, val_ids)
-            targets = finished.step * config.batch_size * config.targets_per_window
-            info = {"budget": budget, "seconds": finished.elapsed, "steps": finished.step,
-                    "epochs": finished.epoch, "targets": targets, "trainer_val_loss": finished.val_loss,
-                    "heldout": loss, "heldout_long": long_loss, "config": config.to_json()}
-            result["ours"].append(info)
-            rows.append([f"fast @ {budget:g} s", f"{finished.elapsed:.0f}", finished.step,
-                         f"{finished.epoch}", f"{targets:,}", f"{loss:.4f}", f"{long_loss:.4f}"])
-            print(f"  steps {finished.step}, {finished.elapsed:.0f} s, held-out {loss:.4f}, "
-                  f"long-context {long_loss:.4f} "
-                  f"(Trainer's own val {finished.val_loss})", flush=True)
+        result["ours"], result["against"] = [], []
+        candidates = [("ours", "fast", args.set)]
+        if args.against is not None:
+            candidates.append(("against", f"--against {args.against}", args.against))
+        for round_ in range(1, args.rounds + 1):
+            order = candidates if round_ % 2 == 0 or len(candidates) == 1 else candidates[::-1]
+            for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
+                for key, label, settings in order:
+                    print(f"{label}: a fresh run of {budget:g} s (round {round_}) ...", flush=True)
+                    run_dir = os.path.join(work, f"{key}-{budget:g}-{round_}")
+                    model, config, finished = train_ours(corpus, run_dir, budget, fresh=True,
+                                                         overrides=parse_candidate(settings))
+                    loss = C.heldout(model, vocab, val_ids)
+                    long_loss = long_context(model, chars, val_ids)
+                    targets = finished.step * config.batch_size * config.targets_per_window
+                    info = {"budget": budget, "round": round_, "seconds": finished.elapsed,
+                            "steps": finished.step, "epochs": finished.epoch, "reason": finished.reason,
+                            "targets": targets, "trainer_val_loss": finished.val_loss,
+                            "heldout": loss, "heldout_long": long_loss, "config": config.to_json()}
+                    result[key].append(info)
+                    rows.append([f"{label} @ {budget:g} s", f"{finished.elapsed:.0f}", finished.step,
+                                 f"{finished.epoch}", f"{targets:,}", f"{loss:.4f}", f"{long_loss:.4f}"])
+                    print(f"  steps {finished.step}, {finished.elapsed:.0f} s ({finished.reason}), held-out "
+                          f"{loss:.4f}, long-context {long_loss:.4f} "
+                          f"(Trainer's own val {finished.val_loss})", flush=True)
     finally:
         if args.keep:
             print(f"our runs: {work}")

@@ -25,7 +25,7 @@ def parse_candidate(text: str) -> dict:
     types = {"maxlen": int, "step": int, "batch_size": int, "lr": float, "clipnorm": float,
              "dropout": float, "optimizer": str, "units": int, "layers": int,
              "schedule": str, "lr_floor": float, "decay_start": float, "warmup_steps": int,
-             "patience": int, "seed": int,
+             "patience": int, "seed": int, "epochs": int,
              "lr_end": float}  # lr_end: bench-only experiment, cosine decay lr -> lr_end over the budget
     out = {}
     for item in filter(None, text.split(",")):

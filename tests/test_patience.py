@@ -146,3 +146,28 @@ def test_a_fresh_run_is_not_stopped_while_its_rate_is_high(noise_corpus, tmp_pat
     best_early = min(row["val_loss"] for row in rows[:3])
     assert any(row["val_loss"] > best_early for row in rows[3:6])  # it had passed its best by then
     assert finished.epoch >= 7
+
+
+def test_train_refuses_a_patience_below_0_in_one_line(tiny_corpus_path, tmp_path):
+    from tests.runs import assert_one_line_refusal, charlm
+
+    out = charlm("train", "--corpus", tiny_corpus_path, "--run", tmp_path / "run", "--patience", "-1")
+    assert_one_line_refusal(out, "--patience must be a whole number of epochs")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.trains
+def test_train_more_on_the_command_line_says_it_stopped_at_its_best(noise_corpus, tmp_path):
+    """The README's `train --run RUN --epochs N` on a finished run, as a user runs it."""
+    from tests.runs import TINY, charlm
+
+    run, corpus = tmp_path / "run", noise_corpus.source
+    common = ("train", "--corpus", corpus, "--run", run, *TINY, "--units", "32", "--length", "0", "--json")
+    assert charlm(*common, "--epochs", "4").returncode == 0
+    began = json.loads((run / "state.json").read_text())["best_val_loss"]
+    out = charlm(*common, "--epochs", "40")
+    assert out.returncode == 0, out.stderr
+    assert "Held-out loss stopped improving at the end of epoch" in out.stdout
+    assert "stopped, with the weights of that best checkpoint" in out.stdout
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["reason"] == "no_improvement" and summary["val_loss"] <= began
