@@ -74,7 +74,7 @@ def tiny_corpus(tiny_corpus_path):
 def tiny_config(**overrides):
     from engine.config import preset
 
-    settings = dict(units=8, maxlen=16, step=8, batch_size=16, epochs=1, log_every=2,
+    settings = dict(units=8, maxlen=16, step=8, batch_size=16, epochs=1, log_every=2, patience=0,
                     sample_length=20, checkpoint_every=3600.0)
     settings.update(overrides)
     return preset(settings.pop("preset", "fast"), **settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16"]
+TINY = ["--units", "8", "--maxlen", "16", "--step", "8", "--batch-size", "16", "--patience", "0"]
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 ENV = {**os.environ, **QUIET}  # for a process started by hand; charlm() reads the environment afresh
 

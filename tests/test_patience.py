@@ -162,7 +162,8 @@ def test_train_more_on_the_command_line_says_it_stopped_at_its_best(noise_corpus
     from tests.runs import TINY, charlm
 
     run, corpus = tmp_path / "run", noise_corpus.source
-    common = ("train", "--corpus", corpus, "--run", run, *TINY, "--units", "32", "--length", "0", "--json")
+    common = ("train", "--corpus", corpus, "--run", run, *TINY, "--units", "32", "--patience", "3",
+              "--length", "0", "--json")
     assert charlm(*common, "--epochs", "4").returncode == 0
     began = json.loads((run / "state.json").read_text())["best_val_loss"]
     out = charlm(*common, "--epochs", "40")
