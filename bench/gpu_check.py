@@ -55,7 +55,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_check.json"))
     args = parser.parse_args()
 
-    tf = tensorflow()
+    try:
+        tf = tensorflow()
+    except ImportError as error:
+        print(f"TensorFlow cannot be imported here ({error}): install the project's packages first "
+              "(pip install -e . in the checkout)")
+        return 2
     if not tf.config.list_physical_devices("GPU"):
         print("no GPU visible to TensorFlow: nothing to check here")
         return 2

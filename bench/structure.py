@@ -119,7 +119,11 @@ def main() -> None:
     temperatures = [float(t) for t in args.temperatures.split(",")]
     samples: dict[float, list[str]] = {t: [] for t in temperatures}
     for seed, seed_text in zip(seeds, seed_texts(text, seeds)):
-        generated = saved.sampler.generate(seed_text, temperatures, args.chars, seed=seed)
+        try:
+            generated = saved.sampler.generate(seed_text, temperatures, args.chars, seed=seed)
+        except ValueError as error:  # a --corpus with characters the run never saw
+            raise SystemExit(f"{args.corpus or 'the corpus'} is not the text {args.run} was trained on: "
+                             f"{error}") from None
         for temperature, sample in generated.items():
             samples[temperature].append(sample)
 

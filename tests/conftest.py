@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ import pytest
 from tests.runs import TINY, charlm
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The tests run their commands as a terminal starts them: SIGHUP at its default. A suite
+# started under `nohup` would otherwise pass SIGHUP ignored on to every command it runs
+# (that survives exec), and the hangup tests would test nohup instead; the tests of
+# nohup's behaviour ignore it themselves (tests/terminal.py).
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 if os.environ.get("CHARLM_TESTS_WITHOUT_TENSORFLOW"):
     # `make test-fast`: the tests it selects (not marked `trains` or `slow`) must not need

@@ -135,7 +135,11 @@ async def test_c_takes_a_typed_path_with_completion_and_remembers_it(tiny_corpus
         assert options.get_option_at_index(0).id == "recent:" + str(tiny_corpus_path.resolve())
         path_input = picker.query_one("#path", Input)
         path_input.focus()
-        await pilot.press(*"../elsewhere/sha")
+        # the folder part set, the rest typed: each key pressed through Pilot while training runs
+        # waits out its idle check (about a second, since the process is never idle)
+        path_input.value = "../elsewhere/"
+        path_input.cursor_position = len(path_input.value)
+        await pilot.press(*"sha")
         await wait_until(pilot, lambda: any("../elsewhere/shakespeare.txt" in row
                                             for row in screen_rows(app)),
                          what="the completion, shown after the cursor")

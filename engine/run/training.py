@@ -299,8 +299,8 @@ class Trainer(Switches):
                          f"{self.config.patience} epochs with the learning rate down to its last quarter: "
                          "stopped, with the weights of that best checkpoint (--patience 0 trains on)")
         else:
-            self._notice(f"the run ends with the weights of its best checkpoint (held-out {best:.4f}; "
-                         f"the last epoch's was {val_loss:.4f})")
+            last = "" if val_loss is None else f"; the last epoch's was {val_loss:.4f}"
+            self._notice(f"the run ends with the weights of its best checkpoint (held-out {best:.4f}{last})")
         return best
 
     def _set_model(self, model) -> None:
