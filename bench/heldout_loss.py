@@ -67,6 +67,20 @@ def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dic
     return trainer.model, config, finished
 
 
+def train_and_score(corpus, run_dir: str, budget: float, overrides: dict, chars, val_ids) -> dict:
+    """A fresh run of ours for `budget` seconds, scored both ways on the held-out text."""
+    model, config, finished = train_ours(corpus, run_dir, budget, fresh=True, overrides=overrides)
+    loss = C.heldout(model, len(chars), val_ids)
+    long_loss = long_context(model, chars, val_ids)
+    print(f"  steps {finished.step}, {finished.elapsed:.0f} s ({finished.reason}), held-out "
+          f"{loss:.4f}, long-context {long_loss:.4f} (Trainer's own val {finished.val_loss})", flush=True)
+    targets = finished.step * config.batch_size * config.targets_per_window
+    return {"budget": budget, "seconds": finished.elapsed, "steps": finished.step, "epochs": finished.epoch,
+            "reason": finished.reason, "targets": targets,
+            "trainer_val_loss": finished.val_loss, "heldout": loss, "heldout_long": long_loss,
+            "config": config.to_json()}
+
+
 def main() -> None:
     p = C.parser("Held-out nats/char after a CPU time budget: the book vs the fast preset.")
     p.add_argument("--book-seconds", type=float, default=120.0)
@@ -124,22 +138,12 @@ def main() -> None:
             for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
                 for key, label, settings in order:
                     print(f"{label}: a fresh run of {budget:g} s (round {round_}) ...", flush=True)
-                    run_dir = os.path.join(work, f"{key}-{budget:g}-{round_}")
-                    model, config, finished = train_ours(corpus, run_dir, budget, fresh=True,
-                                                         overrides=parse_candidate(settings))
-                    loss = C.heldout(model, vocab, val_ids)
-                    long_loss = long_context(model, chars, val_ids)
-                    targets = finished.step * config.batch_size * config.targets_per_window
-                    info = {"budget": budget, "round": round_, "seconds": finished.elapsed,
-                            "steps": finished.step, "epochs": finished.epoch, "reason": finished.reason,
-                            "targets": targets, "trainer_val_loss": finished.val_loss,
-                            "heldout": loss, "heldout_long": long_loss, "config": config.to_json()}
-                    result[key].append(info)
-                    rows.append([f"{label} @ {budget:g} s", f"{finished.elapsed:.0f}", finished.step,
-                                 f"{finished.epoch}", f"{targets:,}", f"{loss:.4f}", f"{long_loss:.4f}"])
-                    print(f"  steps {finished.step}, {finished.elapsed:.0f} s ({finished.reason}), held-out "
-                          f"{loss:.4f}, long-context {long_loss:.4f} "
-                          f"(Trainer's own val {finished.val_loss})", flush=True)
+                    info = train_and_score(corpus, os.path.join(work, f"{key}-{budget:g}-{round_}"), budget,
+                                           parse_candidate(settings), chars, val_ids)
+                    result[key].append({"round": round_, **info})
+                    rows.append([f"{label} @ {budget:g} s", f"{info['seconds']:.0f}", info["steps"],
+                                 f"{info['epochs']}", f"{info['targets']:,}", f"{info['heldout']:.4f}",
+                                 f"{info['heldout_long']:.4f}"])
     finally:
         if args.keep:
             print(f"our runs: {work}")

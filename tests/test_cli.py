@@ -58,6 +58,18 @@ def test_train_then_sample_from_the_saved_run(tiny_corpus_path, tmp_path):
     plain = charlm("sample", "--run", run, "--seed-text", "the will", "--length", "20", "--top-k", "3")
     assert plain.returncode == 0 and "the will" in plain.stdout
 
+    # "two more minutes" on a run whose epochs are done trains nothing, and says how to go on
+    more = charlm("train", "--corpus", tiny_corpus_path, "--run", run, "--time-budget", "2m", "--length", "0",
+                  "--json")
+    assert more.returncode == 0, more.stderr
+    assert "this run has done all its epochs (1): nothing to train (--epochs N, more than 1" in more.stdout
+    assert json.loads(more.stdout.strip().splitlines()[-1])["step"] == summary["step"]
+    assert "target chars/s" not in more.stdout.splitlines()[-2], "no rate for a session that trained nothing"
+    on = charlm("train", "--corpus", tiny_corpus_path, "--run", run, "--epochs", "2", "--length", "0",
+                "--json")
+    assert on.returncode == 0, on.stderr
+    assert json.loads(on.stdout.strip().splitlines()[-1])["step"] == 2 * summary["step"]
+
 
 @pytest.mark.trains
 def test_sample_json_says_how_much_of_each_sample_is_copied_when_the_training_text_is_here(

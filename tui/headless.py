@@ -219,8 +219,9 @@ class HeadlessTrainer:
 
     def _print_summary(self, finished: events.TrainingFinished) -> None:
         ended = progress.describe_end(finished.reason).capitalize()
+        rate = f" at {finished.chars_per_sec:,.0f} target chars/s" if finished.chars_per_sec else ""
         self.say(f"{ended} at {progress.describe_position(self.progress)}, "
-                 f"after {finished.elapsed:,.0f} s at {finished.chars_per_sec:,.0f} target chars/s.")
+                 f"after {finished.elapsed:,.0f} s{rate}.")
         if finished.long_context_loss is not None:
             self.say(f"Held-out loss with 200+ characters of context, the state carried: "
                      f"{finished.long_context_loss:.4f} (in windows: {finished.val_loss:.4f}).")

@@ -177,7 +177,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                        help="the learning rate over the run: cosine (fast): warmed up, held, then "
                             "decayed to the run's planned end (its epochs, --steps or --time-budget); "
                             "constant (book)")
-    group.add_argument("--epochs", type=int, help="epochs in total (60)")
+    group.add_argument("--epochs", type=int, help="epochs in total (book 60, fast 25)")
     group.add_argument("--time-budget", type=_duration, metavar="TIME",
                        help="stop after this long: seconds, or 90s, 10m, 1h (this session only)")
     group.add_argument("--steps", type=int, metavar="N",

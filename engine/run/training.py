@@ -226,6 +226,10 @@ class Trainer(Switches):
         patience = Patience(config.patience)
         self._start_tensorboard()
         reason, train_loss, val_loss = "epochs", None, None
+        if step // per_epoch >= config.epochs:
+            self._notice(f"this run has done all its epochs ({config.epochs}): nothing to train "
+                         f"(--epochs N, more than {config.epochs}, trains it on; the early stop still "
+                         "ends it at its best)")
         while step // per_epoch < config.epochs:
             epoch, first_batch = divmod(step, per_epoch)
             progress.start_epoch(epoch + 1, first_batch)
