@@ -6,7 +6,8 @@ context, engine.modeling.model.heldout_loss). The book trains exactly as printed
 one-hot arrays, model.fit, batch 128, RMSprop 0.01) for `--book-seconds`; ours trains
 through our real engine.run.training.Trainer, a fresh run for `--book-seconds` (ours at the
 book's budget) and another for `--fast-seconds`, each with that `--time-budget`, as a
-user would run it: the learning rate decays to the end of the budget it is given.
+user would run it: the run ends at its budget or its epochs (the preset's 25), whichever
+comes first, and the learning rate decays to that end.
 Training time is what each loop's clock counts (the Trainer's includes its own
 per-epoch evaluation and checkpoints); vectorising and scoring are not counted.
 
@@ -19,7 +20,9 @@ higher.
 `--against SETTINGS` trains a reference beside ours at the same budgets (e.g.
 `--against patience=0`: the preset before its early stop), the two alternating over
 `--rounds` (the reference first in odd rounds), so a change to the preset is measured
-side by side with what it replaces, on the same machine at the same time.
+side by side with what it replaces, on the same machine at the same time. Round N trains
+both with seed `--seed` + N - 1 (unless the settings give one): the same seed trains the
+same run again, figure for figure.
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ def long_context(model, chars, val_ids) -> float:
 def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dict):
     from engine.run.training import Trainer
 
-    # The budget is the run's length unless the settings give it an epoch count of its own.
-    config = C.fast_config(**{"time_budget": seconds, "epochs": 100_000, **overrides})
+    # As a user's `train --time-budget SECONDS`: the run ends at its budget or at its epochs
+    # (the preset's 25, or the settings'), whichever comes first; epochs=100000 makes the
+    # budget the run's length.
+    config = C.fast_config(time_budget=seconds, **overrides)
     trainer = Trainer(corpus, config, run_dir, fresh=fresh, sample_each_epoch=False)
     finished = trainer.run()
     return trainer.model, config, finished
@@ -138,8 +143,11 @@ def main() -> None:
             for budget in sorted({min(args.book_seconds, args.fast_seconds), args.fast_seconds}):
                 for key, label, settings in order:
                     print(f"{label}: a fresh run of {budget:g} s (round {round_}) ...", flush=True)
+                    # each round its own seed (the same for ours and the reference): with one
+                    # seed the rounds would train the same runs again
+                    overrides = {"seed": args.seed + round_ - 1, **parse_candidate(settings)}
                     info = train_and_score(corpus, os.path.join(work, f"{key}-{budget:g}-{round_}"), budget,
-                                           parse_candidate(settings), chars, val_ids)
+                                           overrides, chars, val_ids)
                     result[key].append({"round": round_, **info})
                     rows.append([f"{label} @ {budget:g} s", f"{info['seconds']:.0f}", info["steps"],
                                  f"{info['epochs']}", f"{info['targets']:,}", f"{info['heldout']:.4f}",
