@@ -15,7 +15,9 @@ Beside that windowed figure, each model gets a long-context one (engine/modeling
 every held-out char predicted from at least 200 chars before it, the LSTM state carried
 through the text as the sampler carries it. A model that uses long-range structure
 scores lower there than in windows; one whose state drifts past its training lengths,
-higher.
+higher. A third figure is what the streams get: each held-out char as our sampler reads the
+text it generates, from its last `maxlen` to 1.5 x `maxlen` - 1 characters
+(engine.modeling.sampler.reading_for; the book's sampler carries its state).
 
 `--against SETTINGS` trains a reference beside ours at the same budgets (e.g.
 `--against patience=0`: the preset before its early stop), the two alternating over
@@ -52,12 +54,14 @@ def train_book(text: str, chars, seconds: float, seed: int):
                    "windows": len(x), "vectorise_seconds": vectorise}
 
 
-def long_context(model, chars, val_ids) -> float:
-    """Held-out nats/char with 200+ chars of context, the state carried (numpy sampler)."""
-    from engine.modeling.longcontext import long_context_loss
-    from engine.modeling.sampler import Sampler
+def long_context(model, chars, val_ids, config=None) -> tuple[float, float | None]:
+    """Held-out nats/char with 200+ chars of context, the state carried, and as the run's
+    sampler reads the stream it generates (None for the book's, which carries its state)."""
+    from engine.modeling.longcontext import as_read_loss, long_context_loss
+    from engine.modeling.sampler import Sampler, reading_for
 
-    return long_context_loss(Sampler.from_keras_model(model, chars), val_ids)
+    sampler = Sampler.from_keras_model(model, chars, reading=reading_for(config) if config else None)
+    return long_context_loss(sampler, val_ids), as_read_loss(sampler, val_ids)
 
 
 def train_ours(corpus, run_dir: str, seconds: float, fresh: bool, overrides: dict):
@@ -76,14 +80,15 @@ def train_and_score(corpus, run_dir: str, budget: float, overrides: dict, chars,
     """A fresh run of ours for `budget` seconds, scored both ways on the held-out text."""
     model, config, finished = train_ours(corpus, run_dir, budget, fresh=True, overrides=overrides)
     loss = C.heldout(model, len(chars), val_ids)
-    long_loss = long_context(model, chars, val_ids)
+    long_loss, read_loss = long_context(model, chars, val_ids, config)
     print(f"  steps {finished.step}, {finished.elapsed:.0f} s ({finished.reason}), held-out "
-          f"{loss:.4f}, long-context {long_loss:.4f} (Trainer's own val {finished.val_loss})", flush=True)
+          f"{loss:.4f}, long-context {long_loss:.4f}, as the sampler reads {read_loss:.4f} "
+          f"(Trainer's own val {finished.val_loss})", flush=True)
     targets = finished.step * config.batch_size * config.targets_per_window
     return {"budget": budget, "seconds": finished.elapsed, "steps": finished.step, "epochs": finished.epoch,
             "reason": finished.reason, "targets": targets,
             "trainer_val_loss": finished.val_loss, "heldout": loss, "heldout_long": long_loss,
-            "config": config.to_json()}
+            "heldout_as_read": read_loss, "config": config.to_json()}
 
 
 def main() -> None:
@@ -123,12 +128,12 @@ def main() -> None:
         print(f"book: vectorising and training {args.book_seconds:g} s ...", flush=True)
         model, info = train_book(text[:split], chars, args.book_seconds, args.seed)
         info["heldout"] = C.heldout(model, vocab, val_ids)
-        info["heldout_long"] = long_context(model, chars, val_ids)
+        info["heldout_long"], _ = long_context(model, chars, val_ids)
         del model
         result["book"] = info
         rows.append(["book (8.1)", f"{info['seconds']:.0f}", info["batches"], f"{info['epochs']:.2f}",
                      f"{info['batches'] * C.BOOK_BATCH:,}", f"{info['heldout']:.4f}",
-                     f"{info['heldout_long']:.4f}"])
+                     f"{info['heldout_long']:.4f}", "(carried)"])
         print(f"  {info}", flush=True)
 
     # (not tempfile.gettempdir(): the engine points it at a folder of its own, gone at exit)
@@ -151,7 +156,7 @@ def main() -> None:
                     result[key].append({"round": round_, **info})
                     rows.append([f"{label} @ {budget:g} s", f"{info['seconds']:.0f}", info["steps"],
                                  f"{info['epochs']}", f"{info['targets']:,}", f"{info['heldout']:.4f}",
-                                 f"{info['heldout_long']:.4f}"])
+                                 f"{info['heldout_long']:.4f}", f"{info['heldout_as_read']:.4f}"])
     finally:
         if args.keep:
             print(f"our runs: {work}")
@@ -160,7 +165,7 @@ def main() -> None:
 
     print()
     print(C.table(rows, ["recipe", "train s", "steps", "epochs", "targets", "held-out nats/char",
-                         "200+ context, carried"]))
+                         "200+ context, carried", "as the sampler reads"]))
     if "book" in result:
         book = result["book"]["heldout"]
         at_book = result["ours"][0]["heldout"]

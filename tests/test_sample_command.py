@@ -103,10 +103,19 @@ def test_a_long_seed_is_primed_once_for_every_sample_drawn_from_it(trained_run):
 
     saved = open_run(trained_run)
     seed = "".join(saved.vocab[i % len(saved.vocab)] for i in range(500))
+    window, every = saved.sampler.reading
+    steps = CountingSampler.wrap(saved.sampler)
+    rounds = [saved.sampler.generate(seed, (0.5, 1.0), 10, seed=number) for number in range(4)]
+    # read in the run's windows, a sample reads only the seed's last window, whatever its length
+    reads = 10 // every
+    assert steps.count(1) == 0 and steps.count(2) == 4 * (window + (10 - reads) + reads * window)
+    again = open_run(trained_run).sampler
+    assert [again.generate(seed, (0.5, 1.0), 10, seed=number) for number in range(4)] == rounds  # same text
+
+    saved.sampler.reading = again.reading = None  # the state carried: the seed is read once
     steps = CountingSampler.wrap(saved.sampler)
     rounds = [saved.sampler.generate(seed, (0.5, 1.0), 10, seed=number) for number in range(4)]
     assert steps.count(1) == len(seed), "the seed was run through the model more than once"
     assert steps.count(2) == 4 * 10
-    again = open_run(trained_run).sampler
     assert [again.generate(seed, (0.5, 1.0), 10, seed=number) for number in range(4)] == rounds  # same text
     assert np.allclose(saved.sampler.next_distribution(seed), again.next_distribution(seed))

@@ -141,3 +141,59 @@ def test_the_stream_keeps_each_steps_distribution_for_the_inspector():
             np.testing.assert_allclose(kept[step][row], sampler.next_distribution(texts[row]), atol=1e-12)
             assert kept[step][row][sampler.vocab.index(char)] == pytest.approx(probs[row], rel=1e-12)
             texts[row] += char
+
+
+@pytest.mark.parametrize("reading", [(6, 3), (16, 8), (4, 1)])
+def test_a_stream_read_in_windows_draws_each_char_from_its_last_window_and_the_chars_since(reading):
+    """With a reading (window, every), each character is drawn from exactly what a zero state
+    that read the last `window` characters at the latest restart, and every character since,
+    predicts: window to window + every - 1 characters, never the whole stream."""
+    from tests.scripted import numpy_sampler
+
+    window, every = reading
+    carried = numpy_sampler("the will to power, and the will to truth.\n", units=8, seed=4)
+    sampler = Sampler.from_weights(carried.vocab, carried.weights(), lowercase=carried.lowercase,
+                                   reading=reading)
+    temperatures = [0.5, 1.0]
+    kept: list = []
+    seed_text = "the will to power, and"
+    texts = [seed_text] * len(temperatures)
+    stream = sampler.stream(seed_text, temperatures, 40, seed=5, distributions=kept)
+    for step, (chars, _) in enumerate(stream):
+        context = window + step % every
+        for row, char in enumerate(chars):
+            np.testing.assert_allclose(kept[step][row], carried.next_distribution(texts[row][-context:]),
+                                       atol=1e-12)
+            texts[row] += char
+    whole, last = carried.next_distribution(texts[0]), carried.next_distribution(texts[0][-window:])
+    assert not np.allclose(whole, last), "from the whole stream it would differ: the test tells them apart"
+
+
+def test_runs_read_their_stream_in_their_own_windows_and_the_book_carries_its_state():
+    from engine.config import preset
+    from engine.modeling.sampler import reading_for
+
+    assert reading_for(preset("fast")) == (16, 8)
+    assert reading_for(preset("fast", maxlen=160)) == (160, 80)
+    assert reading_for(preset("book")) is None
+    from tests.scripted import numpy_sampler
+
+    carried = numpy_sampler("abc abc\n", units=4, seed=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        Sampler.from_weights(carried.vocab, carried.weights(), reading=(16, 0))
+
+
+def test_the_held_out_loss_as_the_sampler_reads_scores_each_char_from_its_reading():
+    """as_read_loss: each character from the window + p % every characters before it, as a
+    stream read in windows draws it; None for a sampler that carries its state."""
+    from engine.modeling.longcontext import as_read_loss
+    from tests.scripted import numpy_sampler
+
+    text = "the will to power, and the will to truth.\n" * 3
+    carried = numpy_sampler(text, units=8, seed=4)
+    reading = Sampler.from_weights(carried.vocab, carried.weights(), lowercase=carried.lowercase,
+                                   reading=(5, 3))
+    ids = np.array(carried.encode(text))
+    expected = [-np.log(carried.next_distribution(text[p - 5 - p % 3:p])[ids[p]]) for p in range(8, len(ids))]
+    assert as_read_loss(reading, ids) == pytest.approx(np.mean(expected), rel=1e-12)
+    assert as_read_loss(carried, ids) is None and as_read_loss(reading, ids[:8]) is None

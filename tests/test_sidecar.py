@@ -21,7 +21,7 @@ import pytest
 
 from engine.files import checkpoints, sidecar
 from engine.files.rundir import RunDir
-from engine.modeling.sampler import Sampler, keras_weights
+from engine.modeling.sampler import Sampler, keras_weights, reading_for
 from tests.conftest import tiny_config
 from tests.runs import lambda_model
 
@@ -129,10 +129,11 @@ def test_a_stacked_model_saved_by_save_model_round_trips_exactly(tmp_path, monke
     stored = sidecar.decode(sidecar.sidecar_path(run.model_path).read_bytes(),
                             sidecar.fingerprint(run.model_path),
                             {k: v.shape for k, v in keras_weights(model).items()})
-    from_keras = Sampler.from_keras_model(model, vocab)
+    from_keras = Sampler.from_keras_model(model, vocab, reading=reading_for(config))
     keras_must_not_be_needed(monkeypatch)
     from_sidecar, parameters = checkpoints.load_sampler(run)
     assert parameters == model.count_params() and len(stored) == 8
+    assert from_sidecar.reading == (16, 8), "it reads its stream in the run's windows"
     ids = np.array([[vocab.index(ch) for ch in "gfedcba" * 9]], dtype="int32")
     np.testing.assert_allclose(from_sidecar.next_distribution("gfedcba" * 9),
                                model.predict(ids, verbose=0)[0][-1], atol=2e-6)

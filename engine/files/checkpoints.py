@@ -28,8 +28,13 @@ from engine.files import sidecar
 from engine.files.rundir import RunDir
 from engine.files.safeio import explain_os_error, fsync_dir, os_error_in, remove_names
 from engine.files.vetting import archive_problem, fallback_notice
-from engine.modeling.sampler import Sampler, weight_shapes
+from engine.modeling.sampler import Sampler, reading_for, weight_shapes
 from engine.tfsetup import keras
+
+
+def _reads_as_trained(config) -> dict:
+    """A run's sampler reads text as the run was trained to: its case and its windows."""
+    return {"lowercase": config.lowercase, "reading": reading_for(config)}
 
 
 def save_model(run: RunDir, model) -> None:
@@ -219,7 +224,7 @@ def load_sampler(run: RunDir, on_notice=None, rebuild_sidecar: bool = True) -> t
     if found is None:
         return _sampler_from_keras(run, config, vocab, shapes, on_notice, rebuild_sidecar)
     weights, source = found
-    sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
+    sampler = Sampler.from_weights(vocab, weights, **_reads_as_trained(config))
     sampler.source = source
     return sampler, sum(array.size for array in weights.values())
 
@@ -241,13 +246,13 @@ def load_sampler_from(run: RunDir, keras_path: Path) -> tuple[Sampler, int]:
     shapes = weight_shapes(len(vocab), config.layers, config.units)
     weights = sidecar.read_weights(keras_path, shapes)
     if weights is not None:
-        sampler = Sampler.from_weights(vocab, weights, lowercase=config.lowercase)
+        sampler = Sampler.from_weights(vocab, weights, **_reads_as_trained(config))
         sampler.source = Path(keras_path)
         return sampler, sum(array.size for array in weights.values())
     memoize_keras_skipsets()
     try:
         model = keras().saving.load_model(keras_path, safe_mode=True, compile=False)
-        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
+        sampler = Sampler.from_keras_model(model, vocab, **_reads_as_trained(config))
     except Exception as error:  # reported, never executed around
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise RunDirError(f"cannot use the checkpoint {keras_path}: {first_line}") from None
@@ -288,7 +293,7 @@ def _sampler_from_keras(run: RunDir, config, vocab, shapes, on_notice, rebuild: 
         if on_notice is not None:
             on_notice(message)
     try:
-        sampler = Sampler.from_keras_model(model, vocab, lowercase=config.lowercase)
+        sampler = Sampler.from_keras_model(model, vocab, **_reads_as_trained(config))
     except ValueError as error:
         raise RunDirError(f"{run.path} cannot be sampled: {error}") from None
     loaded = run.previous_model_path if notices else run.model_path  # the notice says it fell back

@@ -43,3 +43,25 @@ def long_context_loss_if_long_enough(sampler, ids) -> float | None:
         return long_context_loss(sampler, ids)
     except ValueError:
         return None
+
+
+def as_read_loss(sampler, ids) -> float | None:
+    """Mean nats per character of `ids` as `sampler` reads the stream it generates (its
+    `reading`, engine.modeling.sampler.reading_for): the character at position p predicted
+    from a zero state over the `window + p % every` characters before it, as a stream
+    restarted every `every` characters from its last `window` draws it. None for a
+    sampler that carries its state (that is `long_context_loss`)."""
+    if sampler.reading is None:
+        return None
+    window, every = sampler.reading
+    ids = np.asarray(ids)
+    positions = np.arange(window + every, len(ids))
+    if not len(positions):
+        return None
+    total = 0.0
+    for extra in range(every):
+        chosen = positions[positions % every == extra]
+        if len(chosen):
+            rows = ids[chosen[:, None] + np.arange(-(window + extra), 1)]  # each: its context, then it
+            total += float(-sampler.log_likelihoods(rows)[:, -1].sum())
+    return total / len(positions)

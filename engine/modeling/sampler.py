@@ -157,11 +157,34 @@ def keras_weights(model) -> dict[str, np.ndarray]:
     return weights
 
 
+def reading_for(config) -> tuple[int, int] | None:
+    """How a run's sampler reads the stream it generates: (window, every) or None.
+
+    A model trained on every position of short windows, each from a zero state (the fast
+    objective), predicts best from the lengths it was trained on. Run on with its state
+    carried far past them it predicts worse where the text has a shape it could learn in
+    a window (on the play of bench/structure.py, 0.92 nats a character against 0.80 read
+    16 at a time, and lines twice the text's) and no better where it has none (Nietzsche,
+    where the carried state is the same as the last 32 characters' to 4 places: README,
+    "Structure"). So such a sampler starts again from a zero state over the last `maxlen`
+    characters every `maxlen // 2` characters it draws: each character is drawn from
+    `maxlen` to 1.5 x `maxlen` - 1 characters read, at three LSTM steps a character.
+    None, the book's objective (the last position only): the state carried, as before."""
+    if getattr(config, "objective", "all") != "all":
+        return None
+    return config.maxlen, max(1, config.maxlen // 2)
+
+
 class Sampler:
-    """Next-character distributions and text from a trained model's weights, in numpy."""
+    """Next-character distributions and text from a trained model's weights, in numpy.
+
+    `reading` (see `reading_for`): None, the state carried through the whole stream; or
+    (window, every): generation starts again from a zero state over the last `window`
+    characters every `every` characters. Scoring (`next_distribution`, `log_likelihoods`)
+    always carries the state over all it is given: it is the model's own figure."""
 
     def __init__(self, vocab: Sequence[str], lstms: list[_Lstm], dense_kernel: np.ndarray,
-                 dense_bias: np.ndarray, lowercase: bool = True):
+                 dense_bias: np.ndarray, lowercase: bool = True, reading: tuple[int, int] | None = None):
         weights = [w for lstm in lstms for w in (lstm.kernel, lstm.recurrent_kernel, lstm.bias)]
         if not all(np.isfinite(w).all() for w in [*weights, dense_kernel, dense_bias]):
             # Such a model samples the same character forever (NaN wins every argmax).
@@ -173,12 +196,16 @@ class Sampler:
         self._lstms = lstms
         self._dense_kernel = dense_kernel
         self._dense_bias = dense_bias
+        if reading is not None and not (reading[0] >= 1 and reading[1] >= 1):
+            raise ValueError(f"a reading window and interval must be at least 1, not {reading}")
+        self.reading = reading
         self.source = None   # the checkpoint file the weights came from, when loaded from one
         self._primed = None  # (seed text, logits, state) of the last prime: reused, never changed
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def from_keras_model(cls, model, vocab: Sequence[str], lowercase: bool = True) -> "Sampler":
+    def from_keras_model(cls, model, vocab: Sequence[str], lowercase: bool = True,
+                         reading: tuple[int, int] | None = None) -> "Sampler":
         """Copy the weights out of a model built by `engine.modeling.model.build_model`."""
         lstms, dense = [], None
         for layer in model.layers:
@@ -192,11 +219,11 @@ class Sampler:
             raise ValueError("the model has no LSTM or no Dense layer: not a charlm-tui model")
         if lstms[0].kernel.shape[0] != len(vocab) or dense[0].shape[1] != len(vocab):
             raise ValueError(f"the model's vocabulary size does not match the {len(vocab)} saved characters")
-        return cls(vocab, lstms, dense[0], dense[1], lowercase=lowercase)
+        return cls(vocab, lstms, dense[0], dense[1], lowercase=lowercase, reading=reading)
 
     @classmethod
     def from_weights(cls, vocab: Sequence[str], weights: Mapping[str, np.ndarray],
-                     lowercase: bool = True) -> "Sampler":
+                     lowercase: bool = True, reading: tuple[int, int] | None = None) -> "Sampler":
         """From arrays named as `keras_weights` names them (a checkpoint's sidecar). They
         are converted to float64 as `from_keras_model` converts Keras's, so both give
         bit-identical probabilities for the same weights."""
@@ -210,7 +237,8 @@ class Sampler:
         as_float64 = {name: np.asarray(array, dtype=np.float64) for name, array in weights.items()}
         lstms = [_Lstm(*(as_float64[f"lstm_{number}_{part}"] for part in _LSTM_PARTS))
                  for number in range(1, layers + 1)]
-        return cls(vocab, lstms, as_float64["dense_kernel"], as_float64["dense_bias"], lowercase=lowercase)
+        return cls(vocab, lstms, as_float64["dense_kernel"], as_float64["dense_bias"], lowercase=lowercase,
+                   reading=reading)
 
     def weights(self) -> dict[str, np.ndarray]:
         """The float64 arrays this sampler computes with, named as `weight_shapes` names them,
@@ -291,17 +319,32 @@ class Sampler:
                 check_option(option, value)
         return self._stream(seed_text, temperatures, length, seed, top_k, top_p, distributions)
 
+    def _read(self, ids: np.ndarray):
+        """(logits, state) after reading `ids` (rows x T) from a zero state."""
+        state = self._zero_state(ids.shape[0])
+        for t in range(ids.shape[1]):
+            logits, state = self._advance(ids[:, t], state)
+        return logits, state
+
     def _stream(self, seed_text, temperatures, length, seed, top_k, top_p, distributions):
         rng = np.random.default_rng(seed)
         temperatures = [float(t) for t in temperatures]
-        logits, state = self.prime(seed_text)
         rows = len(temperatures)
-        logits = np.repeat(logits[None, :], rows, axis=0)
-        state = [(np.repeat(h, rows, axis=0), np.repeat(c, rows, axis=0)) for h, c in state]
+        if self.reading is None:
+            logits, state = self.prime(seed_text)
+            logits = np.repeat(logits[None, :], rows, axis=0)
+            state = [(np.repeat(h, rows, axis=0), np.repeat(c, rows, axis=0)) for h, c in state]
+        else:  # each row's last `window` characters, read again every `every` drawn
+            window, every = self.reading
+            ids = self.encode(seed_text)
+            if not ids:
+                raise ValueError("the seed text is empty")
+            recent = np.repeat(np.array(ids[-window:])[None, :], rows, axis=0)
+            logits, state = self._read(recent)
         row_index = np.arange(rows)
         inverse_t = np.array([1.0 / t if t > 0 else 0.0 for t in temperatures])[:, None]
         greedy = np.array([t <= 0 for t in temperatures])
-        for _ in range(length):
+        for drawn in range(1, length + 1):
             model_probs = np.exp(_log_softmax(logits))
             if distributions is not None:
                 distributions.append(model_probs)  # (a new array each step)
@@ -313,6 +356,11 @@ class Sampler:
             chosen = np.where(greedy, scaled.argmax(axis=-1), chosen)
             yield (tuple(self.vocab[i] for i in chosen),
                    tuple(float(p) for p in model_probs[row_index, chosen]))
+            if self.reading is not None:
+                recent = np.concatenate([recent, chosen[:, None]], axis=1)[:, -window:]
+                if drawn % every == 0:
+                    logits, state = self._read(recent)
+                    continue
             logits, state = self._advance(chosen, state)
 
     def generate(self, seed_text: str, temperatures: Sequence[float], length: int,

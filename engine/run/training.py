@@ -30,7 +30,7 @@ from engine.errors import RunDirError, TrainingError
 from engine.files.rundir import RunDir
 from engine.modeling.longcontext import long_context_loss_if_long_enough
 from engine.modeling.model import heldout_loss, summary_text, use_xla_for_stacked_lstms
-from engine.modeling.sampler import Sampler
+from engine.modeling.sampler import Sampler, reading_for
 from engine.run.callback import Switches, progress_callback
 from engine.run.checkpointer import Checkpointer
 from engine.run.clock import TrainingClock
@@ -135,7 +135,8 @@ class Trainer(Switches):
         with self._model_lock:
             if self.model is None:
                 raise TrainingError("the model is not built yet")
-            return Sampler.from_keras_model(self.model, self.corpus.vocab, lowercase=self.corpus.lowercase)
+            return Sampler.from_keras_model(self.model, self.corpus.vocab, lowercase=self.corpus.lowercase,
+                                            reading=reading_for(self.config))
 
     def save_checkpoint(self) -> None:
         """Save the current weights now (a retry after a failed checkpoint, for example);
