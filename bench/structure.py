@@ -59,23 +59,30 @@ def play_text(chars: int = PLAY_CHARS, seed: int = 0) -> str:
     return "".join(turns)[:chars]
 
 
-def training_text(spec: str | None, saved) -> str:
-    """The first (1 - val_fraction) of the corpus, as the run was trained on it."""
+def whole_text(spec: str | None, saved) -> str:
+    """The whole corpus (`spec`, else the run's own), in the run's case."""
     from engine.data.corpus import load_corpus
-    from engine.data.windows import split_point
     from engine.run import follow
 
     config = saved.config
     if spec == "play":
         text = play_text()
-        text = text.lower() if config.lowercase else text
+        return text.lower() if config.lowercase else text
+    if spec:
+        corpus, why = load_corpus(spec, lowercase=config.lowercase), None
     else:
-        corpus, why = (load_corpus(spec, lowercase=config.lowercase), None) if spec else \
-            follow.training_text(saved)
-        if corpus is None:
-            raise SystemExit(f"{why}; give --corpus")
-        text = corpus.text(0, len(corpus))
-    return text[:split_point(len(text), config.val_fraction)]
+        corpus, why = follow.training_text(saved)
+    if corpus is None:
+        raise SystemExit(f"{why}; give --corpus")
+    return corpus.text(0, len(corpus))
+
+
+def training_text(spec: str | None, saved) -> str:
+    """The first (1 - val_fraction) of the corpus, as the run was trained on it."""
+    from engine.data.windows import split_point
+
+    text = whole_text(spec, saved)
+    return text[:split_point(len(text), saved.config.val_fraction)]
 
 
 def seed_texts(text: str, seeds: list[int]) -> list[str]:
