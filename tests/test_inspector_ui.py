@@ -37,10 +37,13 @@ async def traced(pilot) -> None:
 def assert_explains(app, inspector) -> None:
     """The panel's figures are engine/nextchar's for the column's own sampler and text (the
     round's, as the panel opened on it: training, a later round may have begun since)."""
-    from engine.modeling.nextchar import next_char
+    from engine.modeling.nextchar import NextChar, next_char
 
     subject = inspector.subject
     expected = next_char(subject.sampler, subject.seed + subject.generated[:inspector.position])
+    # what the stream drew from: with the run's reading, what it read since its last restart
+    drawn = subject.sampler.drawn_from(subject.seed, subject.generated[:inspector.position])
+    expected = NextChar(expected.context, expected.vocab, drawn)
     shown = inspector.distribution()
     assert shown.context == expected.context
     np.testing.assert_allclose(shown.probabilities, expected.probabilities, rtol=0, atol=1e-9)

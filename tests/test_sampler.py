@@ -164,6 +164,8 @@ def test_a_stream_read_in_windows_draws_each_char_from_its_last_window_and_the_c
         for row, char in enumerate(chars):
             np.testing.assert_allclose(kept[step][row], carried.next_distribution(texts[row][-context:]),
                                        atol=1e-12)
+            drawn = sampler.drawn_from(seed_text, texts[row][len(seed_text):])  # what the inspector shows
+            np.testing.assert_allclose(kept[step][row], drawn, atol=1e-12)
             texts[row] += char
     whole, last = carried.next_distribution(texts[0]), carried.next_distribution(texts[0][-window:])
     assert not np.allclose(whole, last), "from the whole stream it would differ: the test tells them apart"

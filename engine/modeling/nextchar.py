@@ -58,4 +58,4 @@ def next_char(sampler: Sampler, context: str, what: str = "the context") -> Next
     context, _ = encode(sampler, context, what)
     if not context:
         raise ValueError(f"{what} is empty: the model needs at least one character to go on")
-    return NextChar(context, tuple(sampler.vocab), sampler.next_distribution(context))
+    return NextChar(context, tuple(sampler.vocab), sampler.drawn_from(context))

@@ -299,6 +299,16 @@ class Sampler:
         logits, _ = self.prime(prefix)
         return np.exp(_log_softmax(logits))
 
+    def drawn_from(self, seed_text: str, generated: str = "") -> np.ndarray:
+        """The distribution (at temperature 1) a stream started from `seed_text` draws its
+        next character from once it has drawn `generated`: the model's after all of it, or,
+        read in windows, after the part the stream has read since its last restart."""
+        text = seed_text + generated
+        if self.reading is None:
+            return self.next_distribution(text)
+        window, every = self.reading
+        return self.next_distribution(text[-(window + len(generated) % every):])
+
     # -- generation ------------------------------------------------------------------
     def stream(self, seed_text: str, temperatures: Sequence[float], length: int, *,
                seed: int | None = None, top_k: int | None = None, top_p: float | None = None,
