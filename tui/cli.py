@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 
 from engine.errors import CharlmError
 from tui import options, streams
@@ -195,14 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         if streams.lost_output(error) is None:
             raise
         code = streams.output_gone(error)
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or threading.active_count() > 1:
         _exit_now(code)
     return code
 
 
 def _exit_now(code: int) -> None:
-    """Everything is saved and every thread joined by now, but finalising an interpreter
-    that holds TensorFlow would keep the shell prompt waiting a second or more: remove
+    """Everything is saved by now, but finalising an interpreter that holds TensorFlow
+    would keep the shell prompt waiting a second or more, and one with a thread still
+    running (the app left at start-up, say, while a worker begins importing TensorFlow)
+    can abort (SIGABRT, seen once in ~20 hangups at start-up under load): remove
     TensorFlow's temporary files, flush, then leave."""
     import logging
 
