@@ -184,11 +184,14 @@ def saved_app():
 
 
 async def settled(pilot) -> None:
-    """The run open, its round streamed to the end, the loss plot drawn, every worker done."""
+    """The run open and its settings in the header, its round streamed to the end, the loss
+    plot drawn, every worker done (a snapshot of the saved app under load once lacked the
+    header's second line: preset, device, run)."""
     from tui.widgets.training import LossPlot
 
     app = pilot.app
     await wait_until(pilot, lambda: app.main is not None and app.main.is_mounted, 60, "the screen")
+    await wait_until(pilot, lambda: app.header.info.preset, 60, "the run's settings in the header")
     await wait_until(pilot, lambda: app.generation_pane.round is not None and app.generation_pane.round.done
                      and app.training_pane.drawn and app.training_pane.query_one(LossPlot).train.xs,
                      60, "the round to finish and the plot to be drawn")
