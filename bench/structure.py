@@ -106,6 +106,9 @@ def main() -> None:
     p.add_argument("--chars", type=int, default=6000, help="characters per seed and temperature (6000)")
     p.add_argument("--seeds", default="1,2,3", help="sampling seeds (1,2,3)")
     p.add_argument("--temperatures", default="1.0,0.5")
+    p.add_argument("--carried", action="store_true",
+                   help="sample with the state carried through the stream, not read in the run's windows "
+                        "(the sampler before 2026-12-04; a book run's always)")
     p.add_argument("--write-play", metavar="FILE", help="write the play-formatted corpus to FILE and exit")
     p.add_argument("--out", default=None, help="result JSON (default bench/results/structure.json)")
     args = p.parse_args()
@@ -120,6 +123,8 @@ def main() -> None:
     from engine.run.follow import open_run
 
     saved = open_run(args.run, checkpoint=args.checkpoint)
+    if args.carried:
+        saved.sampler.reading = None
     text = training_text(args.corpus, saved)
     reference = shape(text)
     seeds = [int(s) for s in args.seeds.split(",")]
