@@ -255,9 +255,6 @@ def escape(term: Terminal, closes: str) -> None:
     term.wait_for_screen(lambda screen: closes not in screen, 30, f"Escape to close {closes!r}")
 
 
-F7 = "\x1b[18~"  # select all in a TextArea
-
-
 def type_into(term: Terminal, text: str) -> None:
     """Empty the focused input and type `text`, until the screen shows it. On a machine
     loaded several times over, characters typed just after the previous answer have
@@ -325,13 +322,15 @@ def test_the_app_in_a_terminal_every_key_and_dialog(tmp_path):
         app(term, "e", shows="Seed text")
         app(term, "\u2603", shows="\u2603")  # a character the model does not know: refused
         app(term, CTRL_S, shows="use characters of the corpus")
-        term.press(BACKSPACE, " will", CTRL_S)
-        try:
-            term.wait_for_screen("your seed text", 15, "the edited seed applied")
-        except AssertionError:
-            # Seen once in five runs on an idle machine: the Backspace applied after the
-            # text typed after it ("A \u2603 wil"). F7 selects all and the text replaces it.
-            app(term, F7, "the will", CTRL_S, shows="your seed text")
+        # Backspace first, seen to take effect, then the text: sent together, the Backspace was
+        # applied after the text typed after it ("... do\u2603 wil"; once in five runs on an
+        # idle machine, and once in clean-clone CI under load, where F7 then "the will" did
+        # not replace it either): Textual handles a key bound in the focused widget, as
+        # Backspace and F7 are, on a later turn than a printable one (see the closing note).
+        before = term.screen_text().count("\u2603")
+        term.press(BACKSPACE)
+        term.wait_for_screen(lambda screen: screen.count("\u2603") < before, 30, "Backspace deleting \u2603")
+        app(term, " will", CTRL_S, shows="your seed text")
         app(term, "t", shows="Temperatures")
         type_into(term, "abc")  # (typed keys show before Enter sends them)
         app(term, "\r", shows="is not a number")
