@@ -27,17 +27,6 @@ import common as C
 WINDOWS = (16, 32, 56)
 
 
-def windowed_scores(sampler, pieces: np.ndarray, targets: np.ndarray, reads: np.ndarray) -> np.ndarray:
-    """Nats for pieces[row, t] read from a zero state over the `reads[i]` characters before
-    it, for each (row, t) in `targets` (pairs); `reads` has one length per pair."""
-    scores = np.empty(len(targets))
-    for length in np.unique(reads):
-        chosen = np.flatnonzero(reads == length)
-        rows = np.stack([pieces[row, t - length:t + 1] for row, t in targets[chosen]])
-        scores[chosen] = -sampler.log_likelihoods(rows)[:, -1]
-    return scores
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description="Held-out loss by how much the model reads before each char.")
     p.add_argument("--run", required=True, help="the run directory")
@@ -51,6 +40,7 @@ def main() -> None:
 
     import structure
     from engine.data.windows import split_point
+    from engine.modeling.longcontext import window_scores
     from engine.run.follow import open_run
 
     saved = open_run(args.run, checkpoint=args.checkpoint)
@@ -67,18 +57,18 @@ def main() -> None:
                          f"{args.streams} streams")
     pieces = ids[:args.streams * length].reshape(args.streams, length)
     carried = -sampler.log_likelihoods(pieces)  # column t - 1 scores pieces[:, t]
-    targets = np.array([(row, t) for row in range(args.streams)
-                        for t in range(args.skip, length, args.every)])
-    figures = {"carried": float(carried[targets[:, 0], targets[:, 1] - 1].mean())}
+    rows, columns = np.divmod(np.arange(pieces.size), length)
+    scored = (columns >= args.skip) & ((columns - args.skip) % args.every == 0)
+    positions = np.flatnonzero(scored)  # in the pieces laid end to end: the held-out text itself
+    figures = {"carried": float(carried[rows[scored], columns[scored] - 1].mean())}
     for window in WINDOWS:
-        figures[f"last {window}"] = float(windowed_scores(sampler, pieces, targets,
-                                                          np.full(len(targets), window)).mean())
+        figures[f"last {window}"] = float(window_scores(sampler, pieces.ravel(), positions, window).mean())
     if sampler.reading is not None:
         window, every = sampler.reading
-        reads = window + targets[:, 1] % every
+        reads = window + columns[scored] % every
         figures[f"as read ({window}-{window + every - 1})"] = float(
-            windowed_scores(sampler, pieces, targets, reads).mean())
-    print(f"{args.run} ({saved.choice} checkpoint): {len(targets):,} held-out characters, each at least "
+            window_scores(sampler, pieces.ravel(), positions, reads).mean())
+    print(f"{args.run} ({saved.choice} checkpoint): {len(positions):,} held-out characters, each at least "
           f"{args.skip} into one of {args.streams} pieces")
     print(C.table([[name, f"{value:.4f}"] for name, value in figures.items()],
                   ["read before each character", "held-out nats/char"]))

@@ -45,6 +45,19 @@ def long_context_loss_if_long_enough(sampler, ids) -> float | None:
         return None
 
 
+def window_scores(sampler, ids, positions, reads) -> np.ndarray:
+    """Nats for each character ids[p] of `positions`, predicted from a zero state over the
+    `reads` characters before it (one length for all, or one per position)."""
+    ids, positions = np.asarray(ids), np.asarray(positions)
+    reads = np.broadcast_to(np.asarray(reads), positions.shape)
+    scores = np.empty(len(positions))
+    for length in np.unique(reads):
+        chosen = np.flatnonzero(reads == length)
+        rows = ids[positions[chosen, None] + np.arange(-length, 1)]  # each: what is read, then it
+        scores[chosen] = -sampler.log_likelihoods(rows)[:, -1]
+    return scores
+
+
 def as_read_loss(sampler, ids) -> float | None:
     """Mean nats per character of `ids` as `sampler` reads the stream it generates (its
     `reading`, engine.modeling.sampler.reading_for): the character at position p predicted
@@ -54,14 +67,7 @@ def as_read_loss(sampler, ids) -> float | None:
     if sampler.reading is None:
         return None
     window, every = sampler.reading
-    ids = np.asarray(ids)
     positions = np.arange(window + every, len(ids))
     if not len(positions):
         return None
-    total = 0.0
-    for extra in range(every):
-        chosen = positions[positions % every == extra]
-        if len(chosen):
-            rows = ids[chosen[:, None] + np.arange(-(window + extra), 1)]  # each: its context, then it
-            total += float(-sampler.log_likelihoods(rows)[:, -1].sum())
-    return total / len(positions)
+    return float(window_scores(sampler, ids, positions, window + positions % every).mean())

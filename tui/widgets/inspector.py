@@ -201,14 +201,13 @@ class InspectorPanel(Widget, can_focus=True):
     def distribution(self):
         """The NextChar the chosen character was drawn from: as the stream kept it, else as a
         sampler that reads in windows read it, else from the trace (None until traced)."""
-        subject = self.subject
-        if subject.distributions is not None and self.position < len(subject.distributions):
-            context, _ = encode(subject.sampler, subject.context(self.position))  # as the model read it
-            return NextChar(context, tuple(subject.sampler.vocab), subject.distributions[self.position])
-        if subject.sampler.reading is not None:  # read in windows: what the stream read, not the trace's
-            context, _ = encode(subject.sampler, subject.context(self.position))
-            drawn = subject.sampler.drawn_from(subject.seed, subject.generated[:self.position])
-            return NextChar(context, tuple(subject.sampler.vocab), drawn)
+        subject, sampler = self.subject, self.subject.sampler
+        kept = subject.distributions is not None and self.position < len(subject.distributions)
+        if kept or sampler.reading is not None:  # (read in windows: a few steps, not the trace's)
+            context, _ = encode(sampler, subject.context(self.position))  # as the model read it
+            drawn = subject.distributions[self.position] if kept else \
+                sampler.drawn_from(subject.seed, subject.generated[:self.position])
+            return NextChar(context, tuple(sampler.vocab), drawn)
         if self.trace is None:
             return None
         position = len(self.subject.context(self.position))
