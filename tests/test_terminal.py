@@ -117,7 +117,14 @@ def test_train_in_a_terminal_fresh_then_resumed_on_the_terminal_and_into_a_file(
     assert code == 0, shown
     written = out.read_text()
     assert "resuming at step" in written and "reached at step" in written and ESC not in written, written
-    assert_nothing_left_behind(tmp_path, fresh + resumed + shown + written)
+
+    # past its epochs (here 1; it is in its 7th), "more time" trains nothing: it says so, and
+    # draws no bar of nothing ("loss nan", 0 chars/s)
+    code, nothing = in_terminal(charlm("train", "--corpus", corpus, "--run", run, "--epochs", 1,
+                                       "--time-budget", "2m", "--length", 0), tmp_path)
+    assert code == 0 and "this run has done all its epochs (1): nothing to train" in nothing, nothing[-3000:]
+    assert "All epochs done at step" in nothing and "nan" not in nothing, nothing[-3000:]
+    assert_nothing_left_behind(tmp_path, fresh + resumed + shown + written + nothing)
 
 
 def test_train_into_a_pipe_closed_once_training_began_saves_and_exits_141(tmp_path):

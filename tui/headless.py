@@ -176,7 +176,10 @@ class HeadlessTrainer:
             else:  # a multi-worker helper: the chief writes checkpoints, samples and metrics
                 self.say(f"Training on {event.device} as {event.worker} ({where}); the chief keeps "
                          "the run directory", markup=False)
-            if self.bar:  # with every field its columns show, before any progress is known
+            # (no bar for a session with nothing to train: it would show "loss nan" and 0 chars/s)
+            done = bool(event.steps_per_epoch and event.epochs
+                        and event.resumed_from_step // event.steps_per_epoch >= event.epochs)
+            if self.bar and not done:  # with every field its columns show, before any progress is known
                 self.task = self.bar.add_task("train", total=event.steps_per_epoch, epoch=event.epoch,
                                               loss=float("nan"), rate=0.0,
                                               eta=progress.format_duration(None))
